@@ -1,0 +1,68 @@
+"""Helpers shared by the benchmark scripts (not part of the package)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+RESULTS = Path(__file__).resolve().parent / "results"
+PRIORS = Path(__file__).resolve().parent / "priors"
+
+#: Upper-left corners of the truth models cut from ti.png (shared/data/README.md).
+TRUTH_WINDOWS = {"mc1": (1135, 1658), "mc2": (1502, 1958), "mc3": (582, 503)}
+TRUTH_SHAPE = (129, 65)
+TRAIN_ROWS = (0, 1900)
+VALID_ROWS = (1900, 2500)
+
+
+def exclusion_windows() -> list[tuple[int, int, int, int]]:
+    """Windows (row, col, height, width) of the truth models, never to be trained on."""
+    return [(r, c, *TRUTH_SHAPE) for r, c in TRUTH_WINDOWS.values()]
+
+
+def slowness(m: np.ndarray) -> np.ndarray:
+    """Reference petrophysics of the study: s = 1 / (0.06 + 0.02 (1 - m)) ns/m."""
+    return 1.0 / (0.06 + 0.02 * (1.0 - m))
+
+
+def machine_info() -> dict:
+    import os
+
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def write_results(name: str, payload: dict, markdown: str) -> tuple[Path, Path]:
+    """Write ``results/<name>.json`` and ``results/<name>.md``."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    payload = {"machine": machine_info(), **payload}
+    jpath = RESULTS / f"{name}.json"
+    mpath = RESULTS / f"{name}.md"
+    jpath.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    mpath.write_text(markdown.rstrip() + "\n")
+    return jpath, mpath
+
+
+def md_table(header: list[str], rows: list[list]) -> str:
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,209 @@
+"""Train the reference 129 x 65 prior on crops of the study's training image and report.
+
+Reports, side by side in one run: training throughput (images/s) in float32 and
+bfloat16, reconstruction error on crops from the validation band (rows 1900-2499)
+against the trivial mean-image reconstruction, and pattern statistics of 1,000 prior
+samples against the training image (channel proportion, two-point probabilities along
+x and z, fraction of undecided pixels).
+
+Training streams fresh random crops (rows 0-1899, the truth windows excluded) through
+``VAEPrior.partial_fit`` in chunks, saving a checkpoint after each chunk, so an
+interrupted run resumes with ``--resume``.
+
+Usage (the committed prior was made with)::
+
+    python benchmarks/train_prior.py --n-images 1000000 --seed 0 \\
+        --out benchmarks/priors/reference_prior.skv
+
+Quick check of the script itself::
+
+    python benchmarks/train_prior.py --n-images 2000 --chunk 1000 --n-samples 100 \\
+        --throughput-batches 1 --out /tmp/prior.skv --name train_prior_smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (SHARED, TRAIN_ROWS, TRUTH_SHAPE, VALID_ROWS,  # noqa: E402
+                     exclusion_windows, md_table, write_results)
+
+from skvaeinv import VAEPrior  # noqa: E402
+from skvaeinv.datasets import extract_patches, load_training_image  # noqa: E402
+
+log = logging.getLogger("train_prior")
+
+
+def two_point(images: np.ndarray, max_lag: int, axis: int) -> np.ndarray:
+    """P(m(u) = 1 and m(u + h) = 1) for lags h = 0..max_lag along ``axis`` (1 = z, 2 = x)."""
+    out = []
+    n = images.shape[axis]
+    for h in range(max_lag + 1):
+        a = np.take(images, np.arange(0, n - h), axis=axis)
+        b = np.take(images, np.arange(h, n), axis=axis)
+        out.append(float((a * b).mean()))
+    return np.asarray(out)
+
+
+def throughput(precision: str, n_batches: int, seed: int, patches: np.ndarray,
+               compile: bool) -> float:
+    prior = VAEPrior(precision=precision, device="cpu", random_state=seed, compile=compile)
+    prior.partial_fit(patches[:100])            # warm-up (and compilation)
+    t0 = time.perf_counter()
+    prior.partial_fit(patches[100:100 * (n_batches + 1)])
+    return 100 * n_batches / (time.perf_counter() - t0)
+
+
+def pattern_stats(images: np.ndarray, max_lag: int = 30) -> dict:
+    binary = (images >= 0.5).astype(np.float64)
+    return {
+        "proportion_mean": float(images.mean()),
+        "proportion_binary": float(binary.mean()),
+        "undecided_fraction": float(((images > 0.1) & (images < 0.9)).mean()),
+        "two_point_x": two_point(binary, max_lag, axis=2).tolist(),
+        "two_point_z": two_point(binary, max_lag, axis=1).tolist(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ti", default=str(SHARED / "ti.png"), help="training image")
+    ap.add_argument("--n-images", type=int, default=1_000_000, help="training crops in all")
+    ap.add_argument("--chunk", type=int, default=20_000, help="crops per partial_fit call")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--precision", default="bfloat16", choices=["float32", "bfloat16"])
+    ap.add_argument("--compile", action="store_true", help="torch.compile the training step")
+    ap.add_argument("--out", default="benchmarks/priors/reference_prior.skv")
+    ap.add_argument("--resume", action="store_true", help="continue from --out")
+    ap.add_argument("--evaluate-only", action="store_true", help="skip training, evaluate --out")
+    ap.add_argument("--throughput-batches", type=int, default=5)
+    ap.add_argument("--n-samples", type=int, default=1000)
+    ap.add_argument("--n-valid", type=int, default=1000)
+    ap.add_argument("--name", default="train_prior", help="results file stem")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    ti = load_training_image(args.ti)
+    windows = exclusion_windows()
+    train_crops = lambda n, seed: extract_patches(  # noqa: E731
+        ti, TRUTH_SHAPE, n, rows=TRAIN_ROWS, exclude=windows, random_state=seed)
+    out = Path(args.out)
+    results: dict = {"command": " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
+                     "seed": args.seed, "training_image": Path(args.ti).name,
+                     "train_rows": TRAIN_ROWS, "excluded_windows": windows}
+
+    # 1. throughput, float32 and bfloat16 side by side in this process
+    if args.throughput_batches > 0:
+        crops = train_crops(100 * (args.throughput_batches + 1), 12345)
+        tp = {p: throughput(p, args.throughput_batches, args.seed, crops, args.compile)
+              for p in ("float32", "bfloat16")}
+        results["throughput_images_per_s"] = tp
+        log.info("throughput: %s", tp)
+
+    # 2. training
+    if not args.evaluate_only:
+        if args.resume and out.exists():
+            prior = VAEPrior.load(out)
+            log.info("resuming from %s (%d images seen)", out, prior.n_images_seen_)
+        else:
+            prior = VAEPrior(latent_dim=20, beta=1000.0, batch_size=100, lr=1e-3,
+                             precision=args.precision, device="auto", compile=args.compile,
+                             random_state=args.seed)
+        t0 = time.perf_counter()
+        start_seen = getattr(prior, "n_images_seen_", 0)
+        chunk_id = start_seen // args.chunk
+        while getattr(prior, "n_images_seen_", 0) < args.n_images:
+            n = min(args.chunk, args.n_images - getattr(prior, "n_images_seen_", 0))
+            prior.partial_fit(train_crops(n, args.seed * 1_000_003 + chunk_id))
+            chunk_id += 1
+            out.parent.mkdir(parents=True, exist_ok=True)
+            prior.save(out)
+            el = time.perf_counter() - t0
+            done = prior.n_images_seen_ - start_seen
+            log.info("%d images, loss/image %.1f, %.0f img/s, %.0f s", prior.n_images_seen_,
+                     prior.loss_curve_[-1], done / el, el)
+        results["training"] = {"wall_s_this_run": time.perf_counter() - t0}
+    prior = VAEPrior.load(out, device="cpu")
+    results["training"] = {**results.get("training", {}),
+                           "images_seen": prior.n_images_seen_, "batches": prior.n_batches_,
+                           "precision": prior.precision, "loss_curve_per_chunk":
+                           prior.loss_curve_, "file": out.as_posix(),
+                           "file_mb": out.stat().st_size / 1e6}
+
+    # 3. validation-band reconstructions
+    valid = extract_patches(ti, TRUTH_SHAPE, args.n_valid, rows=VALID_ROWS,
+                            random_state=args.seed + 7)
+    err = prior.reconstruction_error(valid)
+    train_mean = train_crops(2000, 99).mean(axis=0)
+    err_mean = ((valid - train_mean) ** 2).sum(axis=(1, 2))
+    recon = prior.inverse_transform(prior.transform(valid))
+    results["validation"] = {
+        "n_crops": args.n_valid, "sse_per_crop": float(err.mean()),
+        "sse_per_crop_mean_image": float(err_mean.mean()),
+        "pixel_error_rate_thresholded": float(((recon >= 0.5) != (valid >= 0.5)).mean()),
+    }
+
+    # 4. pattern statistics of samples vs the training image (training band)
+    samples = prior.sample(args.n_samples, random_state=args.seed + 1)
+    ref = train_crops(args.n_samples, 2024)
+    s_stats, r_stats = pattern_stats(samples), pattern_stats(ref)
+    rel = lambda a, b: float(abs(a - b) / b)  # noqa: E731
+    tpx_err = float(np.max(np.abs(np.array(s_stats["two_point_x"]) - r_stats["two_point_x"])
+                           / np.array(r_stats["two_point_x"])))
+    tpz_err = float(np.max(np.abs(np.array(s_stats["two_point_z"]) - r_stats["two_point_z"])
+                           / np.array(r_stats["two_point_z"])))
+    results["patterns"] = {"samples": s_stats, "training_image": r_stats,
+                           "proportion_rel_error": rel(s_stats["proportion_binary"],
+                                                       r_stats["proportion_binary"]),
+                           "two_point_x_max_rel_error": tpx_err,
+                           "two_point_z_max_rel_error": tpz_err}
+
+    # 5. figure
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(3, 8, figsize=(12, 9))
+        for j in range(8):
+            for i, (img, title) in enumerate(((samples[j], "sample"), (valid[j], "valid"),
+                                               (recon[j], "recon"))):
+                axes[i, j].imshow(img, cmap="gray_r", vmin=0, vmax=1)
+                axes[i, j].set_title(title, fontsize=8)
+                axes[i, j].axis("off")
+        fig.tight_layout()
+        fig.savefig(Path(__file__).resolve().parent / "results" / f"{args.name}.png", dpi=80)
+        plt.close(fig)
+    except ImportError:
+        log.warning("matplotlib missing: no figure")
+
+    tp = results.get("throughput_images_per_s", {})
+    rows = [
+        ["throughput float32 (img/s)", tp.get("float32", float("nan")), ""],
+        ["throughput bfloat16 (img/s)", tp.get("bfloat16", float("nan")), ">= 500"],
+        ["images seen in training", prior.n_images_seen_, ">= 1,000,000"],
+        ["validation SSE per crop (VAE)", results["validation"]["sse_per_crop"], ""],
+        ["validation SSE per crop (mean image)", results["validation"]["sse_per_crop_mean_image"], ""],
+        ["channel proportion samples / TI", f"{s_stats['proportion_binary']:.4f} / {r_stats['proportion_binary']:.4f}", "within 10 %"],
+        ["proportion rel. error", results["patterns"]["proportion_rel_error"], "<= 0.10"],
+        ["two-point x, max rel. error (lags 0-30)", tpx_err, "<= 0.10"],
+        ["two-point z, max rel. error (lags 0-30)", tpz_err, "<= 0.10"],
+        ["undecided pixels (0.1 < m < 0.9) samples", s_stats["undecided_fraction"], ""],
+    ]
+    md = (f"# Reference prior training\n\nCommand: `{results['command']}`\n\n"
+          + md_table(["quantity", "value", "target"], rows) + "\n")
+    write_results(args.name, results, md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny images, a tiny prior, the path to ../shared/data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from skvaeinv.datasets import make_channels
+
+#: ../shared/data beside the repository root (read-only reference data).
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+TINY_SHAPE = (32, 16)
+TINY_PRIOR_KW = dict(latent_dim=4, beta=50.0, batch_size=32, lr=3e-3, base_channels=4,
+                     hidden_units=32, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Path to the shared reference data (present in CI beside the clone)."""
+    assert SHARED_DATA.is_dir(), f"reference data not found at {SHARED_DATA}"
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_images() -> np.ndarray:
+    """300 procedural 32 x 16 channel images (train 0-249, held out 250-299)."""
+    return make_channels(300, shape=TINY_SHAPE, width=(3, 5), wavelength=(20, 60),
+                         random_state=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_prior(tiny_images):
+    """A small VAEPrior trained in a few seconds on tiny channel images."""
+    from skvaeinv import VAEPrior
+
+    return VAEPrior(epochs=30, random_state=0, **TINY_PRIOR_KW).fit(tiny_images[:250])
+
+
+def pytest_configure(config):
+    # Tiny networks run fastest on one thread, and tests must not oversubscribe a
+    # 2-core machine when several run at once (joblib workers set their own count).
+    import torch
+
+    torch.set_num_threads(1)

@@ -1,0 +1,144 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from skvaeinv.datasets import extract_patches, load_training_image, make_channels
+
+
+def test_make_channels_shape_binary_deterministic():
+    a = make_channels(20, shape=(40, 24), random_state=3)
+    b = make_channels(20, shape=(40, 24), random_state=3)
+    c = make_channels(20, shape=(40, 24), random_state=4)
+    assert a.shape == (20, 40, 24) and a.dtype == np.float32
+    assert set(np.unique(a)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+@pytest.mark.parametrize("target", [0.15, 0.3, 0.45])
+def test_make_channels_proportion_control(target):
+    X = make_channels(200, shape=(64, 32), proportion=target, random_state=0)
+    per_image = X.mean(axis=(1, 2))
+    assert abs(per_image.mean() - target) < 0.03
+    assert np.median(np.abs(per_image - target)) < 0.05
+
+
+def test_make_channels_count_and_width():
+    none = make_channels(5, shape=(30, 30), proportion=None, n_channels=0, random_state=0)
+    assert none.sum() == 0
+    thin = make_channels(100, shape=(64, 64), proportion=None, n_channels=2, width=2,
+                         random_state=0).mean()
+    thick = make_channels(100, shape=(64, 64), proportion=None, n_channels=2, width=8,
+                          random_state=0).mean()
+    assert thick > 2.5 * thin
+
+
+def test_make_channels_orientation():
+    """Horizontal channels vary along z; vertical ones along x."""
+    h = make_channels(50, shape=(64, 64), sinuosity=0, orientation=0, orientation_spread=0,
+                      random_state=0)
+    v = make_channels(50, shape=(64, 64), sinuosity=0, orientation=90,
+                      orientation_spread=0, random_state=0)
+    # straight horizontal channels: every row is constant
+    assert np.all(h.std(axis=2) == 0) and h.std(axis=1).mean() > 0.1
+    assert np.all(v.std(axis=1) == 0) and v.std(axis=2).mean() > 0.1
+
+
+def test_make_channels_fast():
+    X = make_channels(500, random_state=0)
+    assert X.shape == (500, 129, 65)
+    assert 0.2 < X.mean() < 0.34
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(n_samples=0), "n_samples"),
+    (dict(shape=(0, 5)), "shape"),
+    (dict(proportion=1.5), "proportion"),
+    (dict(width=(5, 2)), "width"),
+    (dict(sinuosity=-1), "sinuosity"),
+    (dict(proportion=None), "n_channels"),
+])
+def test_make_channels_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_channels(**{"n_samples": 2, **kwargs})
+
+
+def test_load_training_image_png_and_npy(tmp_path):
+    arr = (np.random.default_rng(0).random((20, 30)) > 0.5).astype(np.uint8) * 255
+    Image.fromarray(arr).save(tmp_path / "a.png")
+    Image.fromarray(arr).convert("1").save(tmp_path / "b.png")
+    np.save(tmp_path / "c.npy", arr / 255.0)
+    np.save(tmp_path / "d.npy", arr)
+    for name in ("a.png", "b.png", "c.npy", "d.npy"):
+        img = load_training_image(tmp_path / name)
+        assert img.shape == (20, 30) and img.dtype == np.float32
+        np.testing.assert_array_equal(img, arr / 255.0)
+
+
+def test_load_training_image_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_training_image(tmp_path / "missing.png")
+    (tmp_path / "x.png").write_text("not an image")
+    with pytest.raises(ValueError, match="not an image"):
+        load_training_image(tmp_path / "x.png")
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match="plain numeric"):
+        load_training_image(tmp_path / "obj.npy")
+    np.save(tmp_path / "nan.npy", np.full((4, 4), np.nan))
+    with pytest.raises(ValueError, match="NaN"):
+        load_training_image(tmp_path / "nan.npy")
+
+
+def test_load_reference_training_image(shared_data):
+    ti = load_training_image(shared_data / "ti.png")
+    assert ti.shape == (2500, 2500)
+    assert set(np.unique(ti)) == {0.0, 1.0}
+    mc2 = np.load(shared_data / "truth" / "mc2.npy")
+    np.testing.assert_array_equal(ti[1502:1502 + 129, 1958:1958 + 65], mc2)
+
+
+def test_extract_patches_band_and_exclusion():
+    rng = np.random.default_rng(0)
+    image = rng.random((200, 100))
+    windows = [(50, 20, 40, 30), (120, 60, 30, 30)]
+    patches, pos = extract_patches(image, (20, 10), 500, rows=(10, 190), exclude=windows,
+                                   random_state=0, return_positions=True)
+    assert patches.shape == (500, 20, 10)
+    assert pos[:, 0].min() >= 10 and (pos[:, 0] + 20).max() <= 190
+    for r, c, h, w in windows:
+        overlap = ((pos[:, 0] < r + h) & (r < pos[:, 0] + 20)
+                   & (pos[:, 1] < c + w) & (c < pos[:, 1] + 10))
+        assert not overlap.any()
+    # the crops hold the image content at their positions
+    for k in range(0, 500, 97):
+        r, c = pos[k]
+        np.testing.assert_array_equal(patches[k], image[r:r + 20, c:c + 10].astype(np.float32))
+    again = extract_patches(image, (20, 10), 500, rows=(10, 190), exclude=windows,
+                            random_state=0)
+    np.testing.assert_array_equal(again, patches)
+
+
+def test_extract_patches_reference_setup(shared_data):
+    """The benchmark's training crops never touch the truth windows nor the validation band."""
+    ti = load_training_image(shared_data / "ti.png")
+    windows = [(1135, 1658, 129, 65), (1502, 1958, 129, 65), (582, 503, 129, 65)]
+    patches, pos = extract_patches(ti, (129, 65), 3000, rows=(0, 1900), exclude=windows,
+                                   random_state=1, return_positions=True)
+    assert (pos[:, 0] + 129).max() <= 1900
+    for r, c, h, w in windows:
+        assert not ((pos[:, 0] < r + h) & (r < pos[:, 0] + 129)
+                    & (pos[:, 1] < c + w) & (c < pos[:, 1] + 65)).any()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(patch_shape=(300, 10)), "does not fit"),
+    (dict(rows=(50, 40)), "rows"),
+    (dict(n_patches=0), "n_patches"),
+    (dict(exclude=[(0, 0, 200, 100)]), "could not place"),
+    (dict(exclude=[(0, 0, -1, 5)]), "non-positive"),
+])
+def test_extract_patches_errors(kwargs, match):
+    image = np.zeros((200, 100))
+    args = {"patch_shape": (20, 10), "n_patches": 5, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        extract_patches(image, args.pop("patch_shape"), args.pop("n_patches"), **args)

@@ -1,0 +1,237 @@
+import pickle
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from skvaeinv import VAEPrior
+
+from conftest import TINY_PRIOR_KW
+
+_TABULAR = ("sklearn's generic checks feed tabular data (n_samples, n_features) of "
+            "arbitrary real values; VAEPrior takes images in [0, 1] and, for flat input, "
+            "needs image_shape, so it rejects that data with a ValueError by design")
+EXPECTED_FAILED_CHECKS = {name: _TABULAR for name in [
+    "check_fit_score_takes_y", "check_estimators_overwrite_params",
+    "check_dont_overwrite_parameters", "check_estimators_fit_returns_self",
+    "check_readonly_memmap_input", "check_n_features_in_after_fitting",
+    "check_positive_only_tag_during_fit", "check_estimators_dtypes", "check_dtype_object",
+    "check_pipeline_consistency", "check_estimators_pickle",
+    "check_f_contiguous_array_estimator", "check_transformer_data_not_an_array",
+    "check_transformer_general", "check_transformer_preserve_dtypes",
+    "check_methods_sample_order_invariance", "check_methods_subset_invariance",
+    "check_dict_unchanged", "check_fit_idempotent", "check_fit_check_is_fitted",
+    "check_n_features_in", "check_fit2d_predict1d", "check_estimators_nan_inf",
+    "check_fit2d_1sample", "check_fit2d_1feature",
+]}
+EXPECTED_FAILED_CHECKS.update({
+    "check_complex_data": "rejected, but by the image-shape check before the dtype check, "
+                          "so sklearn's expected wording does not appear",
+    "check_estimators_empty_data_messages": "0-feature input is rejected by the image "
+                                            "check with its own wording",
+    "check_estimator_sparse_tag": "images are dense; scipy.sparse input is rejected by "
+                                  "numpy conversion with a TypeError/ValueError of numpy's "
+                                  "wording",
+    "check_estimator_sparse_array": "as check_estimator_sparse_tag",
+    "check_estimator_sparse_matrix": "as check_estimator_sparse_tag",
+})
+
+
+@parametrize_with_checks(
+    [VAEPrior(latent_dim=2, epochs=1, batch_size=16, base_channels=2, hidden_units=8,
+              device="cpu", random_state=0)],
+    expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS,
+)
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def test_params_clone_pipeline(tiny_images):
+    prior = VAEPrior(epochs=1, random_state=0, **TINY_PRIOR_KW)
+    assert prior.get_params()["latent_dim"] == 4
+    prior.set_params(beta=10.0)
+    assert prior.beta == 10.0
+    c = clone(prior)
+    assert c.get_params() == prior.get_params() and not hasattr(c, "encoder_")
+    flat = tiny_images[:64].reshape(64, -1)
+    pipe = Pipeline([("clip", FunctionTransformer(lambda x: np.clip(x, 0, 1))),
+                     ("vae", VAEPrior(epochs=1, image_shape=(32, 16), random_state=0,
+                                      **TINY_PRIOR_KW))])
+    Z = pipe.fit(flat).transform(flat)
+    assert Z.shape == (64, 4) and np.all(np.isfinite(Z))
+    assert pipe.named_steps["vae"].image_shape_ == (32, 16)
+
+
+def test_training_lowers_loss_and_beats_mean_image(tiny_prior, tiny_images):
+    curve = tiny_prior.loss_curve_
+    assert len(curve) == tiny_prior.n_iter_ == 30
+    assert curve[-1] < 0.75 * curve[0]
+    held_out = tiny_images[250:]
+    err_vae = tiny_prior.reconstruction_error(held_out).mean()
+    err_mean = ((held_out - tiny_images[:250].mean(axis=0)) ** 2).sum(axis=(1, 2)).mean()
+    assert err_vae < 0.8 * err_mean
+
+
+def test_transform_inverse_sample_shapes_and_ranges(tiny_prior, tiny_images):
+    Z = tiny_prior.transform(tiny_images[:7])
+    assert Z.shape == (7, 4)
+    R = tiny_prior.inverse_transform(Z)
+    assert R.shape == (7, 32, 16) and R.min() >= 0 and R.max() <= 1
+    S = tiny_prior.sample(5, random_state=1)
+    assert S.shape == (5, 32, 16)
+    np.testing.assert_array_equal(S, tiny_prior.sample(5, random_state=1))
+    assert not np.array_equal(S, tiny_prior.sample(5, random_state=2))
+    # flat input with image_shape gives the same codes
+    flat = VAEPrior(**tiny_prior.get_params())
+    flat.__setstate__(tiny_prior.__getstate__())
+    assert np.isfinite(tiny_prior.score(tiny_images[250:]))
+    assert tiny_prior.score(tiny_images[250:]) > tiny_prior.score(
+        np.random.default_rng(0).random((50, 32, 16)))   # noise is less likely than channels
+    assert list(tiny_prior.get_feature_names_out()) == ["z0", "z1", "z2", "z3"]
+
+
+def test_same_random_state_same_outputs(tiny_images):
+    a = VAEPrior(epochs=2, random_state=5, **TINY_PRIOR_KW).fit(tiny_images[:64])
+    b = VAEPrior(epochs=2, random_state=5, **TINY_PRIOR_KW).fit(tiny_images[:64])
+    c = VAEPrior(epochs=2, random_state=6, **TINY_PRIOR_KW).fit(tiny_images[:64])
+    np.testing.assert_array_equal(a.transform(tiny_images[:5]), b.transform(tiny_images[:5]))
+    assert a.loss_curve_ == b.loss_curve_
+    assert not np.allclose(a.transform(tiny_images[:5]), c.transform(tiny_images[:5]))
+
+
+def test_fit_does_not_touch_global_torch_rng(tiny_images):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    VAEPrior(epochs=1, random_state=0, **TINY_PRIOR_KW).fit(tiny_images[:32])
+    np.testing.assert_array_equal(torch.rand(3).numpy(), expected.numpy())
+
+
+def test_partial_fit_continues(tiny_images):
+    p = VAEPrior(random_state=0, **TINY_PRIOR_KW)
+    p.partial_fit(tiny_images[:64])
+    p.partial_fit(tiny_images[64:128])
+    assert p.n_iter_ == 2 and p.n_images_seen_ == 128 and len(p.loss_curve_) == 2
+
+
+def test_bfloat16_precision_trains(tiny_images):
+    p = VAEPrior(epochs=3, precision="bfloat16", random_state=0, **TINY_PRIOR_KW)
+    p.fit(tiny_images[:64])
+    assert np.all(np.isfinite(p.loss_curve_)) and p.loss_curve_[-1] < p.loss_curve_[0]
+
+
+def test_reference_architecture_shapes():
+    p = VAEPrior(epochs=1, batch_size=2, device="cpu", random_state=0)
+    X = np.zeros((2, 129, 65))
+    p.fit(X)
+    assert p.encoder_.padded_shape == (129, 65)      # no padding: exactly the study's net
+    assert p.decoder_.bottleneck == (256, 6, 2)
+    n_params = sum(q.numel() for q in p.decoder_.parameters())
+    assert n_params == 2_294_049
+    assert p.inverse_transform(np.zeros((1, 20))).shape == (1, 129, 65)
+
+
+def test_get_decoder_is_frozen_and_differentiable(tiny_prior):
+    dec = tiny_prior.get_decoder("cpu")
+    assert all(not q.requires_grad for q in dec.parameters()) and not dec.training
+    z = torch.zeros(3, 4, requires_grad=True)
+    out = dec(z)
+    assert out.shape == (3, 32, 16)
+    out.sum().backward()
+    assert z.grad is not None and torch.all(torch.isfinite(z.grad))
+    assert z.grad.abs().sum() > 0
+    # the estimator's own weights are untouched by the copy
+    assert all(q.grad is None for q in tiny_prior.decoder_.parameters())
+    np.testing.assert_allclose(out.detach().numpy(),
+                               tiny_prior.inverse_transform(np.zeros((3, 4))), atol=1e-6)
+    pickle.loads(pickle.dumps(dec))
+
+
+def test_persistence_round_trips(tiny_prior, tmp_path):
+    Z = np.random.default_rng(0).standard_normal((6, 4))
+    expected = tiny_prior.inverse_transform(Z)
+    p2 = pickle.loads(pickle.dumps(tiny_prior))
+    np.testing.assert_array_equal(p2.inverse_transform(Z), expected)
+    joblib.dump(tiny_prior, tmp_path / "p.joblib")
+    np.testing.assert_array_equal(joblib.load(tmp_path / "p.joblib").inverse_transform(Z),
+                                  expected)
+    tiny_prior.save(tmp_path / "p.skv")
+    # the file is loadable by torch's safe loader (no pickled code)
+    raw = torch.load(tmp_path / "p.skv", weights_only=True)
+    assert raw["format"] == "skvaeinv.VAEPrior"
+    p3 = VAEPrior.load(tmp_path / "p.skv")
+    np.testing.assert_array_equal(p3.inverse_transform(Z), expected)
+    assert p3.get_params() == tiny_prior.get_params()
+    assert p3.loss_curve_ == tiny_prior.loss_curve_
+    p3.partial_fit(np.zeros((8, 32, 16)))   # a loaded prior can keep training
+
+
+def test_load_rejects_foreign_files(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        VAEPrior.load(tmp_path / "nope.skv")
+    (tmp_path / "junk.skv").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="not a readable skvaeinv prior"):
+        VAEPrior.load(tmp_path / "junk.skv")
+    torch.save({"hello": 1}, tmp_path / "other.skv")
+    with pytest.raises(ValueError, match="not a skvaeinv prior"):
+        VAEPrior.load(tmp_path / "other.skv")
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+    with open(tmp_path / "evil.skv", "wb") as fh:
+        pickle.dump(Evil(), fh)
+    with pytest.raises(ValueError):
+        VAEPrior.load(tmp_path / "evil.skv")
+
+
+@pytest.mark.parametrize("X, match", [
+    (np.full((10, 32, 16), np.nan), "NaN"),
+    (np.full((10, 32, 16), np.inf), "NaN or infinite"),
+    (np.full((10, 32, 16), 2.0), r"\[0, 1\]"),
+    (np.full((10, 32, 16), -0.5), r"\[0, 1\]"),
+    (np.zeros((10, 2, 3, 4, 5)), "dimension"),
+    (np.zeros(10), "dimension"),
+    (np.zeros((10, 3, 3)), "too small"),
+    (np.zeros((1, 32, 16)), "at least 2"),
+    (np.zeros((0, 32, 16)), "0 images"),
+    (np.zeros((10, 512)), "image_shape"),
+])
+def test_fit_bad_input(X, match):
+    with pytest.raises(ValueError, match=match):
+        VAEPrior(epochs=1, **TINY_PRIOR_KW).fit(X)
+
+
+def test_bad_parameters_and_device():
+    X = np.zeros((4, 32, 16))
+    with pytest.raises(ValueError, match="latent_dim"):
+        VAEPrior(latent_dim=0).fit(X)
+    with pytest.raises(ValueError, match="precision"):
+        VAEPrior(precision="float16").fit(X)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            VAEPrior(device="cuda", **{k: v for k, v in TINY_PRIOR_KW.items()
+                                       if k != "device"}).fit(X)
+    with pytest.raises(ValueError, match="not a valid torch device"):
+        VAEPrior(device="gpu-please").fit(X)
+
+
+def test_unfitted_and_mismatched_input(tiny_prior):
+    p = VAEPrior()
+    for call in (lambda: p.transform(np.zeros((2, 32, 16))),
+                 lambda: p.inverse_transform(np.zeros((2, 20))),
+                 lambda: p.sample(2), lambda: p.get_decoder()):
+        with pytest.raises(NotFittedError):
+            call()
+    with pytest.raises(ValueError, match="fitted on images of shape"):
+        tiny_prior.transform(np.zeros((2, 30, 16)))
+    with pytest.raises(ValueError, match=r"shape \(n_samples, 4\)"):
+        tiny_prior.inverse_transform(np.zeros((2, 5)))
+    with pytest.raises(ValueError, match="n_samples"):
+        tiny_prior.sample(0)
