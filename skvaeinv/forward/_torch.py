@@ -1,0 +1,221 @@
+"""A torch autograd bridge for any :class:`~skvaeinv.forward.ForwardOperator`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from ._base import ForwardOperator
+
+__all__ = ["TorchForward"]
+
+logger = logging.getLogger(__name__)
+
+#: Linear kernels up to this many entries are kept dense on the device.
+_DENSE_LIMIT = 50_000_000
+
+
+class _NonlinearTraveltimes(torch.autograd.Function):
+    """Traveltimes of a nonlinear operator, computed on the CPU; backward ``J_b^T g_b``."""
+
+    @staticmethod
+    def forward(ctx: Any, slowness: torch.Tensor, bridge: TorchForward,
+                ray_index: np.ndarray) -> torch.Tensor:
+        B, k = ray_index.shape
+        S = slowness.detach().to("cpu", torch.float64).numpy()
+        times = np.empty((B, k))
+        blocks = []
+        for b in range(B):
+            t_b, J_b = bridge._nonlinear_rows(S[b], ray_index[b])
+            times[b] = t_b
+            blocks.append(J_b)
+        # block-diagonal (B*k, B*N) Jacobian: one sparse product gives every J_b^T g_b
+        J = sp.block_diag(blocks, format="coo")
+        indices = torch.from_numpy(np.vstack([J.row, J.col]).astype(np.int64))
+        values = torch.from_numpy(J.data)
+        Jt = torch.sparse_coo_tensor(
+            indices, values, size=J.shape, dtype=slowness.dtype, device=slowness.device,
+            check_invariants=False,
+        ).coalesce()
+        ctx.save_for_backward(Jt)
+        ctx.shape = slowness.shape
+        return torch.from_numpy(times).to(device=slowness.device, dtype=slowness.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple:
+        (Jt,) = ctx.saved_tensors
+        g = grad_out.reshape(-1, 1).to(Jt.dtype)
+        grad = torch.sparse.mm(Jt.t(), g).reshape(ctx.shape)
+        return grad, None, None
+
+
+class TorchForward:
+    """Differentiable traveltimes of an operator for batches of slowness tensors.
+
+    Start ``b`` of a batch gets the traveltimes of rays ``rays[ray_index[b]]``
+    through ``slowness[b]``; the backward pass returns ``J_bᵀ g_b``. Only the
+    requested rays are computed, so a mini-batch costs a fraction of the survey.
+
+    - Linear operators (``operator.is_linear``): the kernel is built once and kept
+      on ``device`` (dense when it has at most 5e7 entries, so a mini-batch is a row
+      gather plus a batched matrix product; sparse otherwise). Autograd differentiates
+      it directly.
+    - Nonlinear operators: traveltimes and Jacobian rows are computed on the CPU with
+      NumPy / SciPy (for :class:`~skvaeinv.forward.ShortestPath`, one Dijkstra per
+      distinct source, or receiver by reciprocity, of the requested rays), and only
+      the Jacobian rows travel to ``device`` for the backward pass.
+
+    Parameters
+    ----------
+    operator : ForwardOperator
+        Any operator following the protocol of :mod:`skvaeinv.forward`.
+    rays : array-like of shape (n_rays, 4)
+        The survey's rays (``xs, zs, xr, zr``); ``ray_index`` refers to its rows.
+    device : str or torch.device, default="cpu"
+        Where inputs and outputs live.
+    dtype : torch.dtype, default=torch.float32
+        Dtype of the cached linear kernel (use ``torch.float64`` for gradient checks).
+
+    Attributes
+    ----------
+    n_rays : int
+        Number of rays of the survey.
+    rays : ndarray of shape (n_rays, 4)
+        The validated rays.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from skvaeinv.survey import Grid2D, crosshole
+    >>> from skvaeinv.forward import StraightRay, TorchForward
+    >>> grid = Grid2D((8, 4), 0.5)
+    >>> rays = crosshole(grid, [0.5, 1.5, 2.5])
+    >>> fwd = TorchForward(StraightRay(grid), rays)
+    >>> s = torch.full((2, grid.n_cells), 12.5, requires_grad=True)
+    >>> t = fwd(s, torch.tensor([[0, 4], [8, 1]]))
+    >>> t.shape
+    torch.Size([2, 2])
+    """
+
+    def __init__(self, operator: ForwardOperator, rays: Any, device: Any = "cpu",
+                 dtype: torch.dtype = torch.float32) -> None:
+        if not isinstance(operator, ForwardOperator):
+            raise ValueError(
+                f"operator={operator!r} is not valid; expected a skvaeinv.forward."
+                "ForwardOperator (e.g. StraightRay or ShortestPath)."
+            )
+        self.operator = operator
+        self.rays = operator.validate_rays(rays)
+        self.n_rays = int(self.rays.shape[0])
+        self.n_cells = int(operator.grid.n_cells)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self._kernel: torch.Tensor | None = None
+        self._sparse = False
+        self._evaluate = None
+        if not operator.is_linear:
+            self._evaluate = operator._subset_evaluator(self.rays)
+        else:
+            J = operator.jacobian(None, self.rays).tocsr()
+            if J.shape[0] * J.shape[1] <= _DENSE_LIMIT:
+                self._kernel = torch.as_tensor(J.toarray(), dtype=dtype, device=self.device)
+            else:
+                coo = J.tocoo()
+                self._kernel = torch.sparse_coo_tensor(
+                    torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64)),
+                    torch.from_numpy(coo.data), size=J.shape,
+                    dtype=dtype, device=self.device, check_invariants=False,
+                ).coalesce()
+                self._sparse = True
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_evaluate"] = None  # a closure over per-survey caches: rebuilt on demand
+        return state
+
+    # -- helpers ---------------------------------------------------------------------
+    def _nonlinear_rows(self, s: np.ndarray, idx: np.ndarray) -> tuple:
+        if not (np.isfinite(s).all() and (s > 0).all()):
+            raise ValueError(
+                "slowness must be finite and > 0 in every cell; got min "
+                f"{np.nanmin(s)!r} (NaN present: {bool(np.isnan(s).any())})."
+            )
+        if self._evaluate is None:
+            self._evaluate = self.operator._subset_evaluator(self.rays)
+        return self._evaluate(s, np.asarray(idx))
+
+    def _check(self, slowness: torch.Tensor, ray_index: Any) -> torch.Tensor | None:
+        if not isinstance(slowness, torch.Tensor):
+            raise ValueError(f"slowness must be a torch.Tensor; got {type(slowness).__name__}.")
+        if slowness.ndim != 2 or slowness.shape[1] != self.n_cells:
+            raise ValueError(
+                f"slowness has shape {tuple(slowness.shape)}; expected (B, {self.n_cells})."
+            )
+        if ray_index is None:
+            return None
+        idx = torch.as_tensor(ray_index)
+        if idx.dtype.is_floating_point or idx.dtype == torch.bool:
+            raise ValueError(f"ray_index must hold integers; got dtype {idx.dtype}.")
+        if idx.ndim == 1:
+            idx = idx.expand(slowness.shape[0], -1)
+        if idx.ndim != 2 or idx.shape[0] != slowness.shape[0]:
+            raise ValueError(
+                f"ray_index has shape {tuple(idx.shape)}; expected (B, k) with "
+                f"B = {slowness.shape[0]}."
+            )
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.n_rays):
+            raise ValueError(
+                f"ray_index values must lie in [0, {self.n_rays - 1}]; got "
+                f"[{int(idx.min())}, {int(idx.max())}]."
+            )
+        return idx
+
+    # -- public ---------------------------------------------------------------------
+    def __call__(self, slowness: torch.Tensor, ray_index: Any = None) -> torch.Tensor:
+        """Traveltimes ``(B, k)`` (or ``(B, n_rays)`` when ``ray_index`` is None).
+
+        Parameters
+        ----------
+        slowness : torch.Tensor of shape (B, n_cells)
+            One slowness model per start, on any device; differentiable.
+        ray_index : LongTensor of shape (B, k) or (k,), default=None
+            Rows of ``rays`` to evaluate for each start; a 1-D index is shared by
+            all starts. None means all rays.
+
+        Returns
+        -------
+        torch.Tensor of shape (B, k) or (B, n_rays)
+        """
+        idx = self._check(slowness, ray_index)
+        if self._kernel is not None:
+            K = self._kernel
+            if K.dtype != slowness.dtype or K.device != slowness.device:
+                K = K.to(device=slowness.device, dtype=slowness.dtype)
+            if idx is None:
+                if self._sparse:
+                    return torch.sparse.mm(K, slowness.t()).t()
+                return slowness @ K.t()
+            idx = idx.to(K.device)
+            if self._sparse:
+                full = torch.sparse.mm(K, slowness.t()).t()
+                return torch.gather(full, 1, idx)
+            rows = K[idx]  # (B, k, N)
+            return torch.bmm(rows, slowness.unsqueeze(-1)).squeeze(-1)
+        if idx is None:
+            idx_np = np.broadcast_to(np.arange(self.n_rays), (slowness.shape[0], self.n_rays))
+        else:
+            idx_np = idx.cpu().numpy()
+        return _NonlinearTraveltimes.apply(slowness, self, idx_np)
+
+    def full(self, slowness: torch.Tensor) -> torch.Tensor:
+        """Traveltimes of all rays, ``(B, n_rays)``; same as ``self(slowness)``."""
+        return self(slowness, None)
+
+    def __repr__(self) -> str:
+        return (f"TorchForward({self.operator!r}, n_rays={self.n_rays}, "
+                f"device={str(self.device)!r})")

@@ -1,0 +1,149 @@
+"""The forward-operator protocol, checked the same way for every operator."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.base import clone
+
+from skvaeinv.forward import (ForwardOperator, MatrixOperator, ShortestPath, StraightRay,
+                              straight_ray_kernel)
+from skvaeinv.survey import Grid2D, crosshole
+
+GRID = Grid2D((6, 4), 0.5)
+RAYS = crosshole(GRID, [0.3, 1.1, 2.6], receiver_depths=[0.2, 1.7, 2.9])
+
+
+class DiagonalPhysics(ForwardOperator):
+    """A user-defined operator in a few lines: times from a fixed kernel times 2."""
+
+    is_linear = True
+
+    def __init__(self, grid, factor=2.0):
+        self.grid = grid
+        self.factor = factor
+
+    def _jacobian(self, slowness, rays):
+        return (self.factor * straight_ray_kernel(self.grid, rays)).tocsr()
+
+
+def _operators():
+    return [
+        StraightRay(GRID),
+        ShortestPath(GRID, secondary_nodes=2),
+        MatrixOperator(straight_ray_kernel(GRID, RAYS), GRID, rays=RAYS),
+        DiagonalPhysics(GRID),
+    ]
+
+
+OPS = pytest.mark.parametrize("op", _operators(), ids=lambda o: type(o).__name__)
+
+
+def _slowness(seed=0):
+    return np.random.default_rng(seed).uniform(0.8, 1.5, GRID.shape)
+
+
+@OPS
+def test_shapes_and_batches(op):
+    s = _slowness()
+    t = op.traveltimes(s, RAYS)
+    assert t.shape == (len(RAYS),)
+    np.testing.assert_allclose(op.traveltimes(s.ravel(), RAYS), t)
+    S = np.stack([s, 1.3 * s])
+    T = op.traveltimes(S, RAYS)
+    assert T.shape == (2, len(RAYS))
+    np.testing.assert_allclose(T[0], t, rtol=1e-12)
+    np.testing.assert_allclose(op.traveltimes(S.reshape(2, -1), RAYS), T)
+
+
+@OPS
+def test_t_equals_J_s(op):
+    s = _slowness(1)
+    J = op.jacobian(s, RAYS)
+    assert isinstance(J, sp.csr_matrix) and J.shape == (len(RAYS), GRID.n_cells)
+    np.testing.assert_allclose(J @ s.ravel(), op.traveltimes(s, RAYS), rtol=1e-12)
+
+
+@OPS
+def test_jacobian_matches_finite_differences(op):
+    s = _slowness(2).ravel()
+    J = op.jacobian(s, RAYS)
+    d = np.random.default_rng(5).normal(size=s.size)
+    eps = 1e-7
+    fd = (op.traveltimes(s + eps * d, RAYS) - op.traveltimes(s - eps * d, RAYS)) / (2 * eps)
+    np.testing.assert_allclose(fd, J @ d, rtol=1e-5, atol=1e-7)
+
+
+@OPS
+def test_clone(op):
+    c = clone(op)
+    assert type(c) is type(op)
+    np.testing.assert_allclose(c.traveltimes(_slowness(), RAYS), op.traveltimes(_slowness(), RAYS))
+
+
+@OPS
+@pytest.mark.parametrize(
+    "rays, match",
+    [
+        (np.array([[0.0, 0.1, 9.0, 0.1]]), r"rows \[0\].*outside the grid"),
+        (np.vstack([RAYS[:2], [[0.0, -0.1, 1.0, 1.0]]]), r"rows \[2\]"),
+        (np.array([[0.0, np.nan, 1.0, 1.0]]), "NaN or inf"),
+        (np.array([[0.0, 0.1, np.inf, 1.0]]), "NaN or inf"),
+        (np.zeros((3, 3)), r"shape \(3, 3\)"),
+        ([["a", "b", "c", "d"]], "float"),
+    ],
+)
+def test_bad_rays(op, rays, match):
+    with pytest.raises(ValueError, match=match):
+        op.traveltimes(_slowness(), rays)
+
+
+@OPS
+@pytest.mark.parametrize(
+    "slowness, match",
+    [
+        (np.ones((5, 4)), r"shape \(5, 4\)"),
+        (np.ones(23), r"shape \(23,\)"),
+        (np.ones((2, 3, 5)), "shape"),
+        (-np.ones((6, 4)), "finite and > 0"),
+        (np.zeros((6, 4)), "finite and > 0"),
+        (np.full((6, 4), np.nan), "finite and > 0"),
+        (np.full((6, 4), np.inf), "finite and > 0"),
+        (None, "slowness"),
+    ],
+)
+def test_bad_slowness(op, slowness, match):
+    with pytest.raises(ValueError, match=match):
+        op.traveltimes(slowness, RAYS)
+
+
+def test_jacobian_takes_one_model():
+    with pytest.raises(ValueError, match="one model"):
+        ShortestPath(GRID).jacobian(np.ones((2, GRID.n_cells)), RAYS)
+
+
+def test_bad_grid():
+    with pytest.raises(ValueError, match="grid"):
+        StraightRay("not a grid").traveltimes(np.ones(24), RAYS)
+
+
+def test_matrix_operator_subsets_and_errors():
+    K = straight_ray_kernel(GRID, RAYS)
+    op = MatrixOperator(K.toarray(), GRID, rays=RAYS)
+    s = _slowness()
+    np.testing.assert_allclose(op.traveltimes(s, RAYS[::-1]), (K @ s.ravel())[::-1])
+    with pytest.raises(ValueError, match="not rays of this"):
+        op.traveltimes(s, RAYS[:1] * [1, 1, 0.9, 1])
+    positional = MatrixOperator(K, GRID)
+    np.testing.assert_allclose(positional.traveltimes(s, RAYS), K @ s.ravel())
+    with pytest.raises(ValueError, match="needs all"):
+        positional.traveltimes(s, RAYS[:2])
+    with pytest.raises(ValueError, match="matrix has shape"):
+        MatrixOperator(np.ones((9, 5)), GRID).traveltimes(s, RAYS)
+
+
+def test_missing_jacobian_is_reported():
+    class Incomplete(ForwardOperator):
+        is_linear = True
+
+    with pytest.raises(NotImplementedError, match="_jacobian"):
+        Incomplete(GRID).traveltimes(_slowness(), RAYS)

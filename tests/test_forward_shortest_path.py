@@ -1,0 +1,189 @@
+"""Tests for skvaeinv.forward.ShortestPath: pyGIMLi's shortest-path method."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.base import clone
+
+import skvaeinv.forward.shortest_path as spm
+from skvaeinv.forward import ShortestPath, StraightRay
+from skvaeinv.survey import Grid2D, crosshole
+
+DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
+MODELS = ["mc1", "mc2", "mc3", "mv1", "mv2", "mv3"]
+
+
+@pytest.mark.parametrize("secondary_nodes", [2, 3])
+def test_reproduces_pygimli_reference(secondary_nodes):
+    ref = np.load(DATA / "reference" / "pygimli_spm_traveltimes.npz")
+    grid = Grid2D((129, 65), 0.1)
+    S = np.stack([1.0 / (0.06 + 0.02 * (1.0 - np.load(DATA / "truth" / f"{m}.npy")))
+                  for m in MODELS])
+    T = ShortestPath(grid, secondary_nodes=secondary_nodes).traveltimes(S, ref["geometry"])
+    for m, t in zip(MODELS, T):
+        np.testing.assert_allclose(t, ref[f"{m}_sec{secondary_nodes}"], rtol=1e-6)
+    if secondary_nodes == 2:
+        np.testing.assert_allclose(T[1, :3], [87.1400, 88.8523, 88.0647], atol=1e-4)
+
+
+# the known angular error of the graph method, on-node sensors, homogeneous medium
+ANGULAR_ERROR = {1: 0.03, 2: 0.015, 3: 0.008, 5: 0.004}
+
+
+@pytest.mark.parametrize("secondary_nodes", [1, 2, 3, 5])
+def test_homogeneous_within_angular_error(secondary_nodes):
+    grid = Grid2D((12, 10), 0.5)
+    rng = np.random.default_rng(secondary_nodes)
+    rays = np.round(rng.uniform([0, 0, 0, 0], [5, 6, 5, 6], size=(60, 4)) * 2) / 2
+    op = ShortestPath(grid, secondary_nodes=secondary_nodes)
+    t = op.traveltimes(np.full(grid.shape, 2.0), rays)
+    dist = 2.0 * np.hypot(rays[:, 2] - rays[:, 0], rays[:, 3] - rays[:, 1])
+    assert (t >= dist * (1 - 1e-12)).all()
+    assert (t <= dist * (1 + ANGULAR_ERROR[secondary_nodes])).all()
+    # straight along grid lines: exact
+    line = np.array([[0.0, 2.0, 5.0, 2.0], [1.5, 0.0, 1.5, 6.0]])
+    np.testing.assert_allclose(op.traveltimes(np.full(grid.shape, 2.0), line), [10.0, 12.0])
+    # row sums of the Jacobian are the path lengths
+    J = op.jacobian(np.full(grid.shape, 2.0), rays)
+    np.testing.assert_allclose(2.0 * np.asarray(J.sum(axis=1)).ravel(), t, rtol=1e-12)
+
+
+def test_bends_around_a_slow_block():
+    grid = Grid2D((5, 5), 1.0)
+    s = np.ones(grid.shape)
+    s[1:4, 2] = 100.0  # slow wall in the middle column; the fast way goes round it
+    rays = np.array([[0.0, 2.5, 5.0, 2.5]])
+    t = ShortestPath(grid, secondary_nodes=3).traveltimes(s, rays)[0]
+    t_straight = StraightRay(grid).traveltimes(s, rays)[0]
+    assert t < 10 < t_straight
+    J = ShortestPath(grid, secondary_nodes=3).jacobian(s, rays).toarray().reshape(5, 5)
+    assert J[1:4, 2].sum() == 0
+
+
+def test_min_slowness_rule_on_cell_boundaries():
+    # a ray along the line between a fast and a slow row takes the fast slowness
+    grid = Grid2D((2, 3), 1.0)
+    s = np.array([[1.0, 1.0, 1.0], [5.0, 5.0, 5.0]])
+    op = ShortestPath(grid, secondary_nodes=2)
+    rays = np.array([[0.0, 1.0, 3.0, 1.0]])
+    assert op.traveltimes(s, rays)[0] == pytest.approx(3.0)
+    J = op.jacobian(s, rays).toarray().reshape(2, 3)
+    np.testing.assert_allclose(J, [[1, 1, 1], [0, 0, 0]])
+    # a tie splits the boundary length half / half
+    J = op.jacobian(np.ones((2, 3)), rays).toarray().reshape(2, 3)
+    np.testing.assert_allclose(J, 0.5)
+
+
+def _hetero(grid, seed=0):
+    return np.random.default_rng(seed).uniform(0.8, 1.6, grid.shape)
+
+
+def test_t_equals_J_s_and_finite_differences():
+    grid = Grid2D((6, 5), 0.4)
+    rays = crosshole(grid, [0.2, 1.0, 1.6, 2.4], receiver_depths=[0.4, 1.3, 2.0])
+    op = ShortestPath(grid, secondary_nodes=2)
+    s = _hetero(grid).ravel()
+    t = op.traveltimes(s, rays)
+    J = op.jacobian(s, rays)
+    np.testing.assert_allclose(J @ s, t, rtol=1e-12)
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        d = rng.normal(size=s.size)
+        eps = 1e-7
+        fd = (op.traveltimes(s + eps * d, rays) - op.traveltimes(s - eps * d, rays)) / (2 * eps)
+        np.testing.assert_allclose(fd, J @ d, rtol=1e-5, atol=1e-7)
+
+
+def test_only_needed_sources_are_computed(monkeypatch):
+    calls = []
+    real = spm.dijkstra
+
+    def counting(*args, **kwargs):
+        calls.append(len(np.atleast_1d(kwargs["indices"])))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(spm, "dijkstra", counting)
+    grid = Grid2D((8, 4), 0.5)
+    rays = crosshole(grid, [0.5, 1.0, 1.5, 2.0, 2.5])  # 5 sources x 5 receivers
+    op = ShortestPath(grid, secondary_nodes=1)
+    s = _hetero(grid)
+    op.traveltimes(s, rays[:5])  # one source
+    op.traveltimes(s, rays[::5])  # five sources, one receiver: reciprocity
+    op.traveltimes(s, rays)
+    assert calls == [1, 1, 5]
+
+
+def test_reciprocity():
+    grid = Grid2D((6, 5), 0.4)
+    rays = crosshole(grid, [0.2, 1.0, 2.4], receiver_depths=[0.4, 2.0])
+    op = ShortestPath(grid, secondary_nodes=2)
+    s = _hetero(grid)
+    np.testing.assert_allclose(op.traveltimes(s, rays), op.traveltimes(s, rays[:, [2, 3, 0, 1]]),
+                               rtol=1e-12)
+
+
+def test_off_node_sensors():
+    grid = Grid2D((6, 6), 1.0)
+    op = ShortestPath(grid, secondary_nodes=3)
+    rays = np.array([
+        [0.3, 0.7, 5.6, 4.1],  # both inside cells
+        [0.0, 2.37, 6.0, 3.91],  # on the outer edges, between secondary nodes
+        [2.0, 2.2, 4.5, 3.0],  # on an interior edge
+        [1.2, 1.3, 1.7, 1.9],  # both in the same cell: the straight segment
+        [0.5, 0.5, 0.5, 0.5],  # zero length
+    ])
+    s = np.full(grid.shape, 2.0)
+    t = op.traveltimes(s, rays)
+    dist = 2.0 * np.hypot(rays[:, 2] - rays[:, 0], rays[:, 3] - rays[:, 1])
+    assert (t >= dist - 1e-12).all()
+    np.testing.assert_allclose(t[:3], dist[:3], rtol=0.02)
+    np.testing.assert_allclose(t[3:], dist[3:], rtol=1e-12)
+    s = _hetero(grid, 1)
+    t, J = op._traveltimes_and_jacobian(s.ravel(), op.validate_rays(rays))
+    np.testing.assert_allclose(J @ s.ravel(), t, rtol=1e-12)
+    # a ray's time does not depend on the other rays (no path through another sensor)
+    for i in range(len(rays)):
+        assert op.traveltimes(s, rays[i:i + 1])[0] == pytest.approx(t[i], rel=1e-12)
+
+
+def test_graph_is_built_once_per_grid():
+    grid = Grid2D((5, 4), 1.0)
+    spm._base_graph.cache_clear()
+    a = ShortestPath(grid, secondary_nodes=2)
+    b = clone(a)
+    s = np.ones(grid.shape)
+    rays = crosshole(grid, [0.5, 2.5])
+    a.traveltimes(s, rays)
+    b.traveltimes(2 * s, rays)
+    info = spm._base_graph.cache_info()
+    assert (info.misses, info.hits) == (1, 1)
+
+
+def test_params_clone_and_set_params():
+    grid = Grid2D((4, 4), 1.0)
+    op = ShortestPath(grid)
+    assert op.get_params() == {"grid": grid, "secondary_nodes": 3, "backend": "auto"}
+    op2 = clone(op).set_params(secondary_nodes=0)
+    rays = np.array([[0.0, 0.0, 4.0, 3.0]])
+    t3 = op.traveltimes(np.ones(grid.shape), rays)[0]
+    t0 = op2.traveltimes(np.ones(grid.shape), rays)[0]
+    assert 5.0 <= t3 < t0
+    with pytest.raises(ValueError, match="secondary_nodes"):
+        ShortestPath(grid, secondary_nodes=-1).traveltimes(np.ones(grid.shape), rays)
+    with pytest.raises(ValueError, match="backend"):
+        ShortestPath(grid, backend="gpu").traveltimes(np.ones(grid.shape), rays)
+
+
+def test_ttcrpy_backend_is_optional():
+    grid = Grid2D((4, 4), 1.0)
+    op = ShortestPath(grid, backend="ttcrpy")
+    with pytest.raises((ImportError, NotImplementedError), match="ttcrpy"):
+        op.traveltimes(np.ones(grid.shape), np.array([[0.0, 0.0, 4.0, 3.0]]))
+
+
+def test_jacobian_is_sparse_csr():
+    grid = Grid2D((4, 4), 1.0)
+    J = ShortestPath(grid, secondary_nodes=1).jacobian(np.ones(16), crosshole(grid, [1, 2]))
+    assert isinstance(J, sp.csr_matrix) and J.shape == (4, 16)

@@ -1,0 +1,130 @@
+"""Tests for the torch autograd bridge skvaeinv.forward.TorchForward."""
+
+import numpy as np
+import pytest
+import torch
+
+from skvaeinv.forward import MatrixOperator, ShortestPath, StraightRay, TorchForward
+from skvaeinv.survey import Grid2D, crosshole
+
+GRID = Grid2D((4, 3), 0.5)
+RAYS = crosshole(GRID, [0.3, 1.1, 1.9], receiver_depths=[0.2, 1.0, 1.7])
+
+
+def _slowness(B, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return (0.8 + 0.7 * torch.rand(B, GRID.n_cells, generator=g)).to(dtype)
+
+
+@pytest.mark.parametrize("op", [StraightRay(GRID), ShortestPath(GRID, secondary_nodes=2)],
+                         ids=["straight", "shortest"])
+def test_matches_numpy_and_gradient_is_Jt_g(op):
+    fwd = TorchForward(op, RAYS, dtype=torch.float64)
+    assert fwd.n_rays == 9
+    S = _slowness(3).requires_grad_(True)
+    idx = torch.tensor([[0, 4, 8], [1, 1, 2], [7, 3, 5]])
+    t = fwd(S, idx)
+    assert t.shape == (3, 3)
+    g = torch.randn(3, 3, dtype=torch.float64)
+    (t * g).sum().backward()
+    for b in range(3):
+        s_b = S[b].detach().numpy()
+        rays_b = RAYS[idx[b].numpy()]
+        np.testing.assert_allclose(t[b].detach().numpy(), op.traveltimes(s_b, rays_b),
+                                   rtol=1e-12)
+        J = op.jacobian(s_b, rays_b)
+        np.testing.assert_allclose(S.grad[b].numpy(), J.T @ g[b].numpy(), rtol=1e-10,
+                                   atol=1e-12)
+    full = fwd.full(S.detach())
+    assert full.shape == (3, 9)
+    np.testing.assert_allclose(full[0].numpy(), op.traveltimes(S[0].detach().numpy(), RAYS),
+                               rtol=1e-12)
+
+
+@pytest.mark.parametrize("op", [StraightRay(GRID), ShortestPath(GRID, secondary_nodes=1)],
+                         ids=["straight", "shortest"])
+def test_gradcheck(op):
+    fwd = TorchForward(op, RAYS, dtype=torch.float64)
+    S = _slowness(2, seed=1).requires_grad_(True)
+    idx = torch.tensor([[0, 5, 8, 2], [3, 3, 6, 1]])
+    assert torch.autograd.gradcheck(lambda s: fwd(s, idx), (S,), eps=1e-6, atol=1e-6)
+    assert torch.autograd.gradcheck(lambda s: fwd(s), (S,), eps=1e-6, atol=1e-6)
+
+
+def test_float32_default_and_shared_index():
+    fwd = TorchForward(StraightRay(GRID), RAYS)
+    S = _slowness(2, dtype=torch.float32)
+    t = fwd(S, torch.tensor([0, 2]))  # a 1-D index is shared by all starts
+    assert t.dtype == torch.float32 and t.shape == (2, 2)
+    t64 = TorchForward(StraightRay(GRID), RAYS, dtype=torch.float64)(S.double(), [0, 2])
+    np.testing.assert_allclose(t.numpy(), t64.numpy(), rtol=1e-6)
+
+
+def test_user_operator_through_bridge():
+    from skvaeinv.forward import straight_ray_kernel
+
+    K = straight_ray_kernel(GRID, RAYS)
+    fwd = TorchForward(MatrixOperator(K, GRID, rays=RAYS), RAYS, dtype=torch.float64)
+    S = _slowness(1)
+    np.testing.assert_allclose(fwd.full(S)[0].numpy(), K @ S[0].numpy(), rtol=1e-12)
+
+
+def test_sparse_kernel_fallback(monkeypatch):
+    import skvaeinv.forward._torch as mod
+
+    monkeypatch.setattr(mod, "_DENSE_LIMIT", 10)
+    fwd = TorchForward(StraightRay(GRID), RAYS, dtype=torch.float64)
+    assert fwd._sparse
+    S = _slowness(2).requires_grad_(True)
+    t = fwd(S, torch.tensor([[0, 1], [2, 3]]))
+    t.sum().backward()
+    dense = TorchForward(StraightRay(GRID), RAYS, dtype=torch.float64)
+    S2 = S.detach().clone().requires_grad_(True)
+    dense(S2, torch.tensor([[0, 1], [2, 3]])).sum().backward()
+    np.testing.assert_allclose(t.detach().numpy(), dense(S2.detach(), [[0, 1], [2, 3]]).numpy())
+    np.testing.assert_allclose(S.grad.numpy(), S2.grad.numpy())
+
+
+def test_bad_inputs():
+    fwd = TorchForward(ShortestPath(GRID, secondary_nodes=1), RAYS)
+    with pytest.raises(ValueError, match=r"expected \(B, 12\)"):
+        fwd(torch.ones(2, 5))
+    with pytest.raises(ValueError, match="torch.Tensor"):
+        fwd(np.ones((2, 12)))
+    with pytest.raises(ValueError, match="ray_index values"):
+        fwd(torch.ones(2, 12), torch.tensor([[0, 9], [0, 1]]))
+    with pytest.raises(ValueError, match="ray_index has shape"):
+        fwd(torch.ones(2, 12), torch.zeros(3, 2, dtype=torch.long))
+    with pytest.raises(ValueError, match="integers"):
+        fwd(torch.ones(2, 12), torch.zeros(2, 2))
+    with pytest.raises(ValueError, match="finite and > 0"):
+        fwd(-torch.ones(1, 12), torch.tensor([[0]]))
+    with pytest.raises(ValueError, match="operator"):
+        TorchForward("straight", RAYS)
+    with pytest.raises(ValueError, match="outside the grid"):
+        TorchForward(StraightRay(GRID), RAYS + 10)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("op", [StraightRay(GRID), ShortestPath(GRID, secondary_nodes=1)],
+                         ids=["straight", "shortest"])
+def test_cuda(op):
+    fwd = TorchForward(op, RAYS, device="cuda", dtype=torch.float64)
+    S = _slowness(2).cuda().requires_grad_(True)
+    t = fwd(S, torch.tensor([[0, 1], [2, 3]], device="cuda"))
+    t.sum().backward()
+    assert t.device.type == "cuda" and S.grad.device.type == "cuda"
+    ref = TorchForward(op, RAYS, dtype=torch.float64)(S.detach().cpu(), [[0, 1], [2, 3]])
+    np.testing.assert_allclose(t.detach().cpu().numpy(), ref.numpy(), rtol=1e-12)
+
+
+def test_pickles_without_caches():
+    import pickle
+
+    op = ShortestPath(GRID, secondary_nodes=1)
+    fwd = TorchForward(op, RAYS, dtype=torch.float64)
+    S = _slowness(1)
+    t = fwd(S, [[0, 3]])
+    blob = pickle.dumps(fwd)
+    assert len(blob) < 20_000  # the graph caches stay behind
+    np.testing.assert_allclose(pickle.loads(blob)(S, [[0, 3]]).numpy(), t.numpy())
