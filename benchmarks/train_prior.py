@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.evaluate_only:
         if args.resume and out.exists():
             prior = VAEPrior.load(out)
+            prior.set_params(compile=args.compile, precision=args.precision)
             log.info("resuming from %s (%d images seen)", out, prior.n_images_seen_)
         else:
             prior = VAEPrior(latent_dim=20, beta=1000.0, batch_size=100, lr=1e-3,

@@ -1,0 +1,237 @@
+"""Reproduce the reference study's straight-ray (linear) results with skvaeinv.
+
+For each truth model (mc1-mc3, mv1-mv3 in ../shared/data/truth) and each case
+(noise-free, noisy with the shared realisation x 0.25 ns): simulate straight-ray data
+with our own operator on the study's survey (sources x = 0.01 m, receivers x = 6.49 m,
+depths 0.5..12.5 m, 625 rays), invert from ``--starts`` random starts with the study's
+schedule (120 epochs x 25 batches of 25 rays, lr 1e-2 x 0.95 per epoch, ring weight
+10 x 0.999 per iteration), and report success against the threshold
+
+    threshold = RMSE reached by the same schedule started from prior.transform(truth)
+                x 1.1 (noise-free)   or   + 0.25 ns (noisy).
+
+Also (flags): the ablation of the study on one case, and a GridSearchCV over
+lr_decay x reg_decay on held-out rays.
+
+Usage (the committed results were made with the command lines in
+benchmarks/results/paper_linear.md)::
+
+    python benchmarks/paper_linear.py --starts 100 --cases free noisy
+    python benchmarks/paper_linear.py --models mc2 --starts 20 --ablation --gridsearch \\
+        --name paper_linear_ablation
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import PRIORS, RESULTS, SHARED, md_table, write_results  # noqa: E402
+
+from skvaeinv import LatentInverter, VAEPrior  # noqa: E402
+from skvaeinv.forward import StraightRay  # noqa: E402
+from skvaeinv.petrophysics import LinearVelocity  # noqa: E402
+from skvaeinv.survey import Grid2D, crosshole  # noqa: E402
+
+log = logging.getLogger("paper_linear")
+MODELS = ["mc1", "mc2", "mc3", "mv1", "mv2", "mv3"]
+SCHEDULE = dict(epochs=120, batch_size=25, lr=1e-2, lr_decay=0.95, lr_step=1, reg="ring",
+                reg_weight=10.0, reg_decay=0.999)
+NOISE_SD = 0.25
+
+
+def rmse(a, b) -> float:
+    return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
+
+
+def survey(source_x: float = 0.01, receiver_x: float = 6.49):
+    """The study's grid and 625-ray survey (straight-ray sensor positions by default)."""
+    grid = Grid2D(shape=(129, 65), spacing=0.1)
+    rays = crosshole(grid, np.arange(0.5, 12.51, 0.5), source_x=source_x,
+                     receiver_x=receiver_x)
+    return grid, rays
+
+
+def make_inverter(prior, forward, settings, args, **over):
+    kw = {**args.schedule, **settings, **over}
+    return LatentInverter(prior, forward, n_jobs=args.n_jobs, device=args.device,
+                          precision=args.precision, random_state=args.seed, **kw)
+
+
+def reference_rmse(prior, forward, rays, d, truth, settings, args) -> float:
+    """RMSE reached by the schedule started from the truth's own latent code."""
+    z_true = prior.transform(truth[None])
+    inv = make_inverter(prior, forward, settings, args, n_starts=args.ref_starts,
+                        init=np.repeat(z_true, args.ref_starts, axis=0))
+    inv.fit(rays, d)
+    return float(np.median(inv.data_rmse_))
+
+
+def run_case(prior, forward, rays, truth, d, case, name, settings, args, figure=True) -> dict:
+    t0 = time.perf_counter()
+    ref = reference_rmse(prior, forward, rays, d, truth, settings, args)
+    threshold = ref * 1.1 if case == "free" else ref + NOISE_SD
+    t1 = time.perf_counter()
+    inv = make_inverter(prior, forward, settings, args, n_starts=args.starts,
+                        acceptance_threshold=threshold)
+    inv.fit(rays, d)
+    wall = time.perf_counter() - t1
+    ens = inv.ensemble(threshold)
+    res = {
+        "model": name, "case": case, "starts": args.starts,
+        "reference_rmse_ns": ref, "threshold_ns": threshold,
+        "success_rate": float(np.mean(inv.data_rmse_ <= threshold)),
+        "data_rmse_median_ns": float(np.median(inv.data_rmse_)),
+        "data_rmse_best_ns": float(inv.data_rmse_.min()),
+        "model_rmse_best": rmse(inv.model_, truth),
+        "model_rmse_ensemble_mean": rmse(ens.mean, truth) if ens.n_accepted else None,
+        "model_rmse_truth_code": rmse(prior.inverse_transform(prior.transform(truth[None]))[0],
+                                      truth),
+        "wall_s": wall, "wall_s_with_reference": time.perf_counter() - t0,
+        "settings": {**args.schedule, **settings},
+    }
+    log.info("%s %s: success %.0f %% (thr %.3f), best %.3f ns, model RMSE %.3f, %.0f s",
+             name, case, 100 * res["success_rate"], threshold, res["data_rmse_best_ns"],
+             res["model_rmse_best"], wall)
+    if figure:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from skvaeinv.plotting import plot_inversion
+
+        fig = plot_inversion(inv, truth=truth, threshold=threshold)
+        fig.suptitle(f"{name}, {args.physics}, {case}: {ens.n_accepted}/{args.starts} "
+                     f"accepted", fontsize=10)
+        fig.savefig(RESULTS / f"{args.name}_{name}_{case}.png", dpi=70)
+        plt.close(fig)
+    return res
+
+
+def ablation(prior, forward, rays, truth, d, args) -> list[dict]:
+    """The study's ablation: what each ingredient buys (3000 iterations each)."""
+    n_it = args.schedule["epochs"] * 25
+    variants = {
+        "full batch, constant lr, no reg": dict(batch_size=625, epochs=n_it,
+                                                lr=args.schedule["lr"] * 25 / 625,
+                                                lr_decay=1.0, reg=None),
+        "mini-batches only (constant lr, no reg)": dict(lr_decay=1.0, reg=None),
+        "mini-batches + origin reg + decay": dict(reg="origin", reg_weight=1.0),
+        "mini-batches + ring + decay (the method)": dict(),
+    }
+    out = []
+    for label, settings in variants.items():
+        r = run_case(prior, forward, rays, truth, d, "free", "mc2", settings, args,
+                     figure=False)
+        r["variant"] = label
+        out.append(r)
+    return out
+
+
+def gridsearch(prior, forward, rays, truth, d, args) -> dict:
+    from sklearn.model_selection import GridSearchCV, KFold
+
+    inv = make_inverter(prior, forward, {}, args, n_starts=args.gs_starts)
+    grid = {"lr_decay": [0.9, 0.95, 0.98], "reg_decay": [0.99, 0.999]}
+    t0 = time.perf_counter()
+    search = GridSearchCV(inv, grid, cv=KFold(3, shuffle=True, random_state=0), n_jobs=1)
+    search.fit(rays, d)
+    chosen = search.best_params_
+    res = run_case(prior, forward, rays, truth, d, "free", "mc2", chosen, args, figure=False)
+    return {"chosen": chosen, "cv_results": {k: np.asarray(v).tolist() for k, v in
+                                             search.cv_results_.items() if k.startswith(
+                                                 ("mean_test", "std_test", "param_"))},
+            "wall_s": time.perf_counter() - t0, "chosen_run": res}
+
+
+def parse_args(argv, doc: str, *, starts: int, name: str) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--prior", default=str(PRIORS / "reference_prior.skv"))
+    ap.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
+    ap.add_argument("--cases", nargs="+", default=["free", "noisy"], choices=["free", "noisy"])
+    ap.add_argument("--starts", type=int, default=starts)
+    ap.add_argument("--ref-starts", type=int, default=4,
+                    help="starts from the truth's code (median RMSE sets the threshold)")
+    ap.add_argument("--ablation", action="store_true")
+    ap.add_argument("--gridsearch", action="store_true")
+    ap.add_argument("--gs-starts", type=int, default=5)
+    ap.add_argument("--skip-main", action="store_true", help="only ablation / grid search")
+    ap.add_argument("--n-jobs", type=int, default=-1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default="float32")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--name", default=name)
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv, __doc__, starts=100, name="paper_linear")
+    grid, rays = survey()
+    return run_benchmark(args, rays, data_forward=StraightRay(grid),
+                         forward=StraightRay(grid), schedule=SCHEDULE,
+                         physics="straight rays", script="paper_linear.py")
+
+
+def run_benchmark(args, rays, *, data_forward, forward, schedule, physics, script) -> int:
+    """Every case of one physics; writes results/<name>.json/.md and figures."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    args.schedule, args.physics = dict(schedule), physics
+    prior = VAEPrior.load(args.prior, device=args.device)
+    h = LinearVelocity()
+    noise = np.load(SHARED / "truth" / "noise_realization.npy")
+    payload = {"command": " ".join(["python", f"benchmarks/{script}"] + sys.argv[1:]),
+               "prior": Path(args.prior).name, "prior_images_seen": prior.n_images_seen_,
+               "cases": []}
+    rows = []
+    for name in ([] if args.skip_main else args.models):
+        truth = np.load(SHARED / "truth" / f"{name}.npy")
+        d_free = data_forward.traveltimes(h(truth), rays)
+        for case in args.cases:
+            d = d_free if case == "free" else d_free + NOISE_SD * noise
+            r = run_case(prior, forward, rays, truth, d, case, name, {}, args)
+            payload["cases"].append(r)
+            rows.append([name, case, f"{100 * r['success_rate']:.0f} %", r["threshold_ns"],
+                         r["data_rmse_median_ns"], r["data_rmse_best_ns"],
+                         r["model_rmse_best"], r["model_rmse_ensemble_mean"] or float("nan"),
+                         r["model_rmse_truth_code"], r["wall_s"]])
+    md = [f"# Reference study, {physics}\n\nCommand: "
+          f"`{payload['command']}`\n\nPrior: `{payload['prior']}` "
+          f"({prior.n_images_seen_} training crops). Success: final data RMSE <= threshold "
+          "(RMSE from the truth's own code x 1.1, or + 0.25 ns when noisy).\n"]
+    if rows:
+        md.append(md_table(["model", "case", "success", "threshold (ns)", "median RMSE (ns)",
+                            "best RMSE (ns)", "model RMSE best", "model RMSE ens. mean",
+                            "model RMSE of truth's code", "wall (s)"], rows))
+    mc2 = np.load(SHARED / "truth" / "mc2.npy")
+    d_mc2 = data_forward.traveltimes(h(mc2), rays)
+    if args.ablation:
+        ab = ablation(prior, forward, rays, mc2, d_mc2, args)
+        payload["ablation"] = ab
+        md.append("\n## Ablation (mc2, noise-free)\n")
+        md.append(md_table(["variant", "success", "median RMSE (ns)", "best RMSE (ns)",
+                            "model RMSE best", "wall (s)"],
+                           [[r["variant"], f"{100 * r['success_rate']:.0f} %",
+                             r["data_rmse_median_ns"], r["data_rmse_best_ns"],
+                             r["model_rmse_best"], r["wall_s"]] for r in ab]))
+    if args.gridsearch:
+        gs = gridsearch(prior, forward, rays, mc2, d_mc2, args)
+        payload["gridsearch"] = gs
+        c = gs["chosen_run"]
+        md.append("\n## GridSearchCV over lr_decay x reg_decay (mc2, noise-free, 3-fold on "
+                  "rays)\n")
+        md.append(f"Chosen: `{gs['chosen']}` -> success {100 * c['success_rate']:.0f} %, "
+                  f"model RMSE best {c['model_rmse_best']:.3f} "
+                  f"(search {gs['wall_s']:.0f} s)\n")
+    write_results(args.name, payload, "\n".join(md))
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

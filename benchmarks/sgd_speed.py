@@ -1,0 +1,279 @@
+"""Speed of the latent-space SGD: a published-style per-start loop vs. LatentInverter.
+
+Reference linear case of the study: 129 x 65 grid, 625 straight rays (sources at
+x = 0.01 m, receivers at x = 6.49 m, depths 0.5..12.5 m), batches of 25 rays, the
+study's schedule (lr 1e-2 x 0.95 per epoch, ring weight 10 x 0.999 per iteration).
+
+(a) ``reference``: one start at a time, the way the published code works (dense
+    625 x 8385 kernel, ``torch.mv`` of all rays each iteration, ``torch.optim.SGD``,
+    the decoded image copied to numpy and the latent vector stored every iteration),
+    with torch's default threads.
+(b) ``LatentInverter``: all starts batched (chunks of 25 starts, one torch thread per
+    chunk, ``n_jobs`` workers), float32 and bfloat16.
+
+Reported: start-iterations per second, wall time of ``--starts`` x ``--iterations``,
+peak resident memory of the whole process tree (this process + joblib workers,
+sampled from /proc every 0.2 s), and for the nonlinear case the time of
+``--nl-iterations`` iterations of one start with :class:`~skvaeinv.forward.ShortestPath`
+(3 secondary nodes, the study's nonlinear schedule).
+
+Speed does not depend on how well the prior is trained: the committed reference prior
+(``benchmarks/priors/*prior*.skv``) is used when present, else a reference-architecture
+VAEPrior fitted for one step.
+
+Usage::
+
+    python benchmarks/sgd_speed.py                      # full run (~20-30 min on 2 cores)
+    python benchmarks/sgd_speed.py --starts 8 --iterations 100 --ref-iterations 50 \\
+        --nl-iterations 5 --name sgd_speed_quick         # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import PRIORS, SHARED, md_table, slowness, write_results  # noqa: E402
+
+from skvaeinv import LatentInverter, VAEPrior  # noqa: E402
+from skvaeinv.datasets import make_channels  # noqa: E402
+from skvaeinv.engine import chi_mean  # noqa: E402
+from skvaeinv.forward import ShortestPath, StraightRay  # noqa: E402
+from skvaeinv.survey import Grid2D, crosshole  # noqa: E402
+
+log = logging.getLogger("sgd_speed")
+SHAPE = (129, 65)
+LINEAR = dict(batch_size=25, lr=1e-2, lr_decay=0.95, lr_step=1, reg="ring", reg_weight=10.0,
+              reg_decay=0.999)
+NONLINEAR = dict(batch_size=25, lr=0.1, lr_decay=0.8, lr_step=5, reg="ring", reg_weight=10.0,
+                 reg_decay=0.99)
+
+
+# ---------------------------------------------------------------------- memory
+class PeakRSS:
+    """Peak of the summed resident memory of this process and its descendants."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _tree_rss(pid: int) -> int:
+        total, todo = 0, [pid]
+        while todo:
+            p = todo.pop()
+            try:
+                with open(f"/proc/{p}/statm") as f:
+                    total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+                with open(f"/proc/{p}/task/{p}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+            except (OSError, ValueError):
+                continue
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._tree_rss(os.getpid()))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "PeakRSS":
+        self.peak = self._tree_rss(os.getpid())
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# ---------------------------------------------------------------------- setup
+def load_prior() -> tuple[VAEPrior, str]:
+    files = sorted(PRIORS.glob("*prior*.skv"))
+    if files:
+        return VAEPrior.load(files[0], device="cpu"), str(files[0].name)
+    images = make_channels(8, shape=SHAPE, random_state=0)
+    prior = VAEPrior(epochs=1, batch_size=8, device="cpu", random_state=0).fit(images)
+    return prior, "fresh reference-architecture VAEPrior (1 step; speed only)"
+
+
+def truth_model(prior: VAEPrior) -> tuple[np.ndarray, str]:
+    path = SHARED / "truth" / "mc2.npy"
+    if path.exists():
+        return np.load(path).astype(np.float64), "mc2"
+    return prior.sample(1, random_state=0)[0].astype(np.float64), "prior sample"
+
+
+# ---------------------------------------------------------------------- (a) reference
+def reference_loop(decoder: torch.nn.Module, A: np.ndarray, d: np.ndarray, n_iter: int,
+                   seed: int = 0) -> float:
+    """One start the way the published code works; returns seconds per iteration."""
+    rng = np.random.default_rng(seed)
+    latent_dim = next(decoder.parameters()).shape[1]
+    z = torch.tensor(rng.standard_normal((1, latent_dim)), dtype=torch.float32,
+                     requires_grad=True)
+    optimizer = torch.optim.SGD([z], lr=LINEAR["lr"])
+    A_t = torch.tensor(A, dtype=torch.float32)
+    d_t = torch.tensor(d, dtype=torch.float32)
+    mchi = chi_mean(latent_dim)
+    lam = LINEAR["reg_weight"]
+    n_data, bs = len(d), LINEAR["batch_size"]
+    dloss, zs, cost_min = [], [], None
+    t0 = time.perf_counter()
+    it = 0
+    while it < n_iter:
+        order = rng.permutation(n_data)
+        for j in range(n_data // bs):
+            if it >= n_iter:
+                break
+            idx = order[j * bs:(j + 1) * bs]
+            x0 = decoder(z)
+            x = np.copy(x0.data.cpu().numpy())  # published: copy to numpy each step
+            s = 1.0 / (0.06 + 0.02 * (1 - x0))
+            sim = torch.mv(A_t, s.flatten())
+            e = d_t[idx] - sim[idx]
+            loss = torch.sum(e**2)
+            optimizer.zero_grad()
+            loss.backward()
+            reg = lam * (torch.norm(z) - mchi) ** 2
+            reg.backward()
+            optimizer.step()
+            lam *= LINEAR["reg_decay"]
+            total = torch.sum((d_t - sim) ** 2) + reg
+            if cost_min is None or total <= cost_min:
+                cost_min, model_min = total, x[0]  # noqa: F841
+            dloss.append(torch.sum((d_t - sim) ** 2).detach().numpy())
+            zs.append(np.copy(z.data.numpy()))
+            it += 1
+    return (time.perf_counter() - t0) / n_iter
+
+
+# ---------------------------------------------------------------------- (b) batched
+def batched_run(prior, fwd, rays, y, n_starts: int, epochs: int, precision: str,
+                n_jobs: int, schedule: dict) -> dict:
+    inv = LatentInverter(prior, fwd, n_starts=n_starts, epochs=epochs, device="cpu",
+                         precision=precision, n_jobs=n_jobs, random_state=0, **schedule)
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        inv.fit(rays, y)
+        wall = time.perf_counter() - t0
+    return {"precision": precision, "starts": n_starts, "iterations": inv.n_iter_,
+            "wall_s": wall, "start_iterations_per_s": n_starts * inv.n_iter_ / wall,
+            "peak_rss_gb": mem.peak / 1e9, "best_data_rmse_ns": float(inv.data_rmse_.min()),
+            "median_data_rmse_ns": float(np.median(inv.data_rmse_))}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--starts", type=int, default=100)
+    parser.add_argument("--iterations", type=int, default=3000,
+                        help="linear iterations (multiple of 25: 25 batches per epoch)")
+    parser.add_argument("--ref-iterations", type=int, default=300,
+                        help="iterations of the per-start reference loop (its rate is "
+                             "per iteration, so a few hundred suffice)")
+    parser.add_argument("--nl-iterations", type=int, default=750,
+                        help="nonlinear iterations of one start (0 to skip)")
+    parser.add_argument("--precisions", nargs="+", default=["float32", "bfloat16"])
+    parser.add_argument("--n-jobs", type=int, default=2)
+    parser.add_argument("--name", default="sgd_speed")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    prior, prior_name = load_prior()
+    grid = Grid2D(SHAPE, spacing=0.1)
+    depths = np.arange(0.5, 12.51, 0.5)
+    rays = crosshole(grid, depths, source_x=0.01, receiver_x=6.49)
+    truth, truth_name = truth_model(prior)
+    sr = StraightRay(grid)
+    y = sr.traveltimes(slowness(truth), rays)
+    A = sr.jacobian(None, rays).toarray()
+    log.info("prior: %s; truth: %s; %d rays", prior_name, truth_name, len(rays))
+
+    # (a) reference loop, with torch's default threads and with one thread (on a busy
+    # machine OpenMP threads can slow each other down a lot); the faster is the baseline
+    decoder = prior.get_decoder("cpu")
+    default_threads = torch.get_num_threads()
+    timings = {}
+    for threads in sorted({default_threads, 1}, reverse=True):
+        torch.set_num_threads(threads)
+        reference_loop(decoder, A, y, 5)  # warm-up
+        timings[threads] = reference_loop(decoder, A, y, args.ref_iterations)
+        log.info("reference loop, %d thread(s): %.1f start-iterations/s", threads,
+                 1.0 / timings[threads])
+    torch.set_num_threads(default_threads)
+    best_threads = min(timings, key=timings.get)
+    sec = timings[best_threads]
+    ref = {"iterations_timed": args.ref_iterations, "s_per_iteration": sec,
+           "start_iterations_per_s": 1.0 / sec, "torch_threads": best_threads,
+           "start_iterations_per_s_by_threads": {str(k): 1.0 / v for k, v in timings.items()},
+           "extrapolated_s_for_run": sec * args.starts * args.iterations}
+
+    # (b) batched
+    epochs = max(1, args.iterations // 25)
+    runs = []
+    for precision in args.precisions:
+        r = batched_run(prior, sr, rays, y, args.starts, epochs, precision, args.n_jobs, LINEAR)
+        r["speedup_vs_reference"] = r["start_iterations_per_s"] / ref["start_iterations_per_s"]
+        log.info("batched %s: %s", precision, r)
+        runs.append(r)
+
+    nonlinear = None
+    if args.nl_iterations > 0:
+        sp = ShortestPath(grid, secondary_nodes=3)
+        rays_nl = crosshole(grid, depths, source_x=0.0, receiver_x=6.5)
+        y_nl = sp.traveltimes(slowness(truth), rays_nl)
+        nl_epochs = max(1, args.nl_iterations // 25)
+        nonlinear = batched_run(prior, sp, rays_nl, y_nl, 1, nl_epochs, "float32", 1,
+                                NONLINEAR)
+        nonlinear["s_per_iteration"] = nonlinear["wall_s"] / nonlinear["iterations"]
+        log.info("nonlinear: %s", nonlinear)
+
+    full = args.starts == 100 and args.iterations == 3000
+    f32 = next((r for r in runs if r["precision"] == "float32"), None)
+    targets = {
+        "float32 >= 10x reference": None if f32 is None else f32["speedup_vs_reference"] >= 10,
+        "100 starts x 3000 iterations <= 300 s": {r["precision"]: r["wall_s"] <= 300
+                                                   for r in runs} if full else None,
+        "nonlinear 750 iterations <= 120 s": (None if nonlinear is None
+                                              or nonlinear["iterations"] != 750
+                                              else nonlinear["wall_s"] <= 120),
+        "peak memory of the 100-start linear run <= 2 GB": (
+            {r["precision"]: r["peak_rss_gb"] <= 2.0 for r in runs} if full else None),
+    }
+    payload = {"prior": prior_name, "truth": truth_name, "grid": list(SHAPE),
+               "n_rays": len(rays), "n_jobs": args.n_jobs, "reference_loop": ref,
+               "batched": runs, "nonlinear": nonlinear, "targets": targets,
+               "command": " ".join(["python", "benchmarks/sgd_speed.py", *(argv or sys.argv[1:])])}
+    rows = [[f"(a) per-start reference loop, {best_threads} thread(s)", "float32", 1,
+             args.ref_iterations,
+             ref["start_iterations_per_s"], 1.0, "-", "-"]]
+    rows += [[f"(b) LatentInverter, n_jobs={args.n_jobs}", r["precision"], r["starts"],
+              r["iterations"], r["start_iterations_per_s"], r["speedup_vs_reference"],
+              r["wall_s"], r["peak_rss_gb"]] for r in runs]
+    md = [f"# Latent SGD speed ({args.starts} starts x {args.iterations} iterations)", "",
+          f"Prior: {prior_name}. Truth: {truth_name}. Grid 129 x 65, {len(rays)} straight "
+          "rays, batches of 25.", "",
+          md_table(["run", "precision", "starts", "iterations", "start-it/s",
+                    "x reference", "wall s", "peak RSS GB"], rows), ""]
+    if nonlinear is not None:
+        md += [f"Nonlinear (ShortestPath, 3 secondary nodes, 1 start): "
+               f"{nonlinear['iterations']} iterations in {nonlinear['wall_s']:.1f} s "
+               f"({nonlinear['s_per_iteration']:.3f} s/iteration).", ""]
+    md += ["Targets: " + "; ".join(f"{k}: {v}" for k, v in targets.items()), "",
+           f"Command: `{payload['command']}`"]
+    paths = write_results(args.name, payload, "\n".join(md))
+    log.info("wrote %s", ", ".join(str(p) for p in paths))
+
+
+if __name__ == "__main__":
+    main()

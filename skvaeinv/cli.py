@@ -1,0 +1,462 @@
+"""Command line: ``skvaeinv demo | train-prior | invert``.
+
+Run ``skvaeinv --help`` or ``skvaeinv COMMAND --help``. Exit codes: 0 success,
+1 runtime failure, 2 bad usage or bad input files (with a message saying what and where),
+130 interrupted. Output files are written atomically: on failure nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from skvaeinv import __version__
+
+logger = logging.getLogger("skvaeinv.cli")
+
+#: Settings of the demo (and of the small prior shipped in ``skvaeinv/data``).
+DEMO = {
+    "shape": (65, 33), "spacing": 0.2,            # the study's 6.5 m x 12.9 m panel
+    "depths": np.arange(0.5, 12.51, 0.5),          # 25 sources x 25 receivers
+    "channels": dict(width=(2.5, 4.5), wavelength=(30.0, 100.0), proportion=0.27),
+    "prior": dict(latent_dim=20, beta=1000.0, base_channels=16, hidden_units=256,
+                  batch_size=100, lr=1e-3),
+    "truth_seed": 2**31 - 7,                      # never used to make training images
+}
+DEMO_PRIOR_FILE = Path(__file__).resolve().parent / "data" / "demo_prior.skv"
+
+
+class InputError(ValueError):
+    """A user file or argument is malformed (exit code 2)."""
+
+
+# --------------------------------------------------------------------------- file I/O
+def _read_table(path: str | os.PathLike, name: str, n_cols: int | None) -> np.ndarray:
+    """Read a numeric table from ``.npy`` or CSV (optional header line, comma or blanks).
+
+    Returns a float array of shape (n_rows, n_cols) (or (n_rows,) when ``n_cols`` is 1).
+    Errors name the file, the line and the problem.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{name} file {str(path)!r} does not exist.")
+    if path.suffix.lower() == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise InputError(f"{name} file {str(path)!r} is not a plain numeric .npy array: "
+                             f"{exc}") from exc
+        arr = np.asarray(arr, dtype=float)
+        if n_cols == 1:
+            arr = arr.reshape(-1)
+        elif arr.ndim != 2 or arr.shape[1] != n_cols:
+            raise InputError(f"{name} array in {str(path)!r} has shape {arr.shape}; expected "
+                             f"(n, {n_cols}).")
+        bad = ~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
+        if bad.any():
+            raise InputError(f"{name} array in {str(path)!r} has NaN/inf in row(s) "
+                             f"{np.flatnonzero(bad)[:10].tolist()}.")
+        return arr
+    rows: list[list[float]] = []
+    with open(path, newline="") as fh:
+        text = fh.read()
+    dialect_delim = "," if "," in text else None
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        fields = ([f.strip() for f in next(csv.reader([stripped]))] if dialect_delim
+                  else stripped.split())
+        try:
+            values = [float(f) for f in fields]
+        except ValueError:
+            if not rows and lineno == _first_content_line(text):
+                continue                      # a header line
+            raise InputError(f"{str(path)!r}, line {lineno}: cannot read {line!r} as "
+                             f"numbers.") from None
+        want = n_cols if n_cols is not None else len(values)
+        if len(values) != want:
+            raise InputError(f"{str(path)!r}, line {lineno}: expected {want} column(s) "
+                             f"({name}), found {len(values)}.")
+        if not all(np.isfinite(values)):
+            raise InputError(f"{str(path)!r}, line {lineno}: NaN or infinite value.")
+        rows.append(values)
+    if not rows:
+        raise InputError(f"{name} file {str(path)!r} holds no data rows.")
+    arr = np.asarray(rows, dtype=float)
+    return arr[:, 0] if n_cols == 1 else arr
+
+
+def _first_content_line(text: str) -> int:
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if line.strip() and not line.strip().startswith("#"):
+            return lineno
+    return 0
+
+
+def _atomic_path(target: Path) -> Path:
+    """A temporary file next to ``target`` (renamed onto it once complete)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix,
+                               dir=target.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _save_figure(fig: Any, target: Path) -> None:
+    tmp = _atomic_path(target)
+    try:
+        fig.savefig(tmp, dpi=100, format=target.suffix.lstrip(".") or "png")
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _save_npz(target: Path, **arrays: Any) -> None:
+    tmp = _atomic_path(target)
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _parse_rows(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        a, b = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise InputError(f"--rows {text!r}: expected START:STOP, e.g. 0:1900.") from None
+    return a, b
+
+
+def _parse_window(text: str) -> tuple[int, int, int, int]:
+    try:
+        r, c, h, w = (int(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--exclude {text!r}: expected ROW,COL,HEIGHT,WIDTH.") from None
+    return r, c, h, w
+
+
+# --------------------------------------------------------------------------- commands
+def _cmd_train_prior(args: argparse.Namespace) -> int:
+    from skvaeinv import VAEPrior
+    from skvaeinv.datasets import extract_patches, load_training_image
+
+    try:
+        image = load_training_image(args.image)
+    except (FileNotFoundError, ValueError) as exc:
+        raise InputError(str(exc)) from exc
+    rows = _parse_rows(args.rows)
+    exclude = [_parse_window(w) for w in args.exclude]
+    prior = VAEPrior(latent_dim=args.latent_dim, beta=args.beta, batch_size=args.batch_size,
+                     lr=args.lr, base_channels=args.base_channels,
+                     hidden_units=args.hidden_units, device=args.device,
+                     precision=args.precision, random_state=args.seed,
+                     verbose=int(args.progress))
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    chunk = 0
+    seen = 0
+    while seen < args.n_images:
+        n = min(args.chunk, args.n_images - seen)
+        try:
+            crops = extract_patches(image, tuple(args.shape), n, rows=rows, exclude=exclude,
+                                    random_state=args.seed * 1_000_003 + chunk)
+        except ValueError as exc:
+            raise InputError(str(exc)) from exc
+        prior.partial_fit(crops)
+        seen += n
+        chunk += 1
+        logger.info("%d / %d crops, loss per image %.1f, %.0f s", seen, args.n_images,
+                    prior.loss_curve_[-1], time.perf_counter() - t0)
+    tmp = _atomic_path(out)
+    try:
+        prior.save(tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(f"trained on {seen} crops of {tuple(args.shape)} in {time.perf_counter() - t0:.0f} s;"
+          f" saved to {out}")
+    return 0
+
+
+def _make_forward(grid: Any, nonlinear: bool, secondary_nodes: int) -> Any:
+    from skvaeinv.forward import ShortestPath, StraightRay
+
+    return ShortestPath(grid, secondary_nodes=secondary_nodes) if nonlinear \
+        else StraightRay(grid)
+
+
+def _cmd_invert(args: argparse.Namespace) -> int:
+    from skvaeinv import LatentInverter, VAEPrior
+    from skvaeinv.survey import Grid2D
+
+    try:
+        prior = VAEPrior.load(args.prior, device=args.device)
+    except (FileNotFoundError, ValueError) as exc:
+        raise InputError(f"--prior: {exc}") from exc
+    rays = _read_table(args.rays, "rays (xs, zs, xr, zr)", 4)
+    tt = _read_table(args.traveltimes, "traveltimes", 1)
+    if len(rays) != len(tt):
+        raise InputError(f"{len(rays)} rays but {len(tt)} traveltimes: the files must have "
+                         "one row per ray, in the same order.")
+    grid = Grid2D(shape=prior.image_shape_, spacing=args.spacing, origin=tuple(args.origin))
+    forward = _make_forward(grid, args.nonlinear, args.secondary_nodes)
+    try:
+        rays = forward.validate_rays(rays)
+    except ValueError as exc:
+        raise InputError(f"{args.rays}: {exc}") from exc
+    defaults = (dict(epochs=30, lr=0.1, lr_decay=0.8, lr_step=5, reg_decay=0.99)
+                if args.nonlinear else
+                dict(epochs=120, lr=1e-2, lr_decay=0.95, lr_step=1, reg_decay=0.999))
+    settings = {k: (getattr(args, k) if getattr(args, k) is not None else v)
+                for k, v in defaults.items()}
+    inv = LatentInverter(prior, forward, n_starts=args.starts, batch_size=args.batch_size,
+                         reg=None if args.reg == "none" else args.reg,
+                         reg_weight=args.reg_weight, acceptance_threshold=args.threshold,
+                         n_jobs=args.n_jobs, device=args.device, random_state=args.seed,
+                         verbose=int(args.progress), **settings)
+    t0 = time.perf_counter()
+    try:
+        inv.fit(rays, tt)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    wall = time.perf_counter() - t0
+    out = Path(args.out)
+    ens = inv.ensemble()
+    _save_npz(out, model=inv.model_, models=inv.models_, latents=inv.latents_,
+              data_rmse=inv.data_rmse_, best_index=inv.best_index_,
+              predicted=inv.predict(rays), accepted=ens.accepted,
+              ensemble_mean=ens.mean, channel_probability=ens.channel_probability,
+              ensemble_std=ens.std, history_data_rmse=inv.history_.data_rmse,
+              history_z_norm=inv.history_.z_norm, history_lr=inv.history_.lr,
+              history_reg_weight=inv.history_.reg_weight, slowness=inv.petrophysics_(inv.model_),
+              interrupted=inv.interrupted_)
+    if args.figure:
+        import matplotlib
+        matplotlib.use("Agg")
+        from skvaeinv.plotting import plot_inversion
+
+        _save_figure(plot_inversion(inv, grid=grid), Path(args.figure))
+    print(f"{args.starts} starts, {inv.n_iter_} iterations, {wall:.1f} s; best data RMSE "
+          f"{inv.data_rmse_[inv.best_index_]:.4g} ns; accepted {ens.n_accepted}; "
+          f"wrote {out}" + (f" and {args.figure}" if args.figure else ""))
+    return 0
+
+
+def demo_prior(retrain: bool = False, *, n_images: int = 60_000, seed: int = 0,
+               progress: bool = False) -> Any:
+    """The demo's prior: the shipped file, or one trained now on procedural channels."""
+    from skvaeinv import VAEPrior
+    from skvaeinv.datasets import make_channels
+
+    if not retrain and DEMO_PRIOR_FILE.is_file():
+        return VAEPrior.load(DEMO_PRIOR_FILE, device="cpu")
+    prior = VAEPrior(**DEMO["prior"], device="cpu", precision="bfloat16", random_state=seed,
+                     verbose=int(progress))
+    chunk = 10_000
+    for k in range(0, n_images, chunk):
+        images = make_channels(min(chunk, n_images - k), shape=DEMO["shape"],
+                               random_state=seed * 7919 + k, **DEMO["channels"])
+        prior.partial_fit(images)
+        logger.info("demo prior: %d / %d images, loss %.1f", k + len(images), n_images,
+                    prior.loss_curve_[-1])
+    return prior
+
+
+def run_demo(*, out_dir: str | os.PathLike = ".", starts: int = 8, epochs: int = 60,
+             retrain: bool = False, n_images: int = 60_000, nonlinear: bool = False,
+             seed: int = 0, progress: bool = True, save_prior: str | None = None,
+             figure: bool = True) -> dict:
+    """Run the demo and return its summary (used by the ``demo`` command and the tests)."""
+    from skvaeinv import LatentInverter
+    from skvaeinv.datasets import make_channels
+    from skvaeinv.petrophysics import LinearVelocity
+    from skvaeinv.survey import Grid2D, crosshole
+
+    t0 = time.perf_counter()
+    prior = demo_prior(retrain, n_images=n_images, seed=seed, progress=progress)
+    if save_prior:
+        prior.save(save_prior)
+    t_prior = time.perf_counter() - t0
+    grid = Grid2D(shape=DEMO["shape"], spacing=DEMO["spacing"])
+    rays = crosshole(grid, DEMO["depths"])
+    truth = make_channels(1, shape=DEMO["shape"], random_state=DEMO["truth_seed"],
+                          **DEMO["channels"])[0].astype(float)
+    forward = _make_forward(grid, nonlinear, 2 if nonlinear else 3)
+    tt = forward.traveltimes(LinearVelocity()(truth), rays)
+    inv = LatentInverter(prior, _make_forward(grid, nonlinear, 3), n_starts=starts,
+                         epochs=epochs, batch_size=25,
+                         lr=0.1 if nonlinear else 1e-2, lr_decay=0.8 if nonlinear else 0.95,
+                         lr_step=5 if nonlinear else max(1, epochs // 120),
+                         reg="ring", reg_weight=10.0,
+                         reg_decay=0.99 if nonlinear else 0.999 ** (120 / epochs),
+                         device="cpu", n_jobs=1, random_state=seed,
+                         verbose=1 if progress else 0)
+    t1 = time.perf_counter()
+    inv.fit(rays, tt)
+    t_inv = time.perf_counter() - t1
+    # accept the starts that fit the data about as well as the truth's own code can
+    threshold = 1.1 * float(np.sqrt(np.mean((inv.predict(rays) - tt) ** 2))) + 0.05
+    threshold = max(threshold, float(np.min(inv.data_rmse_)) * 1.25)
+    ens = inv.ensemble(threshold)
+    summary = {
+        "data_rmse_best_ns": float(inv.data_rmse_[inv.best_index_]),
+        "data_rmse_median_ns": float(np.median(inv.data_rmse_)),
+        "model_rmse_best": float(np.sqrt(np.mean((inv.model_ - truth) ** 2))),
+        "model_rmse_ensemble_mean": float(np.sqrt(np.mean((ens.mean - truth) ** 2))),
+        "model_rmse_prior_mean_image": float(np.sqrt(np.mean(
+            (prior.sample(200, random_state=1).mean(axis=0) - truth) ** 2))),
+        "accepted": f"{ens.n_accepted}/{starts}",
+        "threshold_ns": threshold,
+        "prior_seconds": t_prior, "inversion_seconds": t_inv,
+        "total_seconds": time.perf_counter() - t0,
+    }
+    if figure:
+        import matplotlib
+        matplotlib.use("Agg")
+        from skvaeinv.plotting import plot_inversion
+
+        path = Path(out_dir) / "skvaeinv_demo.png"
+        _save_figure(plot_inversion(inv, truth=truth, grid=grid, threshold=threshold), path)
+        summary["figure"] = str(path)
+    summary["_inverter"] = inv
+    summary["_truth"] = truth
+    return summary
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    print(f"skvaeinv {__version__} demo: procedural channels, a "
+          f"{DEMO['shape'][0]} x {DEMO['shape'][1]} crosshole panel, 625 "
+          f"{'bent (shortest-path)' if args.nonlinear else 'straight'} rays.")
+    summary = run_demo(out_dir=args.out, starts=args.starts, epochs=args.epochs,
+                       retrain=args.retrain, n_images=args.n_images, nonlinear=args.nonlinear,
+                       seed=args.seed, progress=not args.quiet, save_prior=args.save_prior)
+    print(f"  data RMSE of the best start : {summary['data_rmse_best_ns']:.3f} ns "
+          f"(median over starts {summary['data_rmse_median_ns']:.3f} ns)")
+    print(f"  model RMSE vs truth          : best {summary['model_rmse_best']:.3f}, "
+          f"ensemble mean {summary['model_rmse_ensemble_mean']:.3f} "
+          f"(prior mean image: {summary['model_rmse_prior_mean_image']:.3f})")
+    print(f"  accepted starts              : {summary['accepted']} "
+          f"(data RMSE <= {summary['threshold_ns']:.3f} ns)")
+    print(f"  time                         : {summary['total_seconds']:.0f} s "
+          f"(prior {summary['prior_seconds']:.0f} s, inversion "
+          f"{summary['inversion_seconds']:.0f} s)")
+    if "figure" in summary:
+        print(f"  figure                       : {summary['figure']}")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    """The ``skvaeinv`` argument parser."""
+    p = argparse.ArgumentParser(
+        prog="skvaeinv",
+        description="Crosshole traveltime tomography with a deep generative (VAE) prior.")
+    p.add_argument("--version", action="version", version=f"skvaeinv {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    d = sub.add_parser("demo", help="train/load a small prior, invert a synthetic survey, "
+                                    "write a figure")
+    d.add_argument("--out", default=".", help="folder for skvaeinv_demo.png (default: .)")
+    d.add_argument("--starts", type=int, default=8, help="random starts (default 8)")
+    d.add_argument("--epochs", type=int, default=60, help="SGD epochs (default 60)")
+    d.add_argument("--nonlinear", action="store_true", help="bent rays (shortest path)")
+    d.add_argument("--retrain", action="store_true",
+                   help="train the small prior now instead of loading the shipped one")
+    d.add_argument("--n-images", type=int, default=60_000,
+                   help="procedural images for --retrain (default 60000)")
+    d.add_argument("--save-prior", default=None, help="also save the prior to this file")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--quiet", action="store_true", help="no progress output")
+    d.set_defaults(func=_cmd_demo)
+
+    t = sub.add_parser("train-prior", help="train a VAEPrior on crops of a training image")
+    t.add_argument("image", help="training image (.png or .npy, values 0..1 or 0..255)")
+    t.add_argument("--shape", type=int, nargs=2, default=[129, 65], metavar=("H", "W"),
+                   help="crop shape (default 129 65)")
+    t.add_argument("--out", required=True, help="prior file to write (.skv)")
+    t.add_argument("--rows", default=None, help="row band START:STOP for the crops")
+    t.add_argument("--exclude", action="append", default=[], metavar="R,C,H,W",
+                   help="window no crop may overlap (repeatable)")
+    t.add_argument("--n-images", type=int, default=100_000, help="crops in all")
+    t.add_argument("--chunk", type=int, default=10_000, help="crops held in memory at once")
+    t.add_argument("--latent-dim", type=int, default=20)
+    t.add_argument("--beta", type=float, default=1000.0)
+    t.add_argument("--batch-size", type=int, default=100)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--base-channels", type=int, default=32)
+    t.add_argument("--hidden-units", type=int, default=512)
+    t.add_argument("--precision", choices=["float32", "bfloat16"], default="bfloat16")
+    t.add_argument("--device", default="auto")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--progress", action="store_true", help="progress bar")
+    t.set_defaults(func=_cmd_train_prior)
+
+    i = sub.add_parser("invert", help="invert traveltimes with a trained prior",
+                       description="Rays: CSV (or .npy) with 4 columns xs,zs,xr,zr in metres "
+                       "(z positive down), one ray per row, optional header line. "
+                       "Traveltimes: one column (ns), same order.")
+    i.add_argument("--prior", required=True, help="prior file from train-prior")
+    i.add_argument("--rays", required=True, help="rays file (.csv or .npy)")
+    i.add_argument("--traveltimes", required=True, help="traveltimes file (.csv or .npy)")
+    i.add_argument("--out", required=True, help="result file (.npz)")
+    i.add_argument("--figure", default=None, help="also write a summary figure (.png)")
+    i.add_argument("--nonlinear", action="store_true", help="shortest-path (bent rays)")
+    i.add_argument("--secondary-nodes", type=int, default=3)
+    i.add_argument("--spacing", type=float, default=0.1, help="cell size in m (default 0.1)")
+    i.add_argument("--origin", type=float, nargs=2, default=[0.0, 0.0], metavar=("X0", "Z0"))
+    i.add_argument("--starts", type=int, default=20)
+    i.add_argument("--epochs", type=int, default=None)
+    i.add_argument("--batch-size", type=int, default=25)
+    i.add_argument("--lr", type=float, default=None)
+    i.add_argument("--lr-decay", type=float, default=None)
+    i.add_argument("--lr-step", type=int, default=None)
+    i.add_argument("--reg", choices=["ring", "origin", "none"], default="ring")
+    i.add_argument("--reg-weight", type=float, default=10.0)
+    i.add_argument("--reg-decay", type=float, default=None)
+    i.add_argument("--threshold", type=float, default=None,
+                   help="acceptance threshold on data RMSE (ns)")
+    i.add_argument("--n-jobs", type=int, default=None)
+    i.add_argument("--device", default="cpu")
+    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--progress", action="store_true")
+    i.set_defaults(func=_cmd_invert)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``skvaeinv`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose + (args.command == "demo"), 2)
+    logging.basicConfig(level=level, format="%(message)s")
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except InputError as exc:
+        print(f"skvaeinv {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"skvaeinv {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

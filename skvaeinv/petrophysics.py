@@ -1,0 +1,159 @@
+"""Petrophysical mappings from facies images to slowness.
+
+A petrophysical mapping ``h`` turns a facies image ``m`` (values in [0, 1], 1 = channel)
+into the slowness ``s = h(m)`` (ns/m) that the forward operators see. Inside the latent
+inversion it sits between the decoder and the forward operator, so it must be
+differentiable for torch tensors; every mapping here also accepts numpy arrays.
+
+The reference study (Lopez-Alvis et al., 2021) uses a velocity that is linear in the
+facies value, ``v = 0.06 m + 0.08 (1 - m)`` m/ns (channel 0.06, matrix 0.08), and the
+slowness ``s = 1 / v``: :class:`LinearVelocity`.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["LinearVelocity", "check_petrophysics"]
+
+
+class LinearVelocity:
+    """Velocity linear in the facies value; returns slowness.
+
+    ``v(m) = v_channel * m + v_matrix * (1 - m)`` and ``s(m) = 1 / v(m)``.
+
+    Parameters
+    ----------
+    v_channel : float, default=0.06
+        Velocity (m/ns) where ``m = 1`` (channel).
+    v_matrix : float, default=0.08
+        Velocity (m/ns) where ``m = 0`` (matrix).
+
+    See Also
+    --------
+    check_petrophysics : turn the ``petrophysics`` parameter of
+        :class:`~skvaeinv.LatentInverter` into a callable.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> h = LinearVelocity()
+    >>> h(np.array([0.0, 1.0]))
+    array([12.5       , 16.66666667])
+    >>> h.velocity(np.array([0.5]))
+    array([0.07])
+    """
+
+    def __init__(self, v_channel: float = 0.06, v_matrix: float = 0.08) -> None:
+        self.v_channel = v_channel
+        self.v_matrix = v_matrix
+
+    # Minimal estimator-style parameter API so that ``clone`` and
+    # ``set_params(petrophysics__v_channel=...)`` work without importing scikit-learn.
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Parameters of this mapping (scikit-learn convention)."""
+        return {"v_channel": self.v_channel, "v_matrix": self.v_matrix}
+
+    def set_params(self, **params: Any) -> "LinearVelocity":
+        """Set parameters (scikit-learn convention); returns self."""
+        for key, value in params.items():
+            if key not in ("v_channel", "v_matrix"):
+                raise ValueError(
+                    f"Invalid parameter {key!r} for LinearVelocity; valid parameters are "
+                    "'v_channel' and 'v_matrix'."
+                )
+            setattr(self, key, value)
+        return self
+
+    def _check(self) -> None:
+        for name in ("v_channel", "v_matrix"):
+            value = getattr(self, name)
+            if (not isinstance(value, numbers.Real) or isinstance(value, bool)
+                    or not np.isfinite(value) or value <= 0):
+                raise ValueError(
+                    f"LinearVelocity: {name}={value!r} must be a positive finite velocity "
+                    "(m/ns)."
+                )
+
+    def velocity(self, m: Any) -> Any:
+        """Velocity ``v_channel * m + v_matrix * (1 - m)`` (m/ns), same type as ``m``."""
+        self._check()
+        return self.v_matrix + (self.v_channel - self.v_matrix) * m
+
+    def __call__(self, m: Any) -> Any:
+        """Slowness ``1 / v(m)`` (ns/m) of a facies image; numpy or torch, any shape."""
+        return 1.0 / self.velocity(m)
+
+    def __repr__(self) -> str:
+        return f"LinearVelocity(v_channel={self.v_channel!r}, v_matrix={self.v_matrix!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, LinearVelocity) and other.v_channel == self.v_channel
+                and other.v_matrix == self.v_matrix)
+
+    __hash__ = None  # mutable parameters
+
+
+def check_petrophysics(petrophysics: Any) -> Callable[[Any], Any]:
+    """Turn a ``petrophysics`` parameter into a callable facies → slowness.
+
+    Parameters
+    ----------
+    petrophysics : None, callable or tuple of two floats
+        ``None`` gives the reference :class:`LinearVelocity` (channel 0.06 m/ns, matrix
+        0.08 m/ns). A ``(v_matrix, v_channel)`` pair gives a :class:`LinearVelocity` with
+        those velocities. A callable is returned as-is; it must map a torch tensor of
+        facies values to slowness differentiably, and should also accept numpy arrays
+        (otherwise it is applied through torch).
+
+    Returns
+    -------
+    callable
+
+    Raises
+    ------
+    ValueError
+        For anything else, or for non-positive velocities.
+    """
+    if petrophysics is None:
+        return LinearVelocity()
+    if isinstance(petrophysics, tuple):
+        if len(petrophysics) != 2:
+            raise ValueError(
+                f"petrophysics={petrophysics!r}: a tuple must be a (v_matrix, v_channel) "
+                "velocity pair in m/ns."
+            )
+        h = LinearVelocity(v_channel=petrophysics[1], v_matrix=petrophysics[0])
+        try:
+            h._check()
+        except ValueError as exc:
+            raise ValueError(
+                f"petrophysics={petrophysics!r}: both velocities of the (v_matrix, v_channel) "
+                "velocity pair must be positive finite numbers (m/ns)."
+            ) from exc
+        return h
+    if callable(petrophysics):
+        if isinstance(petrophysics, LinearVelocity):
+            petrophysics._check()
+        return petrophysics
+    raise ValueError(
+        f"petrophysics={petrophysics!r} is not supported; expected None, a callable "
+        "mapping facies to slowness, or a (v_matrix, v_channel) velocity pair."
+    )
+
+
+def apply_numpy(petrophysics: Callable[[Any], Any], m: np.ndarray) -> np.ndarray:
+    """Apply a mapping to a numpy array, through torch if it does not take numpy."""
+    m = np.asarray(m, dtype=np.float64)
+    if isinstance(petrophysics, LinearVelocity):
+        return petrophysics(m)
+    with torch.no_grad():
+        out = petrophysics(torch.from_numpy(m))
+    if isinstance(out, torch.Tensor):
+        out = out.detach().cpu().numpy()
+    return np.asarray(out, dtype=np.float64)

@@ -1,0 +1,275 @@
+"""Figures for surveys, models, inversion histories and ensembles (matplotlib, optional).
+
+matplotlib is imported lazily, inside each function, so the rest of the package works
+without it (``pip install skvaeinv[plot]``). Estimators never call these functions.
+Every function draws on given axes (or makes a new figure) and returns the figure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["plot_survey", "plot_models", "plot_history", "plot_ensemble", "plot_inversion"]
+
+
+def _plt():
+    try:
+        import matplotlib.pyplot as plt
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "skvaeinv.plotting needs matplotlib: pip install 'skvaeinv[plot]'") from exc
+    return plt
+
+
+def _extent(grid: Any, shape: tuple[int, int]) -> list[float]:
+    if grid is None:
+        return [0, shape[1], shape[0], 0]
+    x0, x1, z0, z1 = grid.extent
+    return [x0, x1, z1, z0]
+
+
+def _image(ax: Any, img: np.ndarray, grid: Any, title: str | None, *, cmap: str = "gray_r",
+           vmin: float | None = 0.0, vmax: float | None = 1.0) -> Any:
+    im = ax.imshow(np.asarray(img), cmap=cmap, vmin=vmin, vmax=vmax,
+                   extent=_extent(grid, np.shape(img)), interpolation="nearest")
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.set_xlabel("x (m)" if grid is not None else "column")
+    ax.set_ylabel("z (m)" if grid is not None else "row")
+    return im
+
+
+def plot_survey(grid: Any, rays: np.ndarray, *, model: np.ndarray | None = None,
+                ax: Any = None, max_rays: int = 2000) -> Any:
+    """Draw the grid, the sensors and the straight source-receiver lines.
+
+    Parameters
+    ----------
+    grid : Grid2D
+        The model grid.
+    rays : ndarray of shape (n_rays, 4)
+        Columns ``xs, zs, xr, zr`` (as from :func:`skvaeinv.survey.crosshole`).
+    model : ndarray of shape (nz, nx), optional
+        Image drawn underneath.
+    ax : matplotlib Axes, optional
+    max_rays : int, default=2000
+        At most this many ray lines are drawn (evenly subsampled).
+
+    Returns
+    -------
+    fig : matplotlib Figure
+    """
+    plt = _plt()
+    rays = np.asarray(rays, dtype=float)
+    if rays.ndim != 2 or rays.shape[1] != 4:
+        raise ValueError(f"rays must have shape (n_rays, 4), got {rays.shape}.")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3.5, 6))
+    x0, x1, z0, z1 = grid.extent
+    if model is not None:
+        _image(ax, model, grid, None)
+    else:
+        ax.add_patch(plt.Rectangle((x0, z0), x1 - x0, z1 - z0, fill=False, lw=1))
+    step = max(1, len(rays) // max_rays)
+    for xs, zs, xr, zr in rays[::step]:
+        ax.plot([xs, xr], [zs, zr], color="tab:blue", lw=0.3, alpha=0.4)
+    ax.plot(rays[:, 0], rays[:, 1], "v", color="tab:red", ms=3, label="sources")
+    ax.plot(rays[:, 2], rays[:, 3], "o", color="tab:green", ms=3, label="receivers")
+    ax.set_xlim(x0 - 0.05 * (x1 - x0), x1 + 0.05 * (x1 - x0))
+    ax.set_ylim(z1, z0)
+    ax.set_aspect("equal")
+    ax.set_xlabel("x (m)")
+    ax.set_ylabel("z (m)")
+    ax.legend(loc="lower center", fontsize=7, ncols=2)
+    ax.set_title(f"{len(rays)} rays, {grid.nz} x {grid.nx} cells", fontsize=9)
+    return ax.figure
+
+
+def plot_models(models: np.ndarray, *, grid: Any = None,
+                titles: Sequence[str] | None = None, ncols: int = 6,
+                cmap: str = "gray_r", vmin: float | None = 0.0,
+                vmax: float | None = 1.0) -> Any:
+    """Show a set of images side by side.
+
+    Parameters
+    ----------
+    models : ndarray of shape (n, H, W) or (H, W)
+    grid : Grid2D, optional
+        Gives metre axes.
+    titles : sequence of str, optional
+    ncols : int, default=6
+    cmap, vmin, vmax
+        Passed to ``imshow``.
+
+    Returns
+    -------
+    fig : matplotlib Figure
+    """
+    plt = _plt()
+    models = np.asarray(models, dtype=float)
+    if models.ndim == 2:
+        models = models[None]
+    if models.ndim != 3:
+        raise ValueError(f"models must have shape (n, H, W), got {models.shape}.")
+    n = len(models)
+    ncols = max(1, min(ncols, n))
+    nrows = int(np.ceil(n / ncols))
+    h, w = models.shape[1:]
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols * max(w / h, 0.4) + 0.8,
+                                                    2.8 * nrows), squeeze=False)
+    for k, ax in enumerate(axes.ravel()):
+        if k < n:
+            _image(ax, models[k], grid, titles[k] if titles else None, cmap=cmap,
+                   vmin=vmin, vmax=vmax)
+        else:
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(history: Any, *, starts: Sequence[int] | None = None,
+                 threshold: float | None = None, axes: Any = None) -> Any:
+    """Inversion history like the study's figures: data RMSE, ``||z||``, lr, lambda.
+
+    Parameters
+    ----------
+    history : SGDHistory or LatentInverter
+        ``inverter.history_`` (or a fitted inverter).
+    starts : sequence of int, optional
+        Starts to draw (default: all, thin lines).
+    threshold : float, optional
+        Acceptance threshold drawn on the data-RMSE panel.
+    axes : array of 4 matplotlib Axes, optional
+
+    Returns
+    -------
+    fig : matplotlib Figure
+    """
+    plt = _plt()
+    history = getattr(history, "history_", history)
+    for name in ("data_rmse", "z_norm", "lr", "reg_weight"):
+        if not hasattr(history, name):
+            raise TypeError(f"history has no {name!r}; pass LatentInverter.history_.")
+    rmse = np.asarray(history.data_rmse, dtype=float)
+    znorm = np.asarray(history.z_norm, dtype=float)
+    idx = np.arange(rmse.shape[0]) if starts is None else np.asarray(starts)
+    if axes is None:
+        fig, axes = plt.subplots(1, 4, figsize=(14, 3))
+    axes = np.ravel(axes)
+    it = np.arange(rmse.shape[1])
+    alpha = max(0.15, min(1.0, 5.0 / max(len(idx), 1)))
+    for i in idx:
+        ok = np.isfinite(rmse[i])
+        axes[0].plot(it[ok], rmse[i][ok], lw=0.7, alpha=alpha)
+        axes[1].plot(it, znorm[i], lw=0.7, alpha=alpha)
+    if threshold is not None:
+        axes[0].axhline(threshold, color="k", ls="--", lw=1, label="threshold")
+        axes[0].legend(fontsize=7)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("data RMSE (ns)")
+    axes[1].set_ylabel("||z||")
+    axes[2].plot(it, np.asarray(history.lr, dtype=float), color="k")
+    axes[2].set_yscale("log")
+    axes[2].set_ylabel("learning rate")
+    axes[3].plot(it, np.asarray(history.reg_weight, dtype=float), color="k")
+    axes[3].set_ylabel("regularisation weight")
+    for ax in axes:
+        ax.set_xlabel("iteration")
+    fig = axes[0].figure
+    fig.tight_layout()
+    return fig
+
+
+def plot_ensemble(ensemble: Any, *, grid: Any = None, truth: np.ndarray | None = None,
+                  axes: Any = None) -> Any:
+    """Ensemble mean, channel probability and spread (and the truth, when known).
+
+    Parameters
+    ----------
+    ensemble : Ensemble
+        From :meth:`skvaeinv.LatentInverter.ensemble`.
+    grid : Grid2D, optional
+    truth : ndarray of shape (H, W), optional
+    axes : matplotlib Axes, optional
+
+    Returns
+    -------
+    fig : matplotlib Figure
+    """
+    plt = _plt()
+    panels = [(ensemble.mean, f"mean of {ensemble.n_accepted}", "gray_r", 0, 1),
+              (ensemble.channel_probability, "channel probability", "viridis", 0, 1),
+              (ensemble.std, "std", "magma", 0, None)]
+    if truth is not None:
+        panels.insert(0, (truth, "truth", "gray_r", 0, 1))
+    if axes is None:
+        fig, axes = plt.subplots(1, len(panels), figsize=(2.2 * len(panels) + 1, 4))
+    axes = np.ravel(axes)
+    for ax, (img, title, cmap, lo, hi) in zip(axes, panels):
+        im = _image(ax, img, grid, title, cmap=cmap, vmin=lo, vmax=hi)
+        ax.figure.colorbar(im, ax=ax, fraction=0.08)
+    fig = axes[0].figure
+    fig.tight_layout()
+    return fig
+
+
+def plot_inversion(inverter: Any, *, truth: np.ndarray | None = None, grid: Any = None,
+                   threshold: float | None = None) -> Any:
+    """One-page summary of a fitted :class:`~skvaeinv.LatentInverter`.
+
+    Truth (if given), best model, ensemble channel probability, data RMSE and ``||z||``
+    per iteration.
+
+    Parameters
+    ----------
+    inverter : LatentInverter
+        A fitted inverter.
+    truth : ndarray of shape (H, W), optional
+    grid : Grid2D, optional
+        Defaults to the inverter's ``forward.grid`` when it has one.
+    threshold : float, optional
+        Acceptance threshold for the ensemble (default: the inverter's own).
+
+    Returns
+    -------
+    fig : matplotlib Figure
+    """
+    plt = _plt()
+    if not hasattr(inverter, "model_"):
+        raise ValueError("plot_inversion needs a fitted LatentInverter (call fit first).")
+    grid = grid if grid is not None else getattr(inverter.forward, "grid", None)
+    ens = inverter.ensemble(threshold) if threshold is not None else inverter.ensemble()
+    fig = plt.figure(figsize=(13, 5))
+    gs = fig.add_gridspec(2, 5)
+    k = 0
+    if truth is not None:
+        _image(fig.add_subplot(gs[:, k]), truth, grid, "truth")
+        k += 1
+    _image(fig.add_subplot(gs[:, k]), inverter.model_, grid,
+           f"best model\nRMSE {inverter.data_rmse_[inverter.best_index_]:.3g} ns")
+    k += 1
+    ax = fig.add_subplot(gs[:, k])
+    im = _image(ax, ens.channel_probability, grid,
+                f"P(channel), {ens.n_accepted}/{len(inverter.data_rmse_)} starts",
+                cmap="viridis")
+    fig.colorbar(im, ax=ax, fraction=0.08)
+    k += 1
+    ax_r = fig.add_subplot(gs[0, k:])
+    ax_z = fig.add_subplot(gs[1, k:])
+    h = inverter.history_
+    it = np.arange(h.data_rmse.shape[1])
+    for i in range(h.data_rmse.shape[0]):
+        ok = np.isfinite(h.data_rmse[i])
+        ax_r.plot(it[ok], h.data_rmse[i][ok], lw=0.6, alpha=0.5)
+        ax_z.plot(it, h.z_norm[i], lw=0.6, alpha=0.5)
+    if ens.threshold is not None:
+        ax_r.axhline(ens.threshold, color="k", ls="--", lw=1)
+    ax_r.set_yscale("log")
+    ax_r.set_ylabel("data RMSE (ns)")
+    ax_z.set_ylabel("||z||")
+    ax_z.set_xlabel("iteration")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,129 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from skvaeinv import cli
+
+from conftest import TINY_PRIOR_KW
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "skvaeinv", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+def test_help_version_and_usage_errors():
+    r = run("--help")
+    assert r.returncode == 0 and "train-prior" in r.stdout and "invert" in r.stdout
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.strip().startswith("skvaeinv ")
+    assert run().returncode == 2
+    r = run("no-such-command")
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+    r = run("invert", "--help")
+    assert r.returncode == 0 and "xs,zs,xr,zr" in r.stdout
+
+
+def test_train_prior_command(tmp_path):
+    from skvaeinv import VAEPrior
+
+    image = (np.random.default_rng(0).random((80, 60)) > 0.7).astype(float)
+    np.save(tmp_path / "ti.npy", image)
+    out = tmp_path / "p.skv"
+    r = run("train-prior", str(tmp_path / "ti.npy"), "--shape", "20", "12", "--out", str(out),
+            "--rows", "0:60", "--exclude", "60,0,20,60", "--n-images", "64", "--chunk", "32",
+            "--latent-dim", "3", "--base-channels", "2", "--hidden-units", "8",
+            "--device", "cpu", "--precision", "float32")
+    assert r.returncode == 0, r.stderr
+    prior = VAEPrior.load(out)
+    assert prior.image_shape_ == (20, 12) and prior.latent_dim == 3
+    assert prior.n_images_seen_ == 64
+    # malformed arguments: exit code 2, clear message, no file
+    bad = tmp_path / "bad.skv"
+    r = run("train-prior", str(tmp_path / "ti.npy"), "--out", str(bad), "--rows", "abc")
+    assert r.returncode == 2 and "START:STOP" in r.stderr and not bad.exists()
+    r = run("train-prior", str(tmp_path / "missing.png"), "--out", str(bad))
+    assert r.returncode == 2 and "no training image" in r.stderr and not bad.exists()
+
+
+@pytest.fixture
+def survey_files(tmp_path, tiny_prior):
+    from skvaeinv.forward import StraightRay
+    from skvaeinv.petrophysics import LinearVelocity
+    from skvaeinv.survey import Grid2D, crosshole
+
+    grid = Grid2D((32, 16), spacing=0.1)
+    rays = crosshole(grid, depths=np.arange(0.15, 3.2, 0.3))
+    truth = tiny_prior.sample(1, random_state=4)[0]
+    tt = StraightRay(grid).traveltimes(LinearVelocity()(truth), rays)
+    tiny_prior.save(tmp_path / "prior.skv")
+    np.savetxt(tmp_path / "rays.csv", rays, delimiter=",", header="xs,zs,xr,zr",
+               comments="")
+    np.savetxt(tmp_path / "tt.csv", tt, header="traveltime_ns", comments="")
+    np.save(tmp_path / "tt.npy", tt)
+    return tmp_path, rays, tt
+
+
+def test_invert_command(survey_files):
+    d, rays, tt = survey_files
+    out, fig = d / "res.npz", d / "fig.png"
+    r = run("invert", "--prior", str(d / "prior.skv"), "--rays", str(d / "rays.csv"),
+            "--traveltimes", str(d / "tt.csv"), "--out", str(out), "--figure", str(fig),
+            "--starts", "3", "--epochs", "3", "--batch-size", "20", "--threshold", "100")
+    assert r.returncode == 0, r.stderr
+    assert "best data RMSE" in r.stdout
+    res = np.load(out)
+    assert res["models"].shape == (3, 32, 16) and res["predicted"].shape == tt.shape
+    assert res["data_rmse"][res["best_index"]] == res["data_rmse"].min()
+    assert fig.stat().st_size > 1000
+    # .npy traveltimes work too
+    r = run("invert", "--prior", str(d / "prior.skv"), "--rays", str(d / "rays.csv"),
+            "--traveltimes", str(d / "tt.npy"), "--out", str(d / "res2.npz"),
+            "--starts", "2", "--epochs", "1", "--batch-size", "20")
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("content, message", [
+    ("xs,zs,xr,zr\n0,0.5,1.6,0.5\n0,abc,1.6,0.7\n", "line 3"),
+    ("0,0.5,1.6,0.5\n0,0.5,1.6\n", "line 2: expected 4 column"),
+    ("0,0.5,1.6,0.5\n0,nan,1.6,0.5\n", "line 2: NaN"),
+    ("# only a comment\n", "no data rows"),
+])
+def test_invert_malformed_rays(survey_files, content, message):
+    d, rays, tt = survey_files
+    (d / "bad.csv").write_text(content)
+    out = d / "never.npz"
+    r = run("invert", "--prior", str(d / "prior.skv"), "--rays", str(d / "bad.csv"),
+            "--traveltimes", str(d / "tt.csv"), "--out", str(out))
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr
+    assert not out.exists() and not list(d.glob(".never*"))
+
+
+def test_invert_input_errors(survey_files):
+    d, rays, tt = survey_files
+    out = d / "never.npz"
+    np.savetxt(d / "short.csv", tt[:-1])
+    r = run("invert", "--prior", str(d / "prior.skv"), "--rays", str(d / "rays.csv"),
+            "--traveltimes", str(d / "short.csv"), "--out", str(out))
+    assert r.returncode == 2 and "one row per ray" in r.stderr
+    outside = rays.copy()
+    outside[2, 2] = 99.0
+    np.savetxt(d / "outside.csv", outside, delimiter=",")
+    r = run("invert", "--prior", str(d / "prior.skv"), "--rays", str(d / "outside.csv"),
+            "--traveltimes", str(d / "tt.csv"), "--out", str(out))
+    assert r.returncode == 2 and "outside" in r.stderr
+    r = run("invert", "--prior", str(d / "nope.skv"), "--rays", str(d / "rays.csv"),
+            "--traveltimes", str(d / "tt.csv"), "--out", str(out))
+    assert r.returncode == 2 and "--prior" in r.stderr
+    assert not out.exists()
+
+
+def test_read_table_header_and_blanks(tmp_path):
+    (tmp_path / "t.txt").write_text("t\n1.5\n\n2.5\n")
+    np.testing.assert_array_equal(cli._read_table(tmp_path / "t.txt", "tt", 1), [1.5, 2.5])
+    (tmp_path / "r.txt").write_text("1 2 3 4\n5 6 7 8\n")
+    assert cli._read_table(tmp_path / "r.txt", "rays", 4).shape == (2, 4)

@@ -1,0 +1,317 @@
+"""Tests of skvaeinv.LatentInverter (CI-sized: tiny prior, tiny grids)."""
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.utils._param_validation import InvalidParameterError
+
+from skvaeinv import LatentInverter, VAEPrior
+from skvaeinv.engine import SGDHistory
+from skvaeinv.forward import ShortestPath, StraightRay
+from skvaeinv.petrophysics import LinearVelocity
+from skvaeinv.survey import Grid2D, crosshole
+
+from conftest import TINY_SHAPE
+
+FAST = dict(epochs=3, batch_size=32, lr=0.05, reg_weight=5.0, reg_decay=0.99, device="cpu")
+
+
+def slowness(m):
+    return 1.0 / (0.06 + 0.02 * (1.0 - m))
+
+
+@pytest.fixture(scope="module")
+def survey():
+    grid = Grid2D(TINY_SHAPE, spacing=0.1)
+    rays = crosshole(grid, depths=np.arange(0.1, 3.2, 0.2))  # 16 x 16 = 256 rays
+    return grid, rays
+
+
+@pytest.fixture(scope="module")
+def data(tiny_prior, survey):
+    """Noise-free straight-ray data of a truth drawn from the prior itself."""
+    grid, rays = survey
+    z_true = np.random.default_rng(8).standard_normal((1, tiny_prior.latent_dim))
+    truth = tiny_prior.inverse_transform(z_true)[0]
+    y = StraightRay(grid).traveltimes(slowness(truth), rays)
+    return z_true, truth, y
+
+
+def test_random_starts_reach_the_level_of_the_true_code(tiny_prior, survey, data):
+    grid, rays = survey
+    z_true, truth, y = data
+    kw = dict(epochs=100, batch_size=32, lr=0.05, lr_decay=0.97, reg="ring", reg_weight=5.0,
+              reg_decay=0.99, device="cpu", random_state=0)
+    ref = LatentInverter(tiny_prior, StraightRay(grid), n_starts=1, init=z_true, **kw)
+    ref_rmse = ref.fit(rays, y).data_rmse_[0]
+    inv = LatentInverter(tiny_prior, StraightRay(grid), n_starts=16, **kw).fit(rays, y)
+    assert inv.n_iter_ == 100 * 8
+    assert np.mean(inv.data_rmse_ <= 1.1 * ref_rmse) >= 0.8
+    # the kept models look like the truth (channels at the right place)
+    assert np.sqrt(np.mean((inv.model_ - truth) ** 2)) < 0.1
+    np.testing.assert_allclose(inv.predict(rays), y, atol=5 * ref_rmse)
+    assert inv.score(rays, y) == pytest.approx(-inv.data_rmse_[inv.best_index_], rel=1e-3)
+
+
+def test_fitted_attributes_and_ensemble(tiny_prior, survey, data):
+    grid, rays = survey
+    y = data[2]
+    inv = LatentInverter(tiny_prior, StraightRay(grid), n_starts=5, random_state=0,
+                         acceptance_threshold=1e9, **FAST).fit(rays, y)
+    H, W = TINY_SHAPE
+    n_iter = 3 * 8
+    assert inv.models_.shape == (5, H, W) and inv.latents_.shape == (5, tiny_prior.latent_dim)
+    assert inv.data_rmse_.shape == (5,) and inv.n_iter_ == n_iter
+    assert inv.best_index_ == np.argmin(inv.data_rmse_)
+    np.testing.assert_array_equal(inv.model_, inv.models_[inv.best_index_])
+    np.testing.assert_array_equal(inv.z_, inv.latents_[inv.best_index_])
+    # the kept model is the decoded kept latent
+    np.testing.assert_allclose(inv.models_, tiny_prior.inverse_transform(inv.latents_),
+                               atol=1e-5)
+    h = inv.history_
+    assert isinstance(h, SGDHistory) and (h.n_starts, h.n_iter) == (5, n_iter)
+    np.testing.assert_allclose(h["lr"], 0.05 * 0.95 ** (np.arange(n_iter) // 8))
+    np.testing.assert_allclose(h["reg_weight"], 5.0 * 0.99 ** np.arange(n_iter))
+    assert np.isfinite(h["data_rmse"]).all() and np.isfinite(h["z_norm"]).all()
+    kept = inv.kept_iteration_
+    for b in range(5):  # data_rmse_ is that of the kept iterate, the lowest total cost
+        if kept[b] < n_iter:
+            assert inv.data_rmse_[b] == pytest.approx(h[b, "data_rmse"][kept[b]], rel=1e-5)
+            assert h[b, "cost"][kept[b]] == pytest.approx(np.nanmin(h[b, "cost"]), rel=1e-6)
+    assert not inv.diverged_.any() and not inv.interrupted_
+    # ensemble: everything accepted with a huge threshold
+    assert inv.accepted_.all()
+    np.testing.assert_allclose(inv.ensemble_mean_, inv.models_.mean(0), atol=1e-6)
+    np.testing.assert_allclose(inv.channel_probability_, (inv.models_ > 0.5).mean(0))
+    np.testing.assert_allclose(inv.ensemble_std_, inv.models_.std(0), atol=1e-6)
+    threshold = float(np.median(inv.data_rmse_))
+    ens = inv.ensemble(threshold)
+    np.testing.assert_array_equal(ens.accepted, np.flatnonzero(inv.data_rmse_ <= threshold))
+    assert ens.n_accepted == 3 and ens.models.shape == (3, H, W)
+    assert ((ens.channel_probability >= 0) & (ens.channel_probability <= 1)).all()
+    with pytest.warns(UserWarning, match="ensemble is empty"):
+        empty = inv.ensemble(1e-12)
+    assert empty.n_accepted == 0 and np.isnan(empty.mean).all()
+    with pytest.raises(ValueError, match="threshold=-1"):
+        inv.ensemble(-1)
+
+
+def test_predict_unseen_rays_and_score(tiny_prior, survey, data):
+    grid, rays = survey
+    inv = LatentInverter(tiny_prior, StraightRay(grid), n_starts=2, random_state=0, **FAST)
+    with pytest.raises(NotFittedError):
+        inv.predict(rays)
+    inv.fit(rays[::2], data[2][::2])
+    other = crosshole(grid, depths=[0.35, 1.75, 2.95])
+    expected = StraightRay(grid).traveltimes(slowness(inv.model_), other)
+    np.testing.assert_allclose(inv.predict(other), expected, rtol=1e-6)
+    t = inv.predict(rays)
+    assert inv.score(rays, t) == 0.0
+    assert inv.score(rays, t + 0.5) == pytest.approx(-0.5)
+
+
+def test_deterministic_and_independent_of_n_jobs(tiny_prior, survey, data):
+    grid, rays = survey
+    kw = dict(n_starts=4, chunk_size=2, random_state=3, **FAST)
+    one = LatentInverter(tiny_prior, StraightRay(grid), n_jobs=1, **kw).fit(rays, data[2])
+    again = LatentInverter(tiny_prior, StraightRay(grid), n_jobs=1, **kw).fit(rays, data[2])
+    two = LatentInverter(tiny_prior, StraightRay(grid), n_jobs=2, **kw).fit(rays, data[2])
+    for other in (again, two):
+        np.testing.assert_array_equal(one.latents_, other.latents_)
+        np.testing.assert_array_equal(one.models_, other.models_)
+        np.testing.assert_array_equal(one.history_.batch_rmse, other.history_.batch_rmse)
+    kw["random_state"] = 4
+    different = LatentInverter(tiny_prior, StraightRay(grid), **kw).fit(rays, data[2])
+    assert not np.array_equal(one.latents_, different.latents_)
+
+
+def test_shortest_path_forward_inside_the_loop(tiny_prior, data):
+    grid = Grid2D(TINY_SHAPE, spacing=0.1)
+    rays = crosshole(grid, depths=[0.3, 1.1, 1.9, 2.7])  # 16 rays
+    fwd = ShortestPath(grid, secondary_nodes=1)
+    y = fwd.traveltimes(slowness(data[1]), rays)
+    inv = LatentInverter(tiny_prior, fwd, n_starts=2, epochs=3, batch_size=4, lr=0.1,
+                         lr_decay=0.8, reg_weight=5.0, reg_decay=0.99, track_every=2,
+                         device="cpu", random_state=0).fit(rays, y)
+    h = inv.history_
+    assert h.n_iter == 12
+    # full-data cost only every track_every iterations; batch RMSE every iteration
+    np.testing.assert_array_equal(np.flatnonzero(np.isfinite(h["data_rmse"][0])),
+                                  np.arange(0, 12, 2))
+    assert np.isfinite(h["batch_rmse"]).all()
+    assert (inv.kept_iteration_ % 2 == 0).all()
+    assert (inv.data_rmse_ < h["data_rmse"][:, 0]).all()  # it improved on the start
+    np.testing.assert_allclose(inv.predict(rays),
+                               fwd.traveltimes(slowness(inv.model_), rays), rtol=1e-6)
+
+
+def test_clone_keeps_the_fitted_prior_and_grid_search(tiny_prior, survey, data):
+    grid, rays = survey
+    inv = LatentInverter(tiny_prior, StraightRay(grid), n_starts=2, random_state=0,
+                         **{**FAST, "epochs": 4})
+    twin = clone(inv)
+    assert twin.prior is tiny_prior and twin.forward is not inv.forward
+    assert twin.get_params()["forward"].grid == grid
+    twin.set_params(forward__grid=grid, petrophysics=LinearVelocity())
+    search = GridSearchCV(inv, {"lr_decay": [1e-3, 0.95], "reg_decay": [0.9, 0.99]},
+                          cv=KFold(3, shuffle=True, random_state=0)).fit(rays, data[2])
+    # a learning rate that collapses after one epoch predicts held-out rays worse
+    assert search.best_params_["lr_decay"] == 0.95
+    assert np.all(search.cv_results_["mean_test_score"] < 0)
+    assert search.best_estimator_.prior is tiny_prior
+    assert search.best_estimator_.predict(rays).shape == (len(rays),)
+
+
+def test_sample_weight(tiny_prior, survey, data):
+    grid, rays = survey
+    y = data[2].copy()
+    kw = dict(n_starts=2, random_state=0, **FAST)
+    plain = LatentInverter(tiny_prior, StraightRay(grid), **kw).fit(rays, y)
+    ones = LatentInverter(tiny_prior, StraightRay(grid), **kw).fit(rays, y, np.full(len(y), 4.0))
+    np.testing.assert_allclose(plain.latents_, ones.latents_, rtol=1e-5, atol=1e-6)
+    # a datum with zero weight does not matter at all: a wild value there changes nothing
+    w = np.ones(len(y))
+    w[5] = 0.0
+    masked = LatentInverter(tiny_prior, StraightRay(grid), **kw).fit(rays, y, w)
+    y[5] += 50.0
+    wild = LatentInverter(tiny_prior, StraightRay(grid), **kw).fit(rays, y, w)
+    np.testing.assert_array_equal(masked.latents_, wild.latents_)
+    np.testing.assert_array_equal(masked.data_rmse_, wild.data_rmse_)
+    unweighted = LatentInverter(tiny_prior, StraightRay(grid), **kw).fit(rays, y)
+    assert np.all(unweighted.data_rmse_ > 2 * wild.data_rmse_)
+
+
+def test_adam_bfloat16_and_origin_run(tiny_prior, survey, data):
+    grid, rays = survey
+    for extra in (dict(optimizer="adam", lr=0.02), dict(precision="bfloat16"),
+                  dict(reg="origin"), dict(reg=None, petrophysics=(0.08, 0.06))):
+        inv = LatentInverter(tiny_prior, StraightRay(grid), n_starts=2, random_state=0,
+                             **{**FAST, **extra}).fit(rays, data[2])
+        assert np.isfinite(inv.data_rmse_).all()
+        assert (inv.data_rmse_ <= inv.history_["data_rmse"][:, 0]).all()
+
+
+def test_divergence_is_flagged(tiny_prior, survey, data):
+    grid, rays = survey
+    inv = LatentInverter(tiny_prior, StraightRay(grid), n_starts=2, random_state=0,
+                         **{**FAST, "lr": 10.0, "reg_weight": 10.0})
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        inv.fit(rays, data[2])
+    assert inv.diverged_.all() and np.isfinite(inv.data_rmse_).all()
+
+
+class InterruptingVelocity(LinearVelocity):
+    """Reference petrophysics that raises KeyboardInterrupt at its n-th call."""
+
+    def __init__(self, at=5):
+        super().__init__()
+        self.at = at
+        self.calls = 0
+
+    def __call__(self, m):
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return super().__call__(m)
+
+
+def test_keyboard_interrupt_keeps_results(tiny_prior, survey, data):
+    grid, rays = survey
+    inv = LatentInverter(tiny_prior, StraightRay(grid), n_starts=2, random_state=0,
+                         petrophysics=InterruptingVelocity(5), **FAST).fit(rays, data[2])
+    assert inv.interrupted_ and inv.n_iter_ == 4 and inv.history_.n_iter == 4
+    assert np.isfinite(inv.data_rmse_).all()
+
+
+def test_init_vectors(tiny_prior, survey, data):
+    grid, rays = survey
+    z = np.zeros(tiny_prior.latent_dim)
+    inv = LatentInverter(tiny_prior, StraightRay(grid), n_starts=3, init=z, random_state=0,
+                         **{**FAST, "epochs": 1}).fit(rays, data[2])
+    assert inv.history_["z_norm"][:, 0] == pytest.approx(np.zeros(3))
+    with pytest.raises(ValueError, match=r"init has shape \(2,\); expected"):
+        LatentInverter(tiny_prior, StraightRay(grid), init=[0.0, 1.0], **FAST).fit(rays, data[2])
+
+
+@pytest.mark.parametrize("case, error, match", [
+    ("nan_y", ValueError, "NaN"),
+    ("inf_y", ValueError, "infinity"),
+    ("negative_y", ValueError, "non-positive traveltime"),
+    ("length", ValueError, "inconsistent numbers of samples"),
+    ("outside", ValueError, "outside the grid"),
+    ("columns", ValueError, r"expected \(n_rays, 4\)"),
+    ("batch_size", ValueError, "batch_size=1000 is larger than the number of rays"),
+    ("shape", ValueError, r"image shape \(32, 16\) does not match .* grid shape \(16, 16\)"),
+    ("unfitted", NotFittedError, "not fitted"),
+    ("reg", InvalidParameterError, "'reg' parameter"),
+    ("lr", InvalidParameterError, "'lr' parameter"),
+    ("petrophysics", InvalidParameterError, "'petrophysics' parameter"),
+    ("bad_velocity", ValueError, r"petrophysics=\(0.08, -1.0\)"),
+    ("weights", ValueError, "Sample weights must contain at least one non-zero"),
+    ("init", ValueError, "init contains NaN"),
+])
+def test_bad_inputs(tiny_prior, survey, data, case, error, match):
+    grid, rays = survey
+    y = data[2].copy()
+    X = rays.copy()
+    params = dict(n_starts=1, **FAST)
+    prior, fwd, w = tiny_prior, StraightRay(grid), None
+    if case == "nan_y":
+        y[3] = np.nan
+    elif case == "inf_y":
+        y[3] = np.inf
+    elif case == "negative_y":
+        y[3] = -1.0
+    elif case == "length":
+        y = y[:-1]
+    elif case == "outside":
+        X[7, 2] = 10.0
+    elif case == "columns":
+        X = X[:, :3]
+    elif case == "batch_size":
+        params["batch_size"] = 1000
+    elif case == "shape":
+        grid16 = Grid2D((16, 16), spacing=0.1)
+        fwd = StraightRay(grid16)
+        X = crosshole(grid16, depths=[0.5, 1.0])
+        y = np.full(len(X), 10.0)
+        params["batch_size"] = 2
+    elif case == "unfitted":
+        prior = VAEPrior()
+    elif case == "reg":
+        params["reg"] = "box"
+    elif case == "lr":
+        params["lr"] = -1.0
+    elif case == "petrophysics":
+        params["petrophysics"] = "linear"
+    elif case == "bad_velocity":
+        params["petrophysics"] = (0.08, -1.0)
+    elif case == "init":
+        params["init"] = np.full(tiny_prior.latent_dim, np.nan)
+    elif case == "weights":
+        w = np.zeros(len(y))
+    with pytest.raises(error, match=match):
+        LatentInverter(prior, fwd, **params).fit(X, y, sample_weight=w)
+
+
+def test_source_batching_with_shortest_path(tiny_prior, data):
+    """batching='source': every mini-batch is one source gather (one Dijkstra run)."""
+    from skvaeinv.inverter import _batch_groups
+
+    grid = Grid2D(TINY_SHAPE, spacing=0.1)
+    rays = crosshole(grid, depths=[0.3, 1.1, 1.9, 2.7])  # 4 sources x 4 receivers
+    groups = _batch_groups(rays, "source")
+    np.testing.assert_array_equal(groups, np.repeat(np.arange(4), 4))
+    np.testing.assert_array_equal(_batch_groups(rays, "receiver"), np.tile(np.arange(4), 4))
+    assert _batch_groups(rays, "random") is None
+    fwd = ShortestPath(grid, secondary_nodes=1)
+    y = fwd.traveltimes(slowness(data[1]), rays)
+    inv = LatentInverter(tiny_prior, fwd, n_starts=2, epochs=3, batch_size=4, lr=0.1,
+                         lr_decay=0.8, reg_weight=5.0, reg_decay=0.99, batching="source",
+                         device="cpu", random_state=0).fit(rays, y)
+    assert inv.n_iter_ == 12 and np.isfinite(inv.data_rmse_).all()
+    assert (inv.data_rmse_ <= inv.history_["data_rmse"][:, 0]).all()
+    with pytest.raises(InvalidParameterError, match="batching"):
+        LatentInverter(tiny_prior, fwd, batching="shuffled").fit(rays, y)

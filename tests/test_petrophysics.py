@@ -1,0 +1,54 @@
+"""Tests of skvaeinv.petrophysics."""
+
+import numpy as np
+import pytest
+import torch
+
+from skvaeinv.petrophysics import LinearVelocity, apply_numpy, check_petrophysics
+
+
+def test_reference_values_numpy_and_torch():
+    h = LinearVelocity()
+    m = np.array([0.0, 0.5, 1.0])
+    expected = 1.0 / (0.06 + 0.02 * (1 - m))  # the study's petrophysics
+    np.testing.assert_allclose(h(m), expected)
+    np.testing.assert_allclose(h(torch.tensor(m)).numpy(), expected)
+    np.testing.assert_allclose(h.velocity(m), 0.06 + 0.02 * (1 - m))
+
+
+def test_torch_gradient_matches_analytic():
+    h = LinearVelocity(v_channel=0.05, v_matrix=0.09)
+    m = torch.tensor([0.1, 0.7], dtype=torch.float64, requires_grad=True)
+    h(m).sum().backward()
+    v = 0.09 + (0.05 - 0.09) * m.detach()
+    np.testing.assert_allclose(m.grad.numpy(), (0.04 / v**2).numpy())
+
+
+def test_params_and_equality():
+    h = LinearVelocity()
+    assert h.get_params() == {"v_channel": 0.06, "v_matrix": 0.08}
+    assert h.set_params(v_channel=0.07) is h and h.v_channel == 0.07
+    assert LinearVelocity(0.07) == h
+    with pytest.raises(ValueError, match="Invalid parameter 'speed'"):
+        h.set_params(speed=1.0)
+    assert "v_channel=0.07" in repr(h)
+
+
+def test_check_petrophysics():
+    assert check_petrophysics(None) == LinearVelocity()
+    h = check_petrophysics((0.1, 0.05))  # (matrix, channel)
+    assert h == LinearVelocity(v_channel=0.05, v_matrix=0.1)
+
+    def f(m):
+        return 2.0 * m + 10.0
+
+    assert check_petrophysics(f) is f
+    np.testing.assert_allclose(apply_numpy(f, np.ones(3)), 12.0)
+    with pytest.raises(ValueError, match="petrophysics="):
+        check_petrophysics("linear")
+    with pytest.raises(ValueError, match="velocity pair"):
+        check_petrophysics((0.1, 0.0))
+    with pytest.raises(ValueError, match="velocity pair"):
+        check_petrophysics((0.1, 0.2, 0.3))
+    with pytest.raises(ValueError, match="v_channel=-1"):
+        check_petrophysics(LinearVelocity(v_channel=-1))

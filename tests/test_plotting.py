@@ -1,0 +1,80 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from skvaeinv import plotting  # noqa: E402
+from skvaeinv.engine import SGDHistory  # noqa: E402
+from skvaeinv.survey import Grid2D, crosshole  # noqa: E402
+
+
+def _saved(fig, path):
+    fig.savefig(path, dpi=50)
+    plt.close(fig)
+    img = np.asarray(Image.open(path).convert("L"), dtype=float)
+    assert img.shape[0] > 50 and img.shape[1] > 50
+    assert img.std() > 5, "the figure is blank"
+    return img
+
+
+def test_plot_survey(tmp_path):
+    grid = Grid2D((20, 10), spacing=0.5)
+    rays = crosshole(grid, depths=np.arange(1, 10, 2.0))
+    fig = plotting.plot_survey(grid, rays, model=np.random.default_rng(0).random((20, 10)))
+    ax = fig.axes[0]
+    assert len(ax.lines) == len(rays) + 2          # rays, sources, receivers
+    assert ax.get_ylim()[0] > ax.get_ylim()[1]     # depth grows downwards
+    _saved(fig, tmp_path / "survey.png")
+    with pytest.raises(ValueError, match="n_rays, 4"):
+        plotting.plot_survey(grid, np.zeros((3, 3)))
+
+
+def test_plot_models(tmp_path):
+    models = np.random.default_rng(0).random((5, 20, 10))
+    fig = plotting.plot_models(models, titles=list("abcde"), ncols=3)
+    assert len(fig.axes) == 6 and fig.axes[4].get_title() == "e"
+    _saved(fig, tmp_path / "models.png")
+    with pytest.raises(ValueError, match="n, H, W"):
+        plotting.plot_models(np.zeros((2, 3, 4, 5)))
+
+
+def test_plot_history(tmp_path):
+    n_it = 50
+    rmse = np.exp(-np.linspace(0, 3, n_it))[None] * np.array([[1.0], [2.0], [3.0]])
+    h = SGDHistory(data_rmse=rmse, batch_rmse=rmse, z_norm=np.ones((3, n_it)) * 4.4,
+                   cost=rmse**2, lr=0.01 * 0.95 ** np.arange(n_it),
+                   reg_weight=10 * 0.99 ** np.arange(n_it), epoch=np.arange(n_it))
+    fig = plotting.plot_history(h, threshold=0.5)
+    assert len(fig.axes) == 4
+    assert len(fig.axes[0].lines) == 4               # 3 starts + threshold
+    np.testing.assert_allclose(fig.axes[2].lines[0].get_ydata(), h.lr)
+    _saved(fig, tmp_path / "history.png")
+    with pytest.raises(TypeError, match="history_"):
+        plotting.plot_history(object())
+
+
+def test_plot_ensemble_and_inversion(tmp_path, tiny_prior):
+    from skvaeinv import LatentInverter
+    from skvaeinv.forward import StraightRay
+    from skvaeinv.petrophysics import LinearVelocity
+
+    grid = Grid2D((32, 16), spacing=0.1)
+    rays = crosshole(grid, depths=np.arange(0.15, 3.2, 0.3))
+    truth = tiny_prior.sample(1, random_state=3)[0]
+    y = StraightRay(grid).traveltimes(LinearVelocity()(truth), rays)
+    inv = LatentInverter(tiny_prior, StraightRay(grid), n_starts=3, epochs=3, batch_size=20,
+                         device="cpu", random_state=0).fit(rays, y)
+    ens = inv.ensemble(np.inf)
+    fig = plotting.plot_ensemble(ens, grid=grid, truth=truth)
+    assert [ax.get_title() for ax in fig.axes[:4:1] if ax.get_title()][0] == "truth"
+    _saved(fig, tmp_path / "ensemble.png")
+    fig = plotting.plot_inversion(inv, truth=truth, threshold=np.inf)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert "truth" in titles and any(t.startswith("best model") for t in titles)
+    _saved(fig, tmp_path / "inversion.png")
+    with pytest.raises(ValueError, match="fitted"):
+        plotting.plot_inversion(LatentInverter(tiny_prior, StraightRay(grid)))
