@@ -29,7 +29,8 @@ DEMO = {
     "shape": (65, 33), "spacing": 0.2,            # the study's 6.5 m x 12.9 m panel
     "depths": np.arange(0.5, 12.51, 0.5),          # 25 sources x 25 receivers
     "channels": dict(width=(2.5, 4.5), wavelength=(30.0, 100.0), proportion=0.27),
-    "prior": dict(latent_dim=20, beta=1000.0, base_channels=16, hidden_units=256,
+    # beta scaled from the study's 1000 for 8,385 pixels to this image's 2,145
+    "prior": dict(latent_dim=20, beta=250.0, base_channels=16, hidden_units=256,
                   batch_size=100, lr=1e-3),
     "truth_seed": 2**31 - 7,                      # never used to make training images
 }
@@ -257,7 +258,7 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     return 0
 
 
-def demo_prior(retrain: bool = False, *, n_images: int = 60_000, seed: int = 0,
+def demo_prior(retrain: bool = False, *, n_images: int = 200_000, seed: int = 0,
                progress: bool = False) -> Any:
     """The demo's prior: the shipped file, or one trained now on procedural channels."""
     from skvaeinv import VAEPrior
@@ -278,7 +279,7 @@ def demo_prior(retrain: bool = False, *, n_images: int = 60_000, seed: int = 0,
 
 
 def run_demo(*, out_dir: str | os.PathLike = ".", starts: int = 8, epochs: int = 60,
-             retrain: bool = False, n_images: int = 60_000, nonlinear: bool = False,
+             retrain: bool = False, n_images: int = 200_000, nonlinear: bool = False,
              seed: int = 0, progress: bool = True, save_prior: str | None = None,
              figure: bool = True) -> dict:
     """Run the demo and return its summary (used by the ``demo`` command and the tests)."""
@@ -309,9 +310,12 @@ def run_demo(*, out_dir: str | os.PathLike = ".", starts: int = 8, epochs: int =
     t1 = time.perf_counter()
     inv.fit(rays, tt)
     t_inv = time.perf_counter() - t1
-    # accept the starts that fit the data about as well as the truth's own code can
-    threshold = 1.1 * float(np.sqrt(np.mean((inv.predict(rays) - tt) ** 2))) + 0.05
-    threshold = max(threshold, float(np.min(inv.data_rmse_)) * 1.25)
+    # accept the starts that fit the data about as well as the truth's own latent code
+    # (or, where the prior cannot represent the truth that well, as well as the best start)
+    truth_code = prior.inverse_transform(prior.transform(truth[None]))[0]
+    rmse_code = float(np.sqrt(np.mean(
+        (forward.traveltimes(LinearVelocity()(truth_code), rays) - tt) ** 2)))
+    threshold = 1.1 * max(rmse_code, float(np.min(inv.data_rmse_)))
     ens = inv.ensemble(threshold)
     summary = {
         "data_rmse_best_ns": float(inv.data_rmse_[inv.best_index_]),
@@ -320,6 +324,7 @@ def run_demo(*, out_dir: str | os.PathLike = ".", starts: int = 8, epochs: int =
         "model_rmse_ensemble_mean": float(np.sqrt(np.mean((ens.mean - truth) ** 2))),
         "model_rmse_prior_mean_image": float(np.sqrt(np.mean(
             (prior.sample(200, random_state=1).mean(axis=0) - truth) ** 2))),
+        "data_rmse_truth_code_ns": rmse_code,
         "accepted": f"{ens.n_accepted}/{starts}",
         "threshold_ns": threshold,
         "prior_seconds": t_prior, "inversion_seconds": t_inv,
@@ -350,6 +355,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"  model RMSE vs truth          : best {summary['model_rmse_best']:.3f}, "
           f"ensemble mean {summary['model_rmse_ensemble_mean']:.3f} "
           f"(prior mean image: {summary['model_rmse_prior_mean_image']:.3f})")
+    print(f"  truth's own latent code      : data RMSE {summary['data_rmse_truth_code_ns']:.3f} ns")
     print(f"  accepted starts              : {summary['accepted']} "
           f"(data RMSE <= {summary['threshold_ns']:.3f} ns)")
     print(f"  time                         : {summary['total_seconds']:.0f} s "
@@ -378,8 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--nonlinear", action="store_true", help="bent rays (shortest path)")
     d.add_argument("--retrain", action="store_true",
                    help="train the small prior now instead of loading the shipped one")
-    d.add_argument("--n-images", type=int, default=60_000,
-                   help="procedural images for --retrain (default 60000)")
+    d.add_argument("--n-images", type=int, default=200_000,
+                   help="procedural images for --retrain (default 200000, ~3 min)")
     d.add_argument("--save-prior", default=None, help="also save the prior to this file")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--quiet", action="store_true", help="no progress output")
