@@ -162,6 +162,8 @@ def parse_args(argv, doc: str, *, starts: int, name: str) -> argparse.Namespace:
     ap.add_argument("--gridsearch", action="store_true")
     ap.add_argument("--gs-starts", type=int, default=5)
     ap.add_argument("--skip-main", action="store_true", help="only ablation / grid search")
+    ap.add_argument("--batching", default="random", choices=["random", "source"],
+                    help="mini-batches: the study's random ones, or source gathers")
     ap.add_argument("--n-jobs", type=int, default=-1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="float32")
@@ -181,7 +183,7 @@ def main(argv=None) -> int:
 def run_benchmark(args, rays, *, data_forward, forward, schedule, physics, script) -> int:
     """Every case of one physics; writes results/<name>.json/.md and figures."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    args.schedule, args.physics = dict(schedule), physics
+    args.schedule, args.physics = {**schedule, "batching": args.batching}, physics
     prior = VAEPrior.load(args.prior, device=args.device)
     h = LinearVelocity()
     noise = np.load(SHARED / "truth" / "noise_realization.npy")

@@ -23,7 +23,13 @@ extensions = [
     "sphinx_gallery.gen_gallery",
 ]
 autosummary_generate = True
-autodoc_default_options = {"members": True, "inherited-members": False}
+autodoc_default_options = {
+    "members": True,
+    "inherited-members": False,
+    # scikit-learn's generated metadata-routing setters document sklearn's own glossary
+    "exclude-members": "set_fit_request, set_score_request, set_predict_request, "
+                       "set_transform_request, set_inverse_transform_request, set_output",
+}
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 templates_path = []

@@ -20,7 +20,7 @@ from skvaeinv.survey import Grid2D, crosshole
 
 shape = (32, 16)
 channels = dict(width=(3, 5), wavelength=(20, 60))
-images = make_channels(2000, shape=shape, random_state=0, **channels)
+images = make_channels(1000, shape=shape, random_state=0, **channels)
 prior = VAEPrior(latent_dim=8, beta=50.0, epochs=8, batch_size=50, lr=3e-3,
                  base_channels=8, hidden_units=64, device="cpu", random_state=0)
 prior.fit(images)

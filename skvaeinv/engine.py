@@ -170,7 +170,9 @@ class SGDHistory:
         return self.n_iter
 
     def __getitem__(self, key: Any) -> Any:
-        """``h["data_rmse"]`` → (n_starts, n_iter); ``h["lr"]`` → (n_iter,);
+        """Look up records by name, start or both.
+
+        ``h["data_rmse"]`` → (n_starts, n_iter); ``h["lr"]`` → (n_iter,);
         ``h[i, "z_norm"]`` → (n_iter,) of start ``i``; ``h[i]`` → dict of start ``i``."""
         if isinstance(key, str):
             if key not in self.keys():

@@ -547,7 +547,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         return dec
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        """Names of the latent features, ``z0 ... z{latent_dim-1}``."""
+        """Names of the latent features: z0, z1, ..., up to latent_dim - 1."""
         check_is_fitted(self, "encoder_")
         return np.asarray([f"z{i}" for i in range(self.latent_dim)], dtype=object)
 
