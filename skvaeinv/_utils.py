@@ -102,3 +102,17 @@ def torch_generator(seed: int | np.random.Generator | Any, device: torch.device 
     gen = torch.Generator(device=torch.device(device))
     gen.manual_seed(int(seed))
     return gen
+
+
+def load_plain_npy(path: Any, what: str) -> np.ndarray:
+    """Load a ``.npy`` file safely (``allow_pickle=False``) as a float64 array.
+
+    Raises a ValueError naming ``what`` and the file when it holds pickled objects or is
+    not a numeric array.
+    """
+    try:
+        arr = np.load(path, allow_pickle=False)
+        return np.asarray(arr, dtype=np.float64)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{what} file {str(path)!r} is not a plain numeric .npy array: "
+                         f"{exc}") from exc

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from skvaeinv import __version__
+from skvaeinv._utils import load_plain_npy
 
 logger = logging.getLogger("skvaeinv.cli")
 
@@ -53,11 +54,9 @@ def _read_table(path: str | os.PathLike, name: str, n_cols: int | None) -> np.nd
         raise InputError(f"{name} file {str(path)!r} does not exist.")
     if path.suffix.lower() == ".npy":
         try:
-            arr = np.load(path, allow_pickle=False)
+            arr = load_plain_npy(path, name)
         except ValueError as exc:
-            raise InputError(f"{name} file {str(path)!r} is not a plain numeric .npy array: "
-                             f"{exc}") from exc
-        arr = np.asarray(arr, dtype=float)
+            raise InputError(str(exc)) from exc
         if n_cols == 1:
             arr = arr.reshape(-1)
         elif arr.ndim != 2 or arr.shape[1] != n_cols:

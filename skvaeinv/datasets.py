@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils import check_random_state
 
-from skvaeinv._utils import check_finite
+from skvaeinv._utils import check_finite, load_plain_npy
 
 __all__ = ["make_channels", "load_training_image", "extract_patches"]
 
@@ -204,11 +204,7 @@ def load_training_image(path: str | os.PathLike, *, threshold: float | None = No
     if not path.is_file():
         raise FileNotFoundError(f"no training image at {str(path)!r}")
     if path.suffix.lower() == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except ValueError as exc:
-            raise ValueError(f"{str(path)!r} is not a plain numeric .npy array: {exc}") from exc
-        arr = np.asarray(arr, dtype=np.float64)
+        arr = load_plain_npy(path, "training image")
         if arr.ndim == 3 and arr.shape[-1] in (3, 4):
             arr = arr[..., :3].mean(axis=-1)
         if arr.ndim != 2:
