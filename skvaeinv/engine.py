@@ -62,6 +62,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 __all__ = ["chi_mean", "learning_rate", "reg_weight_at", "SGDHistory", "EngineResult",
            "run_latent_sgd"]
@@ -318,6 +319,7 @@ def run_latent_sgd(
     adam_eps: float = 1e-8,
     log_every: int = 0,
     log_prefix: str = "",
+    progress: bool = False,
 ) -> EngineResult:
     """Run latent-space SGD for a batch of starts.
 
@@ -366,6 +368,8 @@ def run_latent_sgd(
         Log progress (``logging.INFO``) every this many epochs; 0 = never.
     log_prefix : str, default=""
         Prefix of the log lines.
+    progress : bool, default=False
+        Show a tqdm progress bar over the iterations (with the best data RMSE).
 
     Returns
     -------
@@ -463,6 +467,8 @@ def run_latent_sgd(
 
     it = 0
     interrupted = False
+    bar = tqdm(total=n_total, desc=log_prefix.rstrip(": ") or "latent SGD", unit="it",
+               leave=False, disable=not progress)
     try:
         for epoch in range(epochs):
             orders = torch.from_numpy(np.stack([epoch_order(rng) for rng in rngs])).to(dev)
@@ -531,6 +537,9 @@ def run_latent_sgd(
                 h_reg[it] = lam
                 h_epoch[it] = epoch
                 it += 1
+                bar.update(1)
+            if progress:
+                bar.set_postfix(best_rmse=f"{float(_best_rmse(best_sse, w_sum).min()):.3g}")
             if log_every and (epoch + 1) % log_every == 0:
                 _log_progress(log_prefix, epoch, epochs, it, lr_e, lam, best_sse, w_sum,
                               active)
@@ -552,9 +561,11 @@ def run_latent_sgd(
             track(it, z, x, sse, penalty(torch.linalg.vector_norm(z, dim=1)), lam)
     except KeyboardInterrupt:
         interrupted = True
+        bar.close()
         logger.warning("%sinterrupted at iteration %d of %d; keeping the results so far.",
                        log_prefix, it, n_total)
 
+    bar.close()
     if best_x is None:  # interrupted before anything was tracked
         with torch.no_grad():
             shape = decode(z[:1])[0].shape[1:]
@@ -580,11 +591,16 @@ def run_latent_sgd(
     )
 
 
+def _best_rmse(best_sse: torch.Tensor, w_sum: torch.Tensor) -> torch.Tensor:
+    """Weighted RMSE of the kept iterates (inf where none yet)."""
+    return torch.sqrt(best_sse / w_sum)
+
+
 def _log_progress(prefix: str, epoch: int, epochs: int, it: int, lr: float, lam: float,
                   best_sse: torch.Tensor, w_sum: torch.Tensor, active: torch.Tensor) -> None:
     if not logger.isEnabledFor(logging.INFO):
         return
-    rmse = torch.sqrt(best_sse / w_sum).cpu().numpy()
+    rmse = _best_rmse(best_sse, w_sum).cpu().numpy()
     finite = rmse[np.isfinite(rmse)]
     best = float(finite.min()) if finite.size else math.nan
     median = float(np.median(finite)) if finite.size else math.nan

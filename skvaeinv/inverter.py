@@ -401,7 +401,7 @@ class LatentInverter(RegressorMixin, BaseEstimator):
             reg_weight=self.reg_weight, reg_decay=self.reg_decay, optimizer=self.optimizer,
             batch_groups=_batch_groups(rays, self.batching), linear=linear,
             track_every=track_every, precision=self.precision,
-            log_every=log_every,
+            log_every=log_every, progress=bool(self.verbose),
         )
         decoder = self.prior.get_decoder(device)
         jobs = [

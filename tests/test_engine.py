@@ -325,3 +325,12 @@ def test_grouped_batches_are_whole_groups(problem):
         run_latent_sgd(linear_decoder(problem["A"], problem["c"]), fwd, y,
                        np.zeros((1, 3)), seeds(1), epochs=1, batch_size=5,
                        batch_groups=groups[:10])
+
+
+def test_progress_bar(problem, capsys):
+    K, y = problem["K"], problem["y"]
+    run_latent_sgd(linear_decoder(problem["A"], problem["c"]), DenseForward(K), y,
+                   np.zeros((2, 3)), seeds(2), epochs=2, batch_size=10, lr=0.01,
+                   progress=True, log_prefix="toy: ")
+    err = capsys.readouterr().err
+    assert "toy" in err and "6/6" in err
