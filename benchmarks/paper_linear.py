@@ -61,6 +61,7 @@ def survey(source_x: float = 0.01, receiver_x: float = 6.49):
 def make_inverter(prior, forward, settings, args, **over):
     kw = {**args.schedule, **settings, **over}
     return LatentInverter(prior, forward, n_jobs=args.n_jobs, device=args.device,
+                          chunk_size=args.chunk_size,
                           precision=args.precision, random_state=args.seed, **kw)
 
 
@@ -165,6 +166,8 @@ def parse_args(argv, doc: str, *, starts: int, name: str) -> argparse.Namespace:
     ap.add_argument("--batching", default="random", choices=["random", "source"],
                     help="mini-batches: the study's random ones, or source gathers")
     ap.add_argument("--n-jobs", type=int, default=-1)
+    ap.add_argument("--chunk-size", type=int, default=None,
+                    help="starts per batch (default 25); e.g. starts / cores to use all cores")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="float32")
     ap.add_argument("--seed", type=int, default=0)
