@@ -520,7 +520,8 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         -------
         errors : ndarray of shape (n_samples,)
         """
-        X = self._validate_images(X, reset=False) if hasattr(self, "image_shape_") else X
+        check_is_fitted(self, "encoder_")
+        X = self._validate_images(X, reset=False)
         recon = self.inverse_transform(self.transform(X))
         return ((recon - X) ** 2).sum(axis=(1, 2))
 
