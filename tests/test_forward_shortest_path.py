@@ -1,7 +1,10 @@
 """Tests for skvaeinv.forward.ShortestPath: pyGIMLi's shortest-path method."""
 
+import pickle
+import sys
 from pathlib import Path
 
+import joblib
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -164,7 +167,8 @@ def test_graph_is_built_once_per_grid():
 def test_params_clone_and_set_params():
     grid = Grid2D((4, 4), 1.0)
     op = ShortestPath(grid)
-    assert op.get_params() == {"grid": grid, "secondary_nodes": 3, "backend": "auto"}
+    assert op.get_params() == {"grid": grid, "secondary_nodes": 3, "backend": "auto",
+                               "n_jobs": None}
     op2 = clone(op).set_params(secondary_nodes=0)
     rays = np.array([[0.0, 0.0, 4.0, 3.0]])
     t3 = op.traveltimes(np.ones(grid.shape), rays)[0]
@@ -174,13 +178,96 @@ def test_params_clone_and_set_params():
         ShortestPath(grid, secondary_nodes=-1).traveltimes(np.ones(grid.shape), rays)
     with pytest.raises(ValueError, match="backend"):
         ShortestPath(grid, backend="gpu").traveltimes(np.ones(grid.shape), rays)
+    with pytest.raises(ValueError, match="n_jobs"):
+        ShortestPath(grid, n_jobs="two").traveltimes(np.ones(grid.shape), rays)
 
 
-def test_ttcrpy_backend_is_optional():
+def _parallel_case():
+    grid = Grid2D((10, 6), 0.5)
+    rays = crosshole(grid, [0.5, 1.3, 2.5, 3.7, 4.5], source_x=0.0, receiver_x=3.0)
+    rays = np.vstack([rays, [[0.2, 0.7, 2.9, 4.1]]])  # a ray with off-node sensors
+    return grid, rays, _hetero(grid, 2).ravel()
+
+
+def test_n_jobs_splits_sources_over_processes_with_identical_results():
+    grid, rays, s = _parallel_case()
+    serial, parallel = ShortestPath(grid, 2), ShortestPath(grid, 2, n_jobs=2)
+    R = serial.validate_rays(rays)
+    t1, J1 = serial._traveltimes_and_jacobian(s, R)
+    t2, J2 = parallel._traveltimes_and_jacobian(s, R)  # loky worker processes
+    np.testing.assert_array_equal(t2, t1)
+    assert (J2 != J1).nnz == 0 and J2.shape == J1.shape
+    S = np.stack([s, 1.5 * s])
+    np.testing.assert_array_equal(parallel.traveltimes(S, rays), serial.traveltimes(S, rays))
+    idx = np.array([0, 7, 3, 25, 12, 18])
+    ts, Js = parallel._subset_evaluator(R)(s, idx)
+    tr, Jr = serial._subset_evaluator(R)(s, idx)
+    np.testing.assert_array_equal(ts, tr)
+    assert (Js != Jr).nnz == 0
+
+
+def test_n_jobs_runs_one_task_per_group(monkeypatch):
+    grid, rays, s = _parallel_case()
+    calls = []
+    real = spm._solve_part
+
+    def counting(*args):
+        calls.append(np.asarray(args[4]).copy())
+        return real(*args)
+
+    monkeypatch.setattr(spm, "_solve_part", counting)
+    with joblib.parallel_config(backend="threading"):
+        t = ShortestPath(grid, 2, n_jobs=2).traveltimes(s, rays)
+        ShortestPath(grid, 2, n_jobs=2).traveltimes(s, rays[:5])  # one source: no split
+    assert len(calls) == 2
+    np.testing.assert_array_equal(np.sort(np.concatenate(calls)), np.arange(len(rays)))
+    np.testing.assert_array_equal(t, ShortestPath(grid, 2).traveltimes(s, rays))
+
+
+def test_ttcrpy_backend_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ttcrpy", None)  # makes `import ttcrpy` fail
+    monkeypatch.setitem(sys.modules, "ttcrpy.rgrid", None)
     grid = Grid2D((4, 4), 1.0)
     op = ShortestPath(grid, backend="ttcrpy")
-    with pytest.raises((ImportError, NotImplementedError), match="ttcrpy"):
+    with pytest.raises(ImportError, match="ttcrpy") as err:
         op.traveltimes(np.ones(grid.shape), np.array([[0.0, 0.0, 4.0, 3.0]]))
+    for hint in ("pip install ttcrpy", "libOpenCL.so.1", "backend='scipy'"):
+        assert hint in str(err.value)
+    # "auto" never needs it
+    ShortestPath(grid).traveltimes(np.ones(grid.shape), np.array([[0.0, 0.0, 4.0, 3.0]]))
+
+
+@pytest.mark.parametrize("n_jobs", [None, 2])
+def test_ttcrpy_backend_matches_scipy_backend(n_jobs):
+    pytest.importorskip("ttcrpy.rgrid", reason="optional GPL backend (pip install ttcrpy, "
+                        "plus the system libOpenCL.so.1) not installed")
+    grid = Grid2D((10, 6), 0.5, origin=(1.0, 2.0))
+    rays = crosshole(grid, [2.5, 3.3, 4.5, 5.7, 6.5], source_x=1.0, receiver_x=4.0)
+    s = _hetero(grid, 3).ravel()
+    ours, theirs = ShortestPath(grid, 2), ShortestPath(grid, 2, backend="ttcrpy", n_jobs=n_jobs)
+    R = ours.validate_rays(rays)
+    t1, J1 = ours._traveltimes_and_jacobian(s, R)
+    t2, J2 = theirs._traveltimes_and_jacobian(s, R)
+    np.testing.assert_allclose(t2, t1, rtol=1e-12)
+    np.testing.assert_allclose(J2.toarray(), J1.toarray(), atol=1e-12)
+    assert isinstance(J2, sp.csr_matrix)
+    np.testing.assert_allclose(J2 @ s, t2, rtol=1e-12)
+    S = np.stack([s, 2 * s])
+    np.testing.assert_allclose(theirs.traveltimes(S, rays), ours.traveltimes(S, rays), rtol=1e-12)
+    idx = np.array([3, 17, 0])
+    t3, J3 = theirs._subset_evaluator(R)(s, idx)
+    np.testing.assert_allclose(t3, t1[idx], rtol=1e-12)
+    pickle.loads(pickle.dumps(theirs))  # the cached raytracer is not pickled
+
+
+def test_ttcrpy_backend_reproduces_pygimli_reference():
+    pytest.importorskip("ttcrpy.rgrid", reason="optional GPL backend (pip install ttcrpy, "
+                        "plus the system libOpenCL.so.1) not installed")
+    ref = np.load(DATA / "reference" / "pygimli_spm_traveltimes.npz")
+    op = ShortestPath(Grid2D((129, 65), 0.1), secondary_nodes=2, backend="ttcrpy")
+    m = np.load(DATA / "truth" / "mc2.npy")
+    t = op.traveltimes(1.0 / (0.06 + 0.02 * (1.0 - m)), ref["geometry"])
+    np.testing.assert_allclose(t, ref["mc2_sec2"], rtol=1e-6)
 
 
 def test_jacobian_is_sparse_csr():

@@ -24,7 +24,6 @@ within ``1e-4`` of the minimum, which breaks ``t = J s`` slightly.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import logging
 import numbers
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from joblib import Parallel, delayed, effective_n_jobs
 from scipy.sparse.csgraph import dijkstra
 from sklearn.utils._param_validation import Interval, StrOptions
 
@@ -308,15 +308,28 @@ class _Prepared:
     direct_ca: np.ndarray
     direct_cb: np.ndarray
 
-    def select(self, idx: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def from_receivers(self, idx: np.ndarray | None = None) -> bool:
+        """Whether Dijkstra should start from the receivers of rays ``idx``.
+
+        By reciprocity, it starts from whichever end of the selected rays has fewer
+        distinct positions (sources on a tie).
+        """
+        sl = slice(None) if idx is None else idx
+        return bool(np.unique(self.rcv_out[sl]).size < np.unique(self.src_out[sl]).size)
+
+    def select(
+        self, idx: np.ndarray | None = None, from_receivers: bool | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(roots, root_row, target)`` for rays ``idx`` (all when None).
 
-        By reciprocity, Dijkstra starts from whichever end of the selected rays has
-        fewer distinct positions.
+        Dijkstra starts from the receivers when ``from_receivers`` is true, from the
+        sources when false, and from the end :meth:`from_receivers` picks when None.
         """
         sl = slice(None) if idx is None else idx
         so, si, ro, ri = self.src_out[sl], self.src_in[sl], self.rcv_out[sl], self.rcv_in[sl]
-        if np.unique(ro).size < np.unique(so).size:
+        if from_receivers is None:
+            from_receivers = self.from_receivers(idx)
+        if from_receivers:
             so, si, ro, ri = ro, ri, so, si
         roots, root_row = np.unique(so, return_inverse=True)
         target = np.where(self.same[sl], so, ri)
@@ -412,8 +425,21 @@ class ShortestPath(ForwardOperator):
         with 2).
     backend : {"auto", "scipy", "ttcrpy"}, default="auto"
         ``"scipy"`` (and ``"auto"``): Dijkstra from :mod:`scipy.sparse.csgraph`.
-        ``"ttcrpy"`` is reserved for the optional GPL-licensed ttcrpy package; it is
-        not bundled and requesting it raises an ``ImportError`` when absent.
+        ``"ttcrpy"``: the shortest-path method of the optional, GPL-licensed ttcrpy
+        package (``ttcrpy.rgrid.Grid2d``, ``method="SPM"``, multithreaded C++; it needs
+        the system OpenCL loader). Its graph is pyGIMLi's too: on the reference survey
+        its times agree with ours to about 1e-15. It is never picked by ``"auto"``;
+        an ``ImportError`` says how to install it when it is absent. Sensors off the
+        grid nodes and ties between equal paths are handled the ttcrpy way.
+    n_jobs : int or None, default=None
+        Worker processes (threads with ``backend="ttcrpy"``) sharing the Dijkstra
+        runs of one call (joblib semantics:
+        None means 1 unless inside a :func:`joblib.parallel_config` context, -1 all
+        cores). The sources are split into ``n_jobs`` groups; each worker builds its
+        own copy of the graph on its first call and keeps it. Worth it for full-survey
+        calls (625 rays: about 2× on 2 cores); leave it at None when the operator
+        already runs inside parallel workers (e.g. ``LatentInverter(n_jobs=2)``).
+        Results do not depend on ``n_jobs``.
 
     Notes
     -----
@@ -456,26 +482,37 @@ class ShortestPath(ForwardOperator):
         "grid": [Grid2D],
         "secondary_nodes": [Interval(numbers.Integral, 0, None, closed="left")],
         "backend": [StrOptions({"auto", "scipy", "ttcrpy"})],
+        "n_jobs": [None, numbers.Integral],
     }
 
-    def __init__(self, grid: Grid2D, secondary_nodes: int = 3, backend: str = "auto") -> None:
+    def __init__(
+        self, grid: Grid2D, secondary_nodes: int = 3, backend: str = "auto",
+        n_jobs: int | None = None,
+    ) -> None:
         self.grid = grid
         self.secondary_nodes = secondary_nodes
         self.backend = backend
+        self.n_jobs = n_jobs
 
     # -- preparation -------------------------------------------------------------------
     def _check_params(self) -> None:
         self._validate_params()
-        if self.backend == "ttcrpy" and importlib.util.find_spec("ttcrpy") is None:
-            raise ImportError(
-                "backend='ttcrpy' needs the optional ttcrpy package (GPL-licensed; it also "
-                "needs the system OpenCL loader), which is not installed. Use "
-                "backend='scipy' (or 'auto')."
-            )
         if self.backend == "ttcrpy":
-            raise NotImplementedError(
-                "backend='ttcrpy' is not implemented in this version; use backend='scipy'."
-            )
+            _import_ttcrpy()
+
+    def _ttcrpy_grid(self) -> Any:
+        """The ttcrpy raytracer of this grid (built once, cached)."""
+        grid, n = self.grid, int(self.secondary_nodes)
+        threads = max(1, effective_n_jobs(self.n_jobs))
+        cache = _cache(self, "_prepared_cache", 8)
+        key = ("ttcrpy", grid, n, threads)
+        tracer = cache.get(key)
+        if tracer is None:
+            rgrid = _import_ttcrpy()
+            tracer = rgrid.Grid2d(grid.x_edges, grid.z_edges, n_threads=threads,
+                                  cell_slowness=True, method="SPM", nsnx=n, nsnz=n)
+            cache.put(key, tracer)
+        return tracer
 
     def _prepare(self, rays: np.ndarray) -> _Prepared:
         self._check_params()
@@ -492,18 +529,7 @@ class ShortestPath(ForwardOperator):
 
     # -- computation ---------------------------------------------------------------------
     def _traveltimes(self, S: np.ndarray, rays: np.ndarray) -> np.ndarray:
-        prep = self._prepare(rays)
-        roots, root_row, target = prep.select()
-        direct = ~np.isnan(prep.direct_len)
-        out = np.empty((S.shape[0], rays.shape[0]))
-        for b, s in enumerate(S):
-            dist = dijkstra(prep.graph.matrix(s), directed=True, indices=roots)
-            out[b] = dist[root_row, target]
-            if direct.any():
-                tdir = prep.direct_len[direct] * np.minimum(
-                    s[prep.direct_ca[direct]], s[prep.direct_cb[direct]])
-                out[b, direct] = np.minimum(out[b, direct], tdir)
-        return out
+        return np.stack([self._run(s, rays, None, jacobian=False)[0] for s in S])
 
     def _jacobian(self, slowness: np.ndarray | None, rays: np.ndarray) -> sp.csr_matrix:
         return self._traveltimes_and_jacobian(slowness, rays)[1]
@@ -511,25 +537,103 @@ class ShortestPath(ForwardOperator):
     def _traveltimes_and_jacobian(
         self, slowness: np.ndarray, rays: np.ndarray
     ) -> tuple[np.ndarray, sp.csr_matrix]:
-        return _solve(self._prepare(rays), slowness, None, self.grid.n_cells)
+        return self._run(slowness, rays, None, jacobian=True)
 
     def _subset_evaluator(self, rays: np.ndarray):
-        prep = self._prepare(rays)
-        n_cells = self.grid.n_cells
+        if self.backend != "ttcrpy":
+            self._prepare(rays)  # set up once, before the first mini-batch
 
         def evaluate(s: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, sp.csr_matrix]:
-            return _solve(prep, s, idx, n_cells)
+            return self._run(s, rays, idx, jacobian=True)
 
         return evaluate
 
+    def _run(
+        self, s: np.ndarray, rays: np.ndarray, idx: np.ndarray | None, jacobian: bool
+    ) -> tuple[np.ndarray, sp.csr_matrix | None]:
+        """Times (and Jacobian) of rays ``idx`` for one model, over ``n_jobs`` workers.
+
+        The Dijkstra roots are split into contiguous groups, one task per group; each
+        worker process keeps its own copy of the graph between calls.
+        """
+        if self.backend == "ttcrpy":
+            return self._run_ttcrpy(s, rays if idx is None else rays[idx], jacobian)
+        prep = self._prepare(rays)
+        n_cells = self.grid.n_cells
+        rev = prep.from_receivers(idx)
+        roots, root_row, _ = prep.select(idx, rev)
+        n_tasks = min(effective_n_jobs(self.n_jobs), roots.size)
+        if n_tasks <= 1:
+            return _solve(prep, s, idx, n_cells, rev, jacobian)
+        ray_ids = np.arange(rays.shape[0]) if idx is None else np.asarray(idx)
+        group = root_row * n_tasks // roots.size
+        parts = [ray_ids[group == g] for g in range(n_tasks)]
+        out = Parallel(n_jobs=n_tasks)(
+            delayed(_solve_part)(self.grid, int(self.secondary_nodes), rays, s, part, rev,
+                                 jacobian)
+            for part in parts
+        )
+        order = np.argsort(np.concatenate([np.flatnonzero(group == g) for g in range(n_tasks)]),
+                           kind="stable")
+        t = np.concatenate([o[0] for o in out])[order]
+        J = sp.vstack([o[1] for o in out], format="csr")[order] if jacobian else None
+        return t, J
+
+    def _run_ttcrpy(
+        self, s: np.ndarray, rays: np.ndarray, jacobian: bool
+    ) -> tuple[np.ndarray, sp.csr_matrix | None]:
+        """Times (and Jacobian) from ttcrpy's shortest-path method, ``n_jobs`` threads."""
+        self._check_params()
+        nz, nx = self.grid.shape
+        tracer = self._ttcrpy_grid()
+        s_xz = s.reshape(nz, nx).T.ravel()  # ttcrpy orders cells (x, z)
+        if not jacobian:
+            return np.asarray(tracer.raytrace(rays[:, :2], rays[:, 2:], slowness=s_xz)), None
+        t, L = tracer.raytrace(rays[:, :2], rays[:, 2:], slowness=s_xz, compute_L=True)
+        iz, ix = np.divmod(np.arange(nz * nx), nx)
+        J = sp.csr_matrix(L)[:, ix * nz + iz]  # back to row-major cells
+        J.sort_indices()
+        return np.asarray(t, dtype=np.float64), J
+
+
+def _import_ttcrpy() -> Any:
+    """``ttcrpy.rgrid``, or an ImportError that says how to get it."""
+    try:
+        import ttcrpy.rgrid as rgrid
+    except ImportError as exc:
+        raise ImportError(
+            "backend='ttcrpy' needs the optional ttcrpy package (GPL-licensed: "
+            "'pip install ttcrpy') and the system OpenCL loader library libOpenCL.so.1 "
+            "(Debian/Ubuntu: 'apt install ocl-icd-libopencl1'); importing it failed "
+            f"({exc}). Use backend='scipy' (or 'auto')."
+        ) from exc
+    return rgrid
+
+
+@functools.lru_cache(maxsize=4)
+def _worker_operator(grid: Grid2D, n: int) -> ShortestPath:
+    """One operator per grid in each worker process, so its set-up is paid once."""
+    return ShortestPath(grid, secondary_nodes=n, backend="scipy")
+
+
+def _solve_part(
+    grid: Grid2D, n: int, rays: np.ndarray, s: np.ndarray, idx: np.ndarray,
+    from_receivers: bool, jacobian: bool,
+) -> tuple[np.ndarray, sp.csr_matrix | None]:
+    """Worker task of :meth:`ShortestPath._run`: rays ``idx`` of one root group."""
+    op = _worker_operator(grid, n)
+    return _solve(op._prepare(rays), s, idx, grid.n_cells, from_receivers, jacobian)
+
 
 def _solve(
-    prep: _Prepared, s: np.ndarray, idx: np.ndarray | None, n_cells: int
-) -> tuple[np.ndarray, sp.csr_matrix]:
-    """Traveltimes and path-length Jacobian of rays ``idx`` (all when None)."""
-    roots, root_row, target = prep.select(idx)
-    dist, pred = dijkstra(prep.graph.matrix(s), directed=True, indices=roots,
-                          return_predecessors=True)
+    prep: _Prepared, s: np.ndarray, idx: np.ndarray | None, n_cells: int,
+    from_receivers: bool | None = None, jacobian: bool = True,
+) -> tuple[np.ndarray, sp.csr_matrix | None]:
+    """Traveltimes and path-length Jacobian (None unless ``jacobian``) of rays ``idx``."""
+    roots, root_row, target = prep.select(idx, from_receivers)
+    res = dijkstra(prep.graph.matrix(s), directed=True, indices=roots,
+                   return_predecessors=jacobian)
+    dist, pred = res if jacobian else (res, None)
     t = dist[root_row, target]
     sl = slice(None) if idx is None else idx
     dl, dca, dcb = prep.direct_len[sl], prep.direct_ca[sl], prep.direct_cb[sl]
@@ -539,6 +643,8 @@ def _solve(
         direct &= tdir < t
         t = np.where(direct, tdir, t)
         target = np.where(direct, roots[root_row], target)  # no graph path for those
+    if not jacobian:
+        return t, None
     J = _path_jacobian(prep.graph, roots, root_row, target, pred, s, n_cells)
     if direct.any():
         r = np.flatnonzero(direct)
