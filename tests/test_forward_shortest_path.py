@@ -16,6 +16,8 @@ from skvaeinv.survey import Grid2D, crosshole
 
 DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
 MODELS = ["mc1", "mc2", "mc3", "mv1", "mv2", "mv3"]
+TTCRPY_MISSING = ("optional GPL backend (pip install ttcrpy, plus the system "
+                  "libOpenCL.so.1) not installed")
 
 
 @pytest.mark.parametrize("secondary_nodes", [2, 3])
@@ -239,8 +241,7 @@ def test_ttcrpy_backend_says_how_to_install_it(monkeypatch):
 
 @pytest.mark.parametrize("n_jobs", [None, 2])
 def test_ttcrpy_backend_matches_scipy_backend(n_jobs):
-    pytest.importorskip("ttcrpy.rgrid", reason="optional GPL backend (pip install ttcrpy, "
-                        "plus the system libOpenCL.so.1) not installed")
+    pytest.importorskip("ttcrpy.rgrid", reason=TTCRPY_MISSING)
     grid = Grid2D((10, 6), 0.5, origin=(1.0, 2.0))
     rays = crosshole(grid, [2.5, 3.3, 4.5, 5.7, 6.5], source_x=1.0, receiver_x=4.0)
     s = _hetero(grid, 3).ravel()
@@ -261,8 +262,7 @@ def test_ttcrpy_backend_matches_scipy_backend(n_jobs):
 
 
 def test_ttcrpy_backend_reproduces_pygimli_reference():
-    pytest.importorskip("ttcrpy.rgrid", reason="optional GPL backend (pip install ttcrpy, "
-                        "plus the system libOpenCL.so.1) not installed")
+    pytest.importorskip("ttcrpy.rgrid", reason=TTCRPY_MISSING)
     ref = np.load(DATA / "reference" / "pygimli_spm_traveltimes.npz")
     op = ShortestPath(Grid2D((129, 65), 0.1), secondary_nodes=2, backend="ttcrpy")
     m = np.load(DATA / "truth" / "mc2.npy")

@@ -567,14 +567,13 @@ class ShortestPath(ForwardOperator):
             return _solve(prep, s, idx, n_cells, rev, jacobian)
         ray_ids = np.arange(rays.shape[0]) if idx is None else np.asarray(idx)
         group = root_row * n_tasks // roots.size
-        parts = [ray_ids[group == g] for g in range(n_tasks)]
+        pos = [np.flatnonzero(group == g) for g in range(n_tasks)]  # positions in idx
         out = Parallel(n_jobs=n_tasks)(
-            delayed(_solve_part)(self.grid, int(self.secondary_nodes), rays, s, part, rev,
-                                 jacobian)
-            for part in parts
+            delayed(_solve_part)(self.grid, int(self.secondary_nodes), rays, s, ray_ids[p],
+                                 rev, jacobian)
+            for p in pos
         )
-        order = np.argsort(np.concatenate([np.flatnonzero(group == g) for g in range(n_tasks)]),
-                           kind="stable")
+        order = np.argsort(np.concatenate(pos), kind="stable")
         t = np.concatenate([o[0] for o in out])[order]
         J = sp.vstack([o[1] for o in out], format="csr")[order] if jacobian else None
         return t, J
