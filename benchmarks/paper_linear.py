@@ -71,12 +71,13 @@ def reference_rmse(prior, forward, rays, d, truth, settings, args) -> float:
     inv = make_inverter(prior, forward, settings, args, n_starts=args.ref_starts,
                         init=np.repeat(z_true, args.ref_starts, axis=0))
     inv.fit(rays, d)
-    return float(np.median(inv.data_rmse_))
+    return inv.data_rmse_
 
 
 def run_case(prior, forward, rays, truth, d, case, name, settings, args, figure=True) -> dict:
     t0 = time.perf_counter()
-    ref = reference_rmse(prior, forward, rays, d, truth, settings, args)
+    ref_runs = reference_rmse(prior, forward, rays, d, truth, settings, args)
+    ref = float(np.median(ref_runs))
     threshold = ref * 1.1 if case == "free" else ref + NOISE_SD
     t1 = time.perf_counter()
     inv = make_inverter(prior, forward, settings, args, n_starts=args.starts,
@@ -96,6 +97,10 @@ def run_case(prior, forward, rays, truth, d, case, name, settings, args, figure=
                                       truth),
         "wall_s": wall, "wall_s_with_reference": time.perf_counter() - t0,
         "settings": {**args.schedule, **settings},
+        "per_start": {"data_rmse_ns": inv.data_rmse_.tolist(),
+                      "model_rmse": [rmse(m, truth) for m in inv.models_],
+                      "z_norm": np.linalg.norm(inv.latents_, axis=1).tolist(),
+                      "reference_data_rmse_ns": np.asarray(ref_runs).tolist()},
     }
     log.info("%s %s: success %.0f %% (thr %.3f), best %.3f ns, model RMSE %.3f, %.0f s",
              name, case, 100 * res["success_rate"], threshold, res["data_rmse_best_ns"],
@@ -172,7 +177,17 @@ def parse_args(argv, doc: str, *, starts: int, name: str) -> argparse.Namespace:
     ap.add_argument("--precision", default="float32")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default=name)
-    return ap.parse_args(argv)
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="override schedule settings, e.g. --set epochs=60 lr_decay=0.9")
+    args = ap.parse_args(argv)
+    args.overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        try:
+            args.overrides[key] = int(value) if value.lstrip("-").isdigit() else float(value)
+        except ValueError:
+            args.overrides[key] = value
+    return args
 
 
 def main(argv=None) -> int:
@@ -186,7 +201,8 @@ def main(argv=None) -> int:
 def run_benchmark(args, rays, *, data_forward, forward, schedule, physics, script) -> int:
     """Every case of one physics; writes results/<name>.json/.md and figures."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    args.schedule, args.physics = {**schedule, "batching": args.batching}, physics
+    args.schedule = {**schedule, "batching": args.batching, **args.overrides}
+    args.physics = physics
     prior = VAEPrior.load(args.prior, device=args.device)
     h = LinearVelocity()
     noise = np.load(SHARED / "truth" / "noise_realization.npy")

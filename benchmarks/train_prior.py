@@ -3,8 +3,10 @@
 Reports, side by side in one run: training throughput (images/s) in float32 and
 bfloat16, reconstruction error on crops from the validation band (rows 1900-2499)
 against the trivial mean-image reconstruction, and pattern statistics of 1,000 prior
-samples against the training image (channel proportion, two-point probabilities along
-x and z, fraction of undecided pixels).
+samples against the training image (channel proportion, two-point probabilities and
+indicator variograms along x and z, fraction of undecided pixels) -- for samples decoded
+from ``z ~ N(0, I)`` and from a Gaussian mixture fitted to the codes of training crops
+after training (``VAEPrior.fit_latent_density``; saved into the prior file).
 
 Training streams fresh random crops (rows 0-1899, the truth windows excluded) through
 ``VAEPrior.partial_fit`` in chunks, saving a checkpoint after each chunk, so an
@@ -63,13 +65,34 @@ def throughput(precision: str, n_batches: int, seed: int, patches: np.ndarray,
 
 
 def pattern_stats(images: np.ndarray, max_lag: int = 30) -> dict:
+    """Channel proportion, two-point probabilities and indicator variograms (thresholded)."""
     binary = (images >= 0.5).astype(np.float64)
-    return {
+    out = {
         "proportion_mean": float(images.mean()),
         "proportion_binary": float(binary.mean()),
         "undecided_fraction": float(((images > 0.1) & (images < 0.9)).mean()),
-        "two_point_x": two_point(binary, max_lag, axis=2).tolist(),
-        "two_point_z": two_point(binary, max_lag, axis=1).tolist(),
+    }
+    for axis, name in ((2, "x"), (1, "z")):
+        p11 = two_point(binary, max_lag, axis=axis)
+        out[f"two_point_{name}"] = p11.tolist()
+        # indicator variogram 0.5 E[(m(u) - m(u+h))^2] = (P(u) + P(u+h)) / 2 - P11(h),
+        # with a stationary proportion P: P - P11(h) (0 at lag 0)
+        out[f"variogram_{name}"] = (p11[0] - p11).tolist()
+    return out
+
+
+def compare_stats(s: dict, r: dict) -> dict:
+    """Relative errors of sample statistics ``s`` against training-image statistics ``r``."""
+    def max_rel(key: str, first_lag: int) -> float:
+        a, b = np.array(s[key])[first_lag:], np.array(r[key])[first_lag:]
+        return float(np.max(np.abs(a - b) / b))
+    return {
+        "proportion_rel_error": float(abs(s["proportion_binary"] - r["proportion_binary"])
+                                      / r["proportion_binary"]),
+        "two_point_x_max_rel_error": max_rel("two_point_x", 0),
+        "two_point_z_max_rel_error": max_rel("two_point_z", 0),
+        "variogram_x_max_rel_error": max_rel("variogram_x", 1),
+        "variogram_z_max_rel_error": max_rel("variogram_z", 1),
     }
 
 
@@ -88,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-samples", type=int, default=1000)
     ap.add_argument("--n-valid", type=int, default=1000)
     ap.add_argument("--name", default="train_prior", help="results file stem")
+    ap.add_argument("--density-components", type=int, default=200,
+                    help="Gaussian components of the latent density fitted after training "
+                         "(saved into --out; 0: none)")
+    ap.add_argument("--density-crops", type=int, default=20_000,
+                    help="training crops whose codes the latent density is fitted to")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -152,20 +180,28 @@ def main(argv: list[str] | None = None) -> int:
         "pixel_error_rate_thresholded": float(((recon >= 0.5) != (valid >= 0.5)).mean()),
     }
 
-    # 4. pattern statistics of samples vs the training image (training band)
-    samples = prior.sample(args.n_samples, random_state=args.seed + 1)
+    # 4. pattern statistics of samples vs the training image (training band): decoding
+    #    z ~ N(0, I), and decoding draws of a mixture fitted to the codes of training crops
+    if args.density_components > 0:
+        prior.fit_latent_density(train_crops(args.density_crops, args.seed + 31),
+                                 n_components=args.density_components,
+                                 random_state=args.seed)
+        prior.save(out)
+        log.info("latent density (%d components, %d crops) saved into %s",
+                 args.density_components, args.density_crops, out)
     ref = train_crops(args.n_samples, 2024)
-    s_stats, r_stats = pattern_stats(samples), pattern_stats(ref)
-    rel = lambda a, b: float(abs(a - b) / b)  # noqa: E731
-    tpx_err = float(np.max(np.abs(np.array(s_stats["two_point_x"]) - r_stats["two_point_x"])
-                           / np.array(r_stats["two_point_x"])))
-    tpz_err = float(np.max(np.abs(np.array(s_stats["two_point_z"]) - r_stats["two_point_z"])
-                           / np.array(r_stats["two_point_z"])))
-    results["patterns"] = {"samples": s_stats, "training_image": r_stats,
-                           "proportion_rel_error": rel(s_stats["proportion_binary"],
-                                                       r_stats["proportion_binary"]),
-                           "two_point_x_max_rel_error": tpx_err,
-                           "two_point_z_max_rel_error": tpz_err}
+    r_stats = pattern_stats(ref)
+    results["patterns"] = {"training_image": r_stats}
+    sources = ["normal"] + (["density"] if hasattr(prior, "latent_density_") else [])
+    for source in sources:
+        imgs = prior.sample(args.n_samples, random_state=args.seed + 1, source=source)
+        st = pattern_stats(imgs)
+        results["patterns"][source] = {"samples": st, **compare_stats(st, r_stats)}
+        if source == "normal":
+            samples = imgs
+    if "density" in sources:
+        results["patterns"]["density"].update(n_components=args.density_components,
+                                              n_crops=args.density_crops)
 
     # 5. figure
     try:
@@ -173,10 +209,14 @@ def main(argv: list[str] | None = None) -> int:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, axes = plt.subplots(3, 8, figsize=(12, 9))
+        rows_fig = [(samples, "N(0,I) sample"), (valid, "valid"), (recon, "recon")]
+        if "density" in sources:
+            rows_fig.insert(1, (prior.sample(8, random_state=args.seed + 1,
+                                             source="density"), "density sample"))
+        fig, axes = plt.subplots(len(rows_fig), 8, figsize=(12, 3 * len(rows_fig)))
         for j in range(8):
-            for i, (img, title) in enumerate(((samples[j], "sample"), (valid[j], "valid"),
-                                               (recon[j], "recon"))):
+            for i, (imgs, title) in enumerate(rows_fig):
+                img = imgs[j]
                 axes[i, j].imshow(img, cmap="gray_r", vmin=0, vmax=1)
                 axes[i, j].set_title(title, fontsize=8)
                 axes[i, j].axis("off")
@@ -193,12 +233,27 @@ def main(argv: list[str] | None = None) -> int:
         ["images seen in training", prior.n_images_seen_, ">= 1,000,000"],
         ["validation SSE per crop (VAE)", results["validation"]["sse_per_crop"], ""],
         ["validation SSE per crop (mean image)", results["validation"]["sse_per_crop_mean_image"], ""],
-        ["channel proportion samples / TI", f"{s_stats['proportion_binary']:.4f} / {r_stats['proportion_binary']:.4f}", "within 10 %"],
-        ["proportion rel. error", results["patterns"]["proportion_rel_error"], "<= 0.10"],
-        ["two-point x, max rel. error (lags 0-30)", tpx_err, "<= 0.10"],
-        ["two-point z, max rel. error (lags 0-30)", tpz_err, "<= 0.10"],
-        ["undecided pixels (0.1 < m < 0.9) samples", s_stats["undecided_fraction"], ""],
     ]
+    for source in sources:
+        pt = results["patterns"][source]
+        label = ("z ~ N(0, I)" if source == "normal" else
+                 f"latent density ({args.density_components} comp.)")
+        rows += [
+            [f"{label}: channel proportion samples / TI",
+             f"{pt['samples']['proportion_binary']:.4f} / "
+             f"{r_stats['proportion_binary']:.4f}", "within 10 %"],
+            [f"{label}: proportion rel. error", pt["proportion_rel_error"], "<= 0.10"],
+            [f"{label}: two-point x, max rel. error (lags 0-30)",
+             pt["two_point_x_max_rel_error"], "<= 0.10 (or variogram)"],
+            [f"{label}: two-point z, max rel. error (lags 0-30)",
+             pt["two_point_z_max_rel_error"], "<= 0.10 (or variogram)"],
+            [f"{label}: variogram x, max rel. error (lags 1-30)",
+             pt["variogram_x_max_rel_error"], "<= 0.10 (or two-point)"],
+            [f"{label}: variogram z, max rel. error (lags 1-30)",
+             pt["variogram_z_max_rel_error"], "<= 0.10 (or two-point)"],
+            [f"{label}: undecided pixels (0.1 < m < 0.9)",
+             pt["samples"]["undecided_fraction"], ""],
+        ]
     md = (f"# Reference prior training\n\nCommand: `{results['command']}`\n\n"
           + md_table(["quantity", "value", "target"], rows) + "\n")
     write_results(args.name, results, md)

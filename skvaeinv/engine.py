@@ -18,7 +18,8 @@ at iteration ``k`` and ``R`` the regulariser:
 * ``"ring"``: ``R(z) = (||z|| - E[chi_n])^2`` with the exact mean of the chi
   distribution with ``n = latent_dim`` degrees of freedom, ``sqrt(2) Γ((n+1)/2) / Γ(n/2)``
   (4.4166 for ``n = 20``): it pulls ``z`` towards the shell where ``N(0, I)`` has its
-  mass;
+  mass (``ring_radius`` replaces ``E[chi_n]`` by another radius, e.g. that of the codes
+  of real images for a prior whose aggregate posterior does not fill ``N(0, I)``);
 * ``"origin"``: ``R(z) = ||z||^2``;
 * ``None``: no regularisation.
 
@@ -273,7 +274,8 @@ def _autocast(device: torch.device, precision: str) -> Any:
 
 def _check_config(*, epochs: int, batch_size: int, n_rays: int, lr: float, lr_decay: float,
                   lr_step: int, reg: str | None, reg_weight: float, reg_decay: float,
-                  optimizer: str, track_every: int) -> None:
+                  optimizer: str, track_every: int, ring_radius: float | None = None
+                  ) -> None:
     checks = [
         ("epochs", epochs, epochs >= 1, "an int >= 1"),
         ("batch_size", batch_size, 1 <= batch_size <= n_rays,
@@ -286,6 +288,9 @@ def _check_config(*, epochs: int, batch_size: int, n_rays: int, lr: float, lr_de
         ("reg_decay", reg_decay, reg_decay > 0, "a positive float"),
         ("optimizer", optimizer, optimizer in ("sgd", "adam"), "'sgd' or 'adam'"),
         ("track_every", track_every, track_every >= 1, "an int >= 1"),
+        ("ring_radius", ring_radius,
+         ring_radius is None or (math.isfinite(ring_radius) and ring_radius > 0),
+         "None or a positive float"),
     ]
     for name, value, ok, expected in checks:
         if not ok:
@@ -309,6 +314,7 @@ def run_latent_sgd(
     reg: str | None = "ring",
     reg_weight: float = 10.0,
     reg_decay: float = 0.999,
+    ring_radius: float | None = None,
     optimizer: str = "sgd",
     batch_groups: np.ndarray | None = None,
     linear: bool = True,
@@ -346,6 +352,8 @@ def run_latent_sgd(
         Weights of the squared residuals (used as given).
     epochs, batch_size, lr, lr_decay, lr_step, reg, reg_weight, reg_decay, optimizer
         Schedule and objective; see the module docstring.
+    ring_radius : float or None, default=None
+        Radius of the ring regulariser; None means ``E[χ_n]`` (the study's choice).
     batch_groups : array of shape (n_rays,), optional
         Group label of each ray (e.g. its source). If given, each epoch visits the
         groups in a random order (per start) and the rays of a group consecutively, in
@@ -389,7 +397,8 @@ def run_latent_sgd(
         raise ValueError(f"rngs has {len(rngs)} generators for {n_starts} starts.")
     _check_config(epochs=epochs, batch_size=batch_size, n_rays=n_rays, lr=lr,
                   lr_decay=lr_decay, lr_step=lr_step, reg=reg, reg_weight=reg_weight,
-                  reg_decay=reg_decay, optimizer=optimizer, track_every=track_every)
+                  reg_decay=reg_decay, optimizer=optimizer, track_every=track_every,
+                  ring_radius=ring_radius)
     if sample_weight is None:
         w = torch.ones(n_rays, dtype=f32, device=dev)
     else:
@@ -398,7 +407,7 @@ def run_latent_sgd(
             raise ValueError(f"sample_weight has {w.numel()} values for {n_rays} rays.")
     w_sum = w.sum()
     petro = petrophysics if petrophysics is not None else (lambda m: m)
-    chi = chi_mean(latent_dim)
+    chi = chi_mean(latent_dim) if ring_radius is None else float(ring_radius)
     n_batches = -(-n_rays // batch_size)
     n_total = epochs * n_batches
     track_every = 1 if linear else int(track_every)

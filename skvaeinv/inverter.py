@@ -118,6 +118,11 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         Initial regularisation weight ``λ_0``.
     reg_decay : float, default=0.999
         Factor applied to ``λ`` every iteration.
+    ring_radius : float or None, default=None
+        Radius of the ring; None means ``E[χ_n]`` (4.4166 for 20 dimensions, the study's
+        choice). A prior whose codes of real images lie on another shell (the reference
+        prior's: ``||z|| ≈ 6.5``) can be given that radius, e.g.
+        ``np.linalg.norm(prior.transform(images), axis=1).mean()``.
     batching : {"random", "source", "receiver"}, default="random"
         How an epoch's rays are split into mini-batches: uniformly at random (the
         study's method), or grouped by source (receiver) position, each epoch visiting
@@ -240,6 +245,7 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         "reg": [StrOptions({"ring", "origin"}), None],
         "reg_weight": [Interval(Real, 0, None, closed="left")],
         "reg_decay": [Interval(Real, 0, None, closed="neither")],
+        "ring_radius": [Interval(Real, 0, None, closed="neither"), None],
         "batching": [StrOptions({"random", "source", "receiver"})],
         "optimizer": [StrOptions({"sgd", "adam"})],
         "init": [None, "array-like"],
@@ -257,7 +263,8 @@ class LatentInverter(RegressorMixin, BaseEstimator):
                  n_starts: int = 10, epochs: int = 120, batch_size: int = 25,
                  lr: float = 1e-2, lr_decay: float = 0.95, lr_step: int = 1,
                  reg: str | None = "ring", reg_weight: float = 10.0,
-                 reg_decay: float = 0.999, batching: str = "random", optimizer: str = "sgd",
+                 reg_decay: float = 0.999, ring_radius: float | None = None,
+                 batching: str = "random", optimizer: str = "sgd",
                  init: Any = None,
                  acceptance_threshold: float | None = None, track_every: int | None = None,
                  chunk_size: int | None = None, n_jobs: int | None = None,
@@ -275,6 +282,7 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         self.reg = reg
         self.reg_weight = reg_weight
         self.reg_decay = reg_decay
+        self.ring_radius = ring_radius
         self.batching = batching
         self.optimizer = optimizer
         self.init = init
@@ -398,7 +406,8 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         settings = dict(
             epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
             lr_decay=self.lr_decay, lr_step=self.lr_step, reg=self.reg,
-            reg_weight=self.reg_weight, reg_decay=self.reg_decay, optimizer=self.optimizer,
+            reg_weight=self.reg_weight, reg_decay=self.reg_decay,
+            ring_radius=self.ring_radius, optimizer=self.optimizer,
             batch_groups=_batch_groups(rays, self.batching), linear=linear,
             track_every=track_every, precision=self.precision,
             log_every=log_every, progress=bool(self.verbose),

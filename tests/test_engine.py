@@ -334,3 +334,28 @@ def test_progress_bar(problem, capsys):
                    progress=True, log_prefix="toy: ")
     err = capsys.readouterr().err
     assert "toy" in err and "6/6" in err
+
+
+def test_ring_radius_replaces_the_chi_mean(problem):
+    A, c, K, y = problem["A"], problem["c"], problem["K"], problem["y"]
+    z0 = np.array([[0.3, -0.2, 0.5], [1.0, 2.0, -1.0]])
+    lr, lam, radius = 1e-4, 3.0, 2.5
+    res = run_latent_sgd(linear_decoder(A, c), DenseForward(K), y, z0, seeds(2),
+                         epochs=1, batch_size=len(y), lr=lr, reg="ring", reg_weight=lam,
+                         ring_radius=radius)
+    for b in range(2):
+        z = z0[b]
+        r = K @ (A @ z + c) - y
+        g = 2 * (K @ A).T @ r + lam * 2 * (np.linalg.norm(z) - radius) * z / np.linalg.norm(z)
+        np.testing.assert_allclose(res.final_latents[b], z - lr * g, rtol=1e-4)
+    # with a negligible data pull, the ring alone brings ||z|| to the radius
+    res = run_latent_sgd(linear_decoder(A, c), DenseForward(K), y, z0, seeds(2),
+                         sample_weight=np.full(len(y), 1e-12), epochs=30, batch_size=len(y),
+                         lr=0.25, reg="ring", reg_weight=1.0, reg_decay=1.0,
+                         ring_radius=radius)
+    assert not res.diverged.any()
+    np.testing.assert_allclose(np.linalg.norm(res.final_latents, axis=1), radius, rtol=1e-4)
+    for bad in (0.0, -1.0, np.inf):
+        with pytest.raises(ValueError, match="ring_radius"):
+            run_latent_sgd(linear_decoder(A, c), DenseForward(K), y, z0, seeds(2),
+                           epochs=1, ring_radius=bad)

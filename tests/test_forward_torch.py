@@ -69,20 +69,45 @@ def test_user_operator_through_bridge():
     np.testing.assert_allclose(fwd.full(S)[0].numpy(), K @ S[0].numpy(), rtol=1e-12)
 
 
-def test_sparse_kernel_fallback(monkeypatch):
+def test_sparse_kernel_matches_dense():
+    dense = TorchForward(StraightRay(GRID), RAYS, dtype=torch.float64, kernel="dense")
+    sparse = TorchForward(StraightRay(GRID), RAYS, dtype=torch.float64, kernel="sparse")
+    assert sparse._sparse and not dense._sparse
+    S = _slowness(2).requires_grad_(True)
+    S2 = S.detach().clone().requires_grad_(True)
+    idx = torch.tensor([[0, 1, 8], [2, 3, 3]])
+    g = torch.randn(2, 3, dtype=torch.float64)
+    t = sparse(S, idx)
+    (t * g).sum().backward()
+    (dense(S2, idx) * g).sum().backward()
+    np.testing.assert_allclose(t.detach().numpy(), dense(S2.detach(), idx).numpy(),
+                               rtol=1e-14)
+    np.testing.assert_allclose(S.grad.numpy(), S2.grad.numpy(), rtol=1e-14, atol=1e-15)
+    np.testing.assert_allclose(sparse.full(S.detach()).numpy(), dense.full(S2.detach()).numpy(),
+                               rtol=1e-14)
+    assert torch.autograd.gradcheck(lambda s: sparse(s), (S.detach().requires_grad_(True),),
+                                    eps=1e-6, atol=1e-6)
+    # float32 slowness against the float64 kernel: converted on the fly
+    t32 = sparse(S.detach().float(), idx)
+    assert t32.dtype == torch.float32
+    np.testing.assert_allclose(t32.numpy(), t.detach().numpy(), rtol=1e-6)
+
+
+def test_auto_kernel_choice(monkeypatch):
     import skvaeinv.forward._torch as mod
 
-    monkeypatch.setattr(mod, "_DENSE_LIMIT", 10)
-    fwd = TorchForward(StraightRay(GRID), RAYS, dtype=torch.float64)
+    # the 12-cell toy kernel is ~50 % full: dense; a crosshole kernel on a finer grid
+    # is mostly empty: CSR
+    assert not TorchForward(StraightRay(GRID), RAYS)._sparse
+    big = Grid2D((40, 20), 0.25)
+    rays = crosshole(big, np.linspace(0.5, 9.5, 8))
+    fwd = TorchForward(StraightRay(big), rays)
     assert fwd._sparse
-    S = _slowness(2).requires_grad_(True)
-    t = fwd(S, torch.tensor([[0, 1], [2, 3]]))
-    t.sum().backward()
-    dense = TorchForward(StraightRay(GRID), RAYS, dtype=torch.float64)
-    S2 = S.detach().clone().requires_grad_(True)
-    dense(S2, torch.tensor([[0, 1], [2, 3]])).sum().backward()
-    np.testing.assert_allclose(t.detach().numpy(), dense(S2.detach(), [[0, 1], [2, 3]]).numpy())
-    np.testing.assert_allclose(S.grad.numpy(), S2.grad.numpy())
+    # too many entries for a dense kernel: sparse whatever the fill
+    monkeypatch.setattr(mod, "_DENSE_LIMIT", 10)
+    assert TorchForward(StraightRay(GRID), RAYS)._sparse
+    with pytest.raises(ValueError, match="kernel must be"):
+        TorchForward(StraightRay(GRID), RAYS, kernel="csr")
 
 
 def test_bad_inputs():

@@ -8,7 +8,7 @@ from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.utils._param_validation import InvalidParameterError
 
 from skvaeinv import LatentInverter, VAEPrior
-from skvaeinv.engine import SGDHistory
+from skvaeinv.engine import SGDHistory, chi_mean
 from skvaeinv.forward import ShortestPath, StraightRay
 from skvaeinv.petrophysics import LinearVelocity
 from skvaeinv.survey import Grid2D, crosshole
@@ -315,3 +315,18 @@ def test_source_batching_with_shortest_path(tiny_prior, data):
     assert (inv.data_rmse_ <= inv.history_["data_rmse"][:, 0]).all()
     with pytest.raises(InvalidParameterError, match="batching"):
         LatentInverter(tiny_prior, fwd, batching="shuffled").fit(rays, y)
+
+
+def test_ring_radius_reaches_the_engine(tiny_prior, survey, data):
+    grid, rays = survey
+    y = data[2]
+    # a strong, non-decaying ring dominates the data: ||z|| ends at the chosen radius
+    kw = dict(n_starts=3, epochs=2, batch_size=64, lr=0.005, reg_weight=100.0, reg_decay=1.0,
+              device="cpu", random_state=0)
+    inv = LatentInverter(tiny_prior, StraightRay(grid), ring_radius=3.0, **kw).fit(rays, y)
+    np.testing.assert_allclose(inv.history_.z_norm[:, -1], 3.0, atol=0.25)
+    default = LatentInverter(tiny_prior, StraightRay(grid), **kw).fit(rays, y)
+    np.testing.assert_allclose(default.history_.z_norm[:, -1],
+                               chi_mean(tiny_prior.latent_dim), atol=0.25)
+    with pytest.raises(ValueError, match="ring_radius"):
+        LatentInverter(tiny_prior, StraightRay(grid), ring_radius=-1.0, **kw).fit(rays, y)

@@ -232,3 +232,64 @@ def test_unfitted_and_mismatched_input(tiny_prior):
         tiny_prior.inverse_transform(np.zeros((2, 5)))
     with pytest.raises(ValueError, match="n_samples"):
         tiny_prior.sample(0)
+
+
+# ----------------------------------------------------------------- latent density
+@pytest.fixture(scope="module")
+def density_prior(tiny_prior, tiny_images):
+    import copy
+
+    return copy.deepcopy(tiny_prior).fit_latent_density(tiny_images[:250], n_components=4,
+                                                       random_state=0)
+
+
+def test_latent_density_follows_the_codes(density_prior, tiny_images):
+    codes = density_prior.transform(tiny_images[:250])
+    z = density_prior._sample_latents(20000, np.random.RandomState(0), "density")
+    # the mixture reproduces the first two moments of the codes it was fitted to
+    np.testing.assert_allclose(z.mean(0), codes.mean(0), atol=0.05 * codes.std(0).max())
+    np.testing.assert_allclose(np.cov(z.T), np.cov(codes.T),
+                               atol=0.1 * np.abs(np.cov(codes.T)).max())
+    # ... and explains them better than N(0, I) does
+    gmm = density_prior.latent_density_
+    normal_ll = -0.5 * (codes**2).sum(1).mean() - codes.shape[1] / 2 * np.log(2 * np.pi)
+    assert gmm.score(codes) > normal_ll
+
+
+def test_density_samples_images_deterministic(density_prior):
+    a = density_prior.sample(7, random_state=3, source="density")
+    assert a.shape == (7, 32, 16) and a.min() >= 0 and a.max() <= 1
+    np.testing.assert_array_equal(a, density_prior.sample(7, random_state=3,
+                                                          source="density"))
+    assert not np.array_equal(a, density_prior.sample(7, random_state=4, source="density"))
+    assert not np.array_equal(a, density_prior.sample(7, random_state=3))
+
+
+def test_latent_density_persists(density_prior, tiny_prior, tmp_path):
+    expected = density_prior.sample(5, random_state=1, source="density")
+    density_prior.save(tmp_path / "d.skv")
+    loaded = VAEPrior.load(tmp_path / "d.skv")
+    np.testing.assert_array_equal(loaded.sample(5, random_state=1, source="density"),
+                                  expected)
+    codes = density_prior.transform(np.zeros((3, 32, 16)))
+    np.testing.assert_allclose(loaded.latent_density_.score_samples(codes),
+                               density_prior.latent_density_.score_samples(codes))
+    np.testing.assert_array_equal(
+        pickle.loads(pickle.dumps(density_prior)).sample(5, random_state=1,
+                                                         source="density"), expected)
+    tiny_prior.save(tmp_path / "n.skv")     # without a density: none after loading
+    assert not hasattr(VAEPrior.load(tmp_path / "n.skv"), "latent_density_")
+
+
+def test_latent_density_bad_input(tiny_prior, tiny_images):
+    with pytest.raises(NotFittedError, match="fit_latent_density"):
+        tiny_prior.sample(2, source="density")
+    with pytest.raises(ValueError, match="source must be"):
+        tiny_prior.sample(2, source="posterior")
+    with pytest.raises(ValueError, match="n_components"):
+        tiny_prior.fit_latent_density(tiny_images[:20], n_components=0)
+    with pytest.raises(ValueError, match="at least n_components=30"):
+        tiny_prior.fit_latent_density(tiny_images[:20], n_components=30)
+    with pytest.raises(NotFittedError):
+        VAEPrior().fit_latent_density(tiny_images[:20])
+    assert not hasattr(tiny_prior, "latent_density_")   # failed calls left it unchanged
