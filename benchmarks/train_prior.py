@@ -193,12 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     r_stats = pattern_stats(ref)
     results["patterns"] = {"training_image": r_stats}
     sources = ["normal"] + (["density"] if hasattr(prior, "latent_density_") else [])
+    drawn = {}
     for source in sources:
-        imgs = prior.sample(args.n_samples, random_state=args.seed + 1, source=source)
-        st = pattern_stats(imgs)
+        drawn[source] = prior.sample(args.n_samples, random_state=args.seed + 1,
+                                     source=source)
+        st = pattern_stats(drawn[source])
         results["patterns"][source] = {"samples": st, **compare_stats(st, r_stats)}
-        if source == "normal":
-            samples = imgs
     if "density" in sources:
         results["patterns"]["density"].update(n_components=args.density_components,
                                               n_crops=args.density_crops)
@@ -209,10 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        rows_fig = [(samples, "N(0,I) sample"), (valid, "valid"), (recon, "recon")]
-        if "density" in sources:
-            rows_fig.insert(1, (prior.sample(8, random_state=args.seed + 1,
-                                             source="density"), "density sample"))
+        rows_fig = [(drawn["normal"], "N(0,I) sample"), (valid, "valid"), (recon, "recon")]
+        if "density" in drawn:
+            rows_fig.insert(1, (drawn["density"], "density sample"))
         fig, axes = plt.subplots(len(rows_fig), 8, figsize=(12, 3 * len(rows_fig)))
         for j in range(8):
             for i, (imgs, title) in enumerate(rows_fig):

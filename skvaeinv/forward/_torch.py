@@ -157,8 +157,7 @@ class TorchForward:
             raise ValueError(f"kernel must be 'auto', 'dense' or 'sparse', got {kernel!r}.")
         self.kernel = kernel
         self._kernel: torch.Tensor | None = None
-        self._kernel_t: torch.Tensor | None = None
-        self._sparse = False
+        self._kernel_t: torch.Tensor | None = None  # set for a sparse kernel only
         self._evaluate = None
         if not operator.is_linear:
             self._evaluate = operator._subset_evaluator(self.rays)
@@ -173,7 +172,10 @@ class TorchForward:
             else:
                 self._kernel = _csr(J, dtype, self.device)
                 self._kernel_t = _csr(J.T, dtype, self.device)
-                self._sparse = True
+
+    @property
+    def _sparse(self) -> bool:
+        return self._kernel_t is not None
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
