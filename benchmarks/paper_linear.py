@@ -30,19 +30,19 @@ import time
 from pathlib import Path
 
 import numpy as np
+from joblib import effective_n_jobs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import PRIORS, RESULTS, SHARED, md_table, write_results  # noqa: E402
 
 from skvaeinv import LatentInverter, VAEPrior  # noqa: E402
 from skvaeinv.forward import StraightRay  # noqa: E402
+from skvaeinv.inverter import reference_schedule  # noqa: E402
 from skvaeinv.petrophysics import LinearVelocity  # noqa: E402
 from skvaeinv.survey import Grid2D, crosshole  # noqa: E402
 
 log = logging.getLogger("paper_linear")
 MODELS = ["mc1", "mc2", "mc3", "mv1", "mv2", "mv3"]
-SCHEDULE = dict(epochs=120, batch_size=25, lr=1e-2, lr_decay=0.95, lr_step=1, reg="ring",
-                reg_weight=10.0, reg_decay=0.999)
 NOISE_SD = 0.25
 
 
@@ -59,17 +59,19 @@ def survey(source_x: float = 0.01, receiver_x: float = 6.49):
 
 
 def make_inverter(prior, forward, settings, args, **over):
-    kw = {**args.schedule, **settings, **over}
-    return LatentInverter(prior, forward, n_jobs=args.n_jobs, device=args.device,
-                          chunk_size=args.chunk_size,
-                          precision=args.precision, random_state=args.seed, **kw)
+    kw = {"n_jobs": args.n_jobs, "device": args.device, "chunk_size": args.chunk_size,
+          "precision": args.precision, "random_state": args.seed,
+          **args.schedule, **settings, **over}
+    return LatentInverter(prior, forward, **kw)
 
 
 def reference_rmse(prior, forward, rays, d, truth, settings, args) -> float:
     """RMSE reached by the schedule started from the truth's own latent code."""
     z_true = prior.transform(truth[None])
+    # the few reference starts are spread over all workers
+    chunk = -(-args.ref_starts // effective_n_jobs(args.n_jobs))
     inv = make_inverter(prior, forward, settings, args, n_starts=args.ref_starts,
-                        init=np.repeat(z_true, args.ref_starts, axis=0))
+                        init=np.repeat(z_true, args.ref_starts, axis=0), chunk_size=chunk)
     inv.fit(rays, d)
     return inv.data_rmse_
 
@@ -80,8 +82,16 @@ def run_case(prior, forward, rays, truth, d, case, name, settings, args, figure=
     ref = float(np.median(ref_runs))
     threshold = ref * 1.1 if case == "free" else ref + NOISE_SD
     t1 = time.perf_counter()
+    init = None
+    if getattr(args, "warm", None) is not None:
+        # two-stage inversion: straight rays from the random starts, then bent rays
+        # from where they ended (the warm stage's time is included in wall_s)
+        warm_forward, warm_rays, warm_schedule = args.warm
+        pre = make_inverter(prior, warm_forward, {}, args, n_starts=args.starts,
+                            **warm_schedule)
+        init = pre.fit(warm_rays, d).latents_
     inv = make_inverter(prior, forward, settings, args, n_starts=args.starts,
-                        acceptance_threshold=threshold)
+                        acceptance_threshold=threshold, init=init)
     inv.fit(rays, d)
     wall = time.perf_counter() - t1
     ens = inv.ensemble(threshold)
@@ -97,6 +107,8 @@ def run_case(prior, forward, rays, truth, d, case, name, settings, args, figure=
                                       truth),
         "wall_s": wall, "wall_s_with_reference": time.perf_counter() - t0,
         "settings": {**args.schedule, **settings},
+        "warm_start": None if init is None else {"forward": "straight rays",
+                                                 **args.warm[2]},
         "per_start": {"data_rmse_ns": inv.data_rmse_.tolist(),
                       "model_rmse": [rmse(m, truth) for m in inv.models_],
                       "z_norm": np.linalg.norm(inv.latents_, axis=1).tolist(),
@@ -156,7 +168,8 @@ def gridsearch(prior, forward, rays, truth, d, args) -> dict:
             "wall_s": time.perf_counter() - t0, "chosen_run": res}
 
 
-def parse_args(argv, doc: str, *, starts: int, name: str) -> argparse.Namespace:
+def parse_args(argv, doc: str, *, starts: int, name: str, schedules: tuple = ("straight",),
+               warm_start_choices: tuple = ()) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--prior", default=str(PRIORS / "reference_prior.skv"))
     ap.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
@@ -168,6 +181,8 @@ def parse_args(argv, doc: str, *, starts: int, name: str) -> argparse.Namespace:
     ap.add_argument("--gridsearch", action="store_true")
     ap.add_argument("--gs-starts", type=int, default=5)
     ap.add_argument("--skip-main", action="store_true", help="only ablation / grid search")
+    ap.add_argument("--schedule", default=schedules[0], choices=list(schedules),
+                    help="skvaeinv.inverter.reference_schedule(name)")
     ap.add_argument("--batching", default="random", choices=["random", "source"],
                     help="mini-batches: the study's random ones, or source gathers")
     ap.add_argument("--n-jobs", type=int, default=-1)
@@ -179,6 +194,9 @@ def parse_args(argv, doc: str, *, starts: int, name: str) -> argparse.Namespace:
     ap.add_argument("--name", default=name)
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                     help="override schedule settings, e.g. --set epochs=60 lr_decay=0.9")
+    if warm_start_choices:
+        ap.add_argument("--warm-start", default=None, choices=list(warm_start_choices),
+                        help="start each random start with another physics first")
     args = ap.parse_args(argv)
     args.overrides = {}
     for item in args.set:
@@ -194,21 +212,35 @@ def main(argv=None) -> int:
     args = parse_args(argv, __doc__, starts=100, name="paper_linear")
     grid, rays = survey()
     return run_benchmark(args, rays, data_forward=StraightRay(grid),
-                         forward=StraightRay(grid), schedule=SCHEDULE,
+                         forward=StraightRay(grid),
                          physics="straight rays", script="paper_linear.py")
 
 
-def run_benchmark(args, rays, *, data_forward, forward, schedule, physics, script) -> int:
+def main_table(payload: dict, prior, rows: list[list]) -> list[str]:
+    """Markdown header and table of the main cases."""
+    md = [f"# Reference study, {payload['physics']}\n\nCommand: "
+          f"`{payload['command']}`\n\nPrior: `{payload['prior']}` "
+          f"({prior.n_images_seen_} training crops). Success: final data RMSE <= threshold "
+          "(RMSE from the truth's own code x 1.1, or + 0.25 ns when noisy).\n"]
+    if rows:
+        md.append(md_table(["model", "case", "success", "threshold (ns)", "median RMSE (ns)",
+                            "best RMSE (ns)", "model RMSE best", "model RMSE ens. mean",
+                            "model RMSE of truth's code", "wall (s)"], rows))
+    return md
+
+
+def run_benchmark(args, rays, *, data_forward, forward, physics, script) -> int:
     """Every case of one physics; writes results/<name>.json/.md and figures."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    args.schedule = {**schedule, "batching": args.batching, **args.overrides}
+    args.schedule = {**reference_schedule(args.schedule), "batching": args.batching,
+                     **args.overrides}
     args.physics = physics
     prior = VAEPrior.load(args.prior, device=args.device)
     h = LinearVelocity()
     noise = np.load(SHARED / "truth" / "noise_realization.npy")
     payload = {"command": " ".join(["python", f"benchmarks/{script}"] + sys.argv[1:]),
                "prior": Path(args.prior).name, "prior_images_seen": prior.n_images_seen_,
-               "cases": []}
+               "physics": physics, "cases": []}
     rows = []
     for name in ([] if args.skip_main else args.models):
         truth = np.load(SHARED / "truth" / f"{name}.npy")
@@ -221,14 +253,9 @@ def run_benchmark(args, rays, *, data_forward, forward, schedule, physics, scrip
                          r["data_rmse_median_ns"], r["data_rmse_best_ns"],
                          r["model_rmse_best"], r["model_rmse_ensemble_mean"] or float("nan"),
                          r["model_rmse_truth_code"], r["wall_s"]])
-    md = [f"# Reference study, {physics}\n\nCommand: "
-          f"`{payload['command']}`\n\nPrior: `{payload['prior']}` "
-          f"({prior.n_images_seen_} training crops). Success: final data RMSE <= threshold "
-          "(RMSE from the truth's own code x 1.1, or + 0.25 ns when noisy).\n"]
-    if rows:
-        md.append(md_table(["model", "case", "success", "threshold (ns)", "median RMSE (ns)",
-                            "best RMSE (ns)", "model RMSE best", "model RMSE ens. mean",
-                            "model RMSE of truth's code", "wall (s)"], rows))
+            # keep the finished cases if a long run is interrupted
+            write_results(args.name, payload, "\n".join(main_table(payload, prior, rows)))
+    md = main_table(payload, prior, rows)
     mc2 = np.load(SHARED / "truth" / "mc2.npy")
     d_mc2 = data_forward.traveltimes(h(mc2), rays)
     if args.ablation:

@@ -48,14 +48,14 @@ from skvaeinv import LatentInverter, VAEPrior  # noqa: E402
 from skvaeinv.datasets import make_channels  # noqa: E402
 from skvaeinv.engine import chi_mean  # noqa: E402
 from skvaeinv.forward import ShortestPath, StraightRay  # noqa: E402
+from skvaeinv.inverter import reference_schedule  # noqa: E402
 from skvaeinv.survey import Grid2D, crosshole  # noqa: E402
 
 log = logging.getLogger("sgd_speed")
 SHAPE = (129, 65)
-LINEAR = dict(batch_size=25, lr=1e-2, lr_decay=0.95, lr_step=1, reg="ring", reg_weight=10.0,
-              reg_decay=0.999)
-NONLINEAR = dict(batch_size=25, lr=0.1, lr_decay=0.8, lr_step=5, reg="ring", reg_weight=10.0,
-                 reg_decay=0.99)
+# the study's schedules; the number of epochs is set per run
+LINEAR = {k: v for k, v in reference_schedule("straight").items() if k != "epochs"}
+NONLINEAR = {k: v for k, v in reference_schedule("bent").items() if k != "epochs"}
 
 
 # ---------------------------------------------------------------------- memory

@@ -202,6 +202,7 @@ def _make_forward(grid: Any, nonlinear: bool, secondary_nodes: int) -> Any:
 
 def _cmd_invert(args: argparse.Namespace) -> int:
     from skvaeinv import LatentInverter, VAEPrior
+    from skvaeinv.inverter import reference_schedule
     from skvaeinv.survey import Grid2D
 
     try:
@@ -219,11 +220,9 @@ def _cmd_invert(args: argparse.Namespace) -> int:
         rays = forward.validate_rays(rays)
     except ValueError as exc:
         raise InputError(f"{args.rays}: {exc}") from exc
-    defaults = (dict(epochs=30, lr=0.1, lr_decay=0.8, lr_step=5, reg_decay=0.99)
-                if args.nonlinear else
-                dict(epochs=120, lr=1e-2, lr_decay=0.95, lr_step=1, reg_decay=0.999))
-    settings = {k: (getattr(args, k) if getattr(args, k) is not None else v)
-                for k, v in defaults.items()}
+    study = reference_schedule(args.schedule or ("bent" if args.nonlinear else "straight"))
+    settings = {k: (getattr(args, k) if getattr(args, k) is not None else study[k])
+                for k in ("epochs", "lr", "lr_decay", "lr_step", "reg_decay")}
     inv = LatentInverter(prior, forward, n_starts=args.starts, batch_size=args.batch_size,
                          reg=None if args.reg == "none" else args.reg,
                          reg_weight=args.reg_weight, acceptance_threshold=args.threshold,
@@ -284,6 +283,7 @@ def run_demo(*, out_dir: str | os.PathLike = ".", starts: int = 8, epochs: int =
     """Run the demo and return its summary (used by the ``demo`` command and the tests)."""
     from skvaeinv import LatentInverter
     from skvaeinv.datasets import make_channels
+    from skvaeinv.inverter import reference_schedule
     from skvaeinv.petrophysics import LinearVelocity
     from skvaeinv.survey import Grid2D, crosshole
 
@@ -298,14 +298,13 @@ def run_demo(*, out_dir: str | os.PathLike = ".", starts: int = 8, epochs: int =
                           **DEMO["channels"])[0].astype(float)
     forward = _make_forward(grid, nonlinear, 2 if nonlinear else 3)
     tt = forward.traveltimes(LinearVelocity()(truth), rays)
+    schedule = reference_schedule("bent" if nonlinear else "straight")
+    if not nonlinear:  # the straight-ray schedule's decays, spread over ``epochs``
+        schedule.update(lr_step=max(1, epochs // 120), reg_decay=0.999 ** (120 / epochs))
+    schedule["epochs"] = epochs
     inv = LatentInverter(prior, _make_forward(grid, nonlinear, 3), n_starts=starts,
-                         epochs=epochs, batch_size=25,
-                         lr=0.1 if nonlinear else 1e-2, lr_decay=0.8 if nonlinear else 0.95,
-                         lr_step=5 if nonlinear else max(1, epochs // 120),
-                         reg="ring", reg_weight=10.0,
-                         reg_decay=0.99 if nonlinear else 0.999 ** (120 / epochs),
                          device="cpu", n_jobs=1, random_state=seed,
-                         verbose=1 if progress else 0)
+                         verbose=1 if progress else 0, **schedule)
     t1 = time.perf_counter()
     inv.fit(rays, tt)
     t_inv = time.perf_counter() - t1
@@ -426,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--spacing", type=float, default=0.1, help="cell size in m (default 0.1)")
     i.add_argument("--origin", type=float, nargs=2, default=[0.0, 0.0], metavar=("X0", "Z0"))
     i.add_argument("--starts", type=int, default=20)
+    i.add_argument("--schedule", choices=["straight", "bent", "bent-long"], default=None,
+                   help="reference schedule (default: 'bent' with --nonlinear, else "
+                        "'straight'); --epochs, --lr, ... override its settings")
     i.add_argument("--epochs", type=int, default=None)
     i.add_argument("--batch-size", type=int, default=25)
     i.add_argument("--lr", type=float, default=None)

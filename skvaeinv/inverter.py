@@ -24,12 +24,58 @@ from skvaeinv._utils import resolve_device
 from skvaeinv.engine import EngineResult, SGDHistory, run_latent_sgd
 from skvaeinv.petrophysics import apply_numpy, check_petrophysics
 
-__all__ = ["LatentInverter", "Ensemble"]
+__all__ = ["LatentInverter", "Ensemble", "reference_schedule"]
 
 logger = logging.getLogger(__name__)
 
 #: Starts per batch on the CPU when ``chunk_size`` is None.
 _CPU_CHUNK = 25
+
+
+_SCHEDULES: dict[str, dict[str, Any]] = {
+    # the study's straight-ray schedule (also LatentInverter's defaults)
+    "straight": dict(epochs=120, batch_size=25, lr=1e-2, lr_decay=0.95, lr_step=1,
+                     reg="ring", reg_weight=10.0, reg_decay=0.999),
+    # the study's bent-ray schedule
+    "bent": dict(epochs=30, batch_size=25, lr=0.1, lr_decay=0.8, lr_step=5, reg="ring",
+                 reg_weight=10.0, reg_decay=0.99),
+    # the bent-ray schedule stretched 4x with a stable ring step (lr * reg_weight = 0.5):
+    # benchmarks/results/paper_nonlinear_long120.md
+    "bent-long": dict(epochs=120, batch_size=25, lr=0.05, lr_decay=0.8, lr_step=20,
+                      reg="ring", reg_weight=10.0, reg_decay=0.9975),
+}
+
+
+def reference_schedule(name: str = "straight") -> dict[str, Any]:
+    """Schedule settings of the reference study, as keyword arguments of LatentInverter.
+
+    Parameters
+    ----------
+    name : {"straight", "bent", "bent-long"}, default="straight"
+        ``"straight"``: the study's straight-ray schedule (3,000 iterations; the
+        defaults of :class:`LatentInverter`). ``"bent"``: the study's shortest-path
+        schedule (750 iterations, ``lr * reg_weight = 1``, on the edge of ring
+        stability). ``"bent-long"``: the shortest-path schedule stretched to 3,000
+        iterations with ``lr = 0.05`` (a stable ring step); in our reproduction it
+        lifts the success rate on the high-contrast models, at 4x the cost (see the
+        user guide). All three assume batches of 25 of a 625-ray survey.
+
+    Returns
+    -------
+    dict
+        A new dict of ``epochs, batch_size, lr, lr_decay, lr_step, reg, reg_weight,
+        reg_decay``.
+
+    Examples
+    --------
+    >>> from skvaeinv.inverter import reference_schedule
+    >>> reference_schedule("bent")["epochs"]
+    30
+    """
+    if name not in _SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}; choose one of "
+                         f"{sorted(_SCHEDULES)}.")
+    return dict(_SCHEDULES[name])
 
 
 @dataclass

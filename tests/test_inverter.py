@@ -10,6 +10,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 from skvaeinv import LatentInverter, VAEPrior
 from skvaeinv.engine import SGDHistory, chi_mean
 from skvaeinv.forward import ShortestPath, StraightRay
+from skvaeinv.inverter import reference_schedule
 from skvaeinv.petrophysics import LinearVelocity
 from skvaeinv.survey import Grid2D, crosshole
 
@@ -330,3 +331,31 @@ def test_ring_radius_reaches_the_engine(tiny_prior, survey, data):
                                chi_mean(tiny_prior.latent_dim), atol=0.25)
     with pytest.raises(ValueError, match="ring_radius"):
         LatentInverter(tiny_prior, StraightRay(grid), ring_radius=-1.0, **kw).fit(rays, y)
+
+
+def test_reference_schedules(tiny_prior, survey):
+    # the straight-ray schedule is the estimator's default
+    defaults = LatentInverter().get_params()
+    straight = reference_schedule("straight")
+    assert straight == {k: defaults[k] for k in straight}
+    # the study's bent-ray schedule: 750 iterations, ring step on the edge (lr * λ0 = 1)
+    bent = reference_schedule("bent")
+    assert bent["epochs"] * 625 // bent["batch_size"] == 750
+    assert bent["lr"] * bent["reg_weight"] == pytest.approx(1.0)
+    # the long one: 3,000 iterations, the same decay profile, a stable ring step
+    long = reference_schedule("bent-long")
+    assert long["epochs"] == 4 * bent["epochs"]
+    assert long["lr"] * long["reg_weight"] < 1
+    n_it = long["epochs"] * 25
+    assert long["reg_decay"] ** n_it == pytest.approx(bent["reg_decay"] ** 750, rel=0.5)
+    # each call returns a new dict, and every schedule is accepted by the estimator
+    bent["epochs"] = 1
+    assert reference_schedule("bent")["epochs"] == 30
+    for name in ("straight", "bent", "bent-long"):
+        LatentInverter(tiny_prior, StraightRay(survey[0]),
+                       **reference_schedule(name))._validate_params()
+
+
+def test_reference_schedule_unknown_name():
+    with pytest.raises(ValueError, match="unknown schedule 'linear'.*bent-long"):
+        reference_schedule("linear")
