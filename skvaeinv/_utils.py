@@ -12,6 +12,7 @@ __all__ = [
     "resolve_device",
     "resolve_dtype",
     "autocast_context",
+    "as_real_array",
     "check_finite",
     "torch_generator",
 ]
@@ -81,6 +82,20 @@ def autocast_context(device: torch.device, precision: str):
     if dtype is None:
         return torch.autocast(device_type=device.type, enabled=False)
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def as_real_array(values: Any, name: str, dtype: Any = np.float64) -> np.ndarray:
+    """Return ``values`` as a real ``dtype`` array, or raise a ValueError naming ``name``.
+
+    Complex input is refused rather than silently losing its imaginary part.
+    """
+    if np.iscomplexobj(values):
+        raise ValueError(f"Complex data not supported: {name} must be real; pass "
+                         f"np.real(...) or np.abs(...) if that is what you mean.")
+    try:
+        return np.asarray(values, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} could not be converted to a float array: {exc}") from exc
 
 
 def check_finite(array: np.ndarray, name: str) -> None:

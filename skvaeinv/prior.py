@@ -21,7 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from skvaeinv._networks import Decoder, Encoder
-from skvaeinv._utils import autocast_context, check_finite, resolve_device
+from skvaeinv._utils import as_real_array, autocast_context, check_finite, resolve_device
 
 __all__ = ["VAEPrior"]
 
@@ -171,10 +171,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------------ validation
     def _validate_images(self, X: Any, *, reset: bool) -> np.ndarray:
         """Return X as float32 ``(n, H, W)``, checking values and shape."""
-        try:
-            X = np.asarray(X, dtype=np.float32)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"X must be an array of images, got {type(X).__name__}: {exc}")
+        X = as_real_array(X, "X (images)", np.float32)
         if reset:
             shape = self.image_shape
         else:

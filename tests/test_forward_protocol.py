@@ -90,6 +90,7 @@ def test_clone(op):
         (np.array([[0.0, 0.1, np.inf, 1.0]]), "NaN or inf"),
         (np.zeros((3, 3)), r"shape \(3, 3\)"),
         ([["a", "b", "c", "d"]], "float"),
+        (RAYS + 0j, "Complex data not supported: rays"),
     ],
 )
 def test_bad_rays(op, rays, match):
@@ -109,6 +110,7 @@ def test_bad_rays(op, rays, match):
         (np.full((6, 4), np.nan), "finite and > 0"),
         (np.full((6, 4), np.inf), "finite and > 0"),
         (None, "slowness"),
+        (np.ones((6, 4)) + 1j, "Complex data not supported: slowness"),
     ],
 )
 def test_bad_slowness(op, slowness, match):

@@ -31,8 +31,6 @@ EXPECTED_FAILED_CHECKS = {name: _TABULAR for name in [
     "check_fit2d_1sample", "check_fit2d_1feature",
 ]}
 EXPECTED_FAILED_CHECKS.update({
-    "check_complex_data": "rejected, but by the image-shape check before the dtype check, "
-                          "so sklearn's expected wording does not appear",
     "check_estimators_empty_data_messages": "0-feature input is rejected by the image "
                                             "check with its own wording",
     "check_estimator_sparse_tag": "images are dense; scipy.sparse input is rejected by "
@@ -199,6 +197,7 @@ def test_load_rejects_foreign_files(tmp_path):
     (np.zeros((1, 32, 16)), "at least 2"),
     (np.zeros((0, 32, 16)), "0 images"),
     (np.zeros((10, 512)), "image_shape"),
+    (np.full((10, 32, 16), 0.5 + 0.1j), "Complex data not supported"),
 ])
 def test_fit_bad_input(X, match):
     with pytest.raises(ValueError, match=match):

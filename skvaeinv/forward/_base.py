@@ -33,6 +33,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 
+from .._utils import as_real_array
 from ..survey import Grid2D, _format_rows
 
 __all__ = ["ForwardOperator", "MatrixOperator"]
@@ -141,10 +142,7 @@ class ForwardOperator(BaseEstimator):
             the grid (the offending rows are named).
         """
         grid = self._check_grid()
-        try:
-            R = np.asarray(rays, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"rays could not be converted to a float array: {exc}") from exc
+        R = as_real_array(rays, "rays")
         if R.ndim == 1 and R.shape == (4,):
             R = R[None, :]
         if R.ndim != 2 or R.shape[1] != 4:
@@ -209,10 +207,7 @@ class ForwardOperator(BaseEstimator):
         """Return ``(S, batched)`` with S a float64 ``(B, n_cells)`` array."""
         if slowness is None:
             raise ValueError("slowness is None; expected a slowness model (ns/m).")
-        try:
-            S = np.asarray(slowness, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"slowness could not be converted to a float array: {exc}") from exc
+        S = as_real_array(slowness, "slowness")
         N = grid.n_cells
         if S.shape == (N,) or S.shape == grid.shape:
             S, batched = S.reshape(1, N), False
