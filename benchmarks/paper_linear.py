@@ -83,7 +83,7 @@ def run_case(prior, forward, rays, truth, d, case, name, settings, args, figure=
     threshold = ref * 1.1 if case == "free" else ref + NOISE_SD
     t1 = time.perf_counter()
     init = None
-    if getattr(args, "warm", None) is not None:
+    if args.warm is not None:
         # two-stage inversion: straight rays from the random starts, then bent rays
         # from where they ended (the warm stage's time is included in wall_s)
         warm_forward, warm_rays, warm_schedule = args.warm
@@ -198,6 +198,7 @@ def parse_args(argv, doc: str, *, starts: int, name: str, schedules: tuple = ("s
         ap.add_argument("--warm-start", default=None, choices=list(warm_start_choices),
                         help="start each random start with another physics first")
     args = ap.parse_args(argv)
+    args.warm = None  # (forward, rays, schedule) of a first stage, set by a caller
     args.overrides = {}
     for item in args.set:
         key, _, value = item.partition("=")

@@ -242,14 +242,11 @@ def main(argv: list[str] | None = None) -> int:
              f"{pt['samples']['proportion_binary']:.4f} / "
              f"{r_stats['proportion_binary']:.4f}", "within 10 %"],
             [f"{label}: proportion rel. error", pt["proportion_rel_error"], "<= 0.10"],
-            [f"{label}: two-point x, max rel. error (lags 0-30)",
-             pt["two_point_x_max_rel_error"], "<= 0.10 (or variogram)"],
-            [f"{label}: two-point z, max rel. error (lags 0-30)",
-             pt["two_point_z_max_rel_error"], "<= 0.10 (or variogram)"],
-            [f"{label}: variogram x, max rel. error (lags 1-30)",
-             pt["variogram_x_max_rel_error"], "<= 0.10 (or two-point)"],
-            [f"{label}: variogram z, max rel. error (lags 1-30)",
-             pt["variogram_z_max_rel_error"], "<= 0.10 (or two-point)"],
+            *[[f"{label}: {stat} {axis}, max rel. error (lags {lags})",
+               pt[f"{key}_{axis}_max_rel_error"], f"<= 0.10 (or {other})"]
+              for stat, key, lags, other in (("two-point", "two_point", "0-30", "variogram"),
+                                             ("variogram", "variogram", "1-30", "two-point"))
+              for axis in ("x", "z")],
             [f"{label}: undecided pixels (0.1 < m < 0.9)",
              pt["samples"]["undecided_fraction"], ""],
         ]
