@@ -10,6 +10,13 @@ that the last instance normalisation sees at least two values along each axis).
 Images are zero-padded at the bottom/right up to the next valid size (at least 65),
 and the decoder's output is cropped back to the image shape. For 129 x 65 no padding
 happens and the network is exactly the reference one.
+
+Under :func:`torch.compile` the same layers run in a form the compiler fuses (see
+:func:`run_layers`): channels-last activations, instance normalisation + ReLU as one
+reduction and one pointwise pass, and the decoder's last (one-channel) transposed
+convolution as a matrix product and a ``fold``. The function is the same; on a CPU
+this form is 1.5-2x faster than the eager layers, which it would slow down outside the
+compiler.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["Encoder", "Decoder", "padded_size", "MIN_SIZE"]
+__all__ = ["Encoder", "Decoder", "padded_size", "MIN_SIZE", "instance_norm_relu",
+           "conv_transpose_one_channel", "run_layers"]
 
 #: Smallest image side the four-layer encoder accepts (after padding).
 MIN_SIZE = 65
@@ -38,6 +46,102 @@ def _bottleneck_size(n: int) -> int:
     for k in _KERNELS:
         n = (n - k) // 2 + 1
     return n
+
+
+def instance_norm_relu(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """``relu(instance_norm(x))`` without affine parameters, as one fusable expression.
+
+    Statistics and normalisation are computed in float32 whatever the dtype of ``x``;
+    the result has the dtype of ``x``. Equal to ``F.relu(F.instance_norm(x, eps=eps))``
+    up to rounding.
+
+    Parameters
+    ----------
+    x : torch.Tensor of shape (B, C, H, W)
+    eps : float, default=1e-5
+        Added to the variance, as in :class:`torch.nn.InstanceNorm2d`.
+
+    Returns
+    -------
+    torch.Tensor of shape (B, C, H, W)
+    """
+    b, c, h, w = x.shape
+    # (B, H*W, C): a view when x is channels-last, the layout the compiled path uses
+    flat = x.permute(0, 2, 3, 1).reshape(b, h * w, c).float()
+    var, mean = torch.var_mean(flat, dim=1, keepdim=True, correction=0)
+    scale = torch.rsqrt(var + eps).view(b, c, 1, 1)
+    return torch.relu((x.float() - mean.view(b, c, 1, 1)) * scale).to(x.dtype)
+
+
+def conv_transpose_one_channel(x: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.Tensor:
+    """Apply a one-output-channel ``conv`` (no padding) as a matrix product and a fold.
+
+    Each input pixel's contribution to its ``kh x kw`` output window is one row of
+    ``x @ weight``; :func:`torch.nn.functional.fold` adds the overlapping windows
+    (in float32). oneDNN's transposed convolution is slow for one output channel; this
+    form is a single GEMM plus a scatter-add.
+
+    Parameters
+    ----------
+    x : torch.Tensor of shape (B, C, h, w)
+    conv : torch.nn.ConvTranspose2d
+        With ``out_channels == 1``, zero padding and no dilation.
+
+    Returns
+    -------
+    torch.Tensor of shape (B, 1, (h - 1) * sh + kh, (w - 1) * sw + kw), float32
+    """
+    b, c, h, w = x.shape
+    kh, kw = conv.kernel_size
+    sh, sw = conv.stride
+    weight = conv.weight.reshape(c, kh * kw).to(x.dtype)
+    cols = x.permute(0, 2, 3, 1).reshape(b, h * w, c) @ weight          # (B, h*w, kh*kw)
+    out = nn.functional.fold(cols.transpose(1, 2).float(),
+                             ((h - 1) * sh + kh, (w - 1) * sw + kw), (kh, kw), stride=(sh, sw))
+    if conv.bias is not None:
+        out = out + conv.bias.float().view(1, -1, 1, 1)
+    return out
+
+
+def run_layers(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """Run ``layers`` on ``x``, in the fusable form when :func:`torch.compile` traces it.
+
+    Eagerly this is ``layers(x)``. While compiling, the activations are channels-last,
+    each ``InstanceNorm2d`` + ``ReLU`` pair is :func:`instance_norm_relu` and a
+    one-output-channel ``ConvTranspose2d`` is :func:`conv_transpose_one_channel`: the
+    same function, in a form the compiler turns into a few fused loops around the
+    oneDNN convolutions.
+
+    Parameters
+    ----------
+    layers : torch.nn.Sequential
+    x : torch.Tensor of shape (B, C, H, W)
+
+    Returns
+    -------
+    torch.Tensor
+    """
+    if not torch.compiler.is_compiling():
+        return layers(x)
+    x = x.contiguous(memory_format=torch.channels_last)
+    mods = list(layers)
+    i = 0
+    while i < len(mods):
+        layer = mods[i]
+        nxt = mods[i + 1] if i + 1 < len(mods) else None
+        if isinstance(layer, nn.InstanceNorm2d) and isinstance(nxt, nn.ReLU) \
+                and not layer.affine and not layer.track_running_stats:
+            x = instance_norm_relu(x, layer.eps)
+            i += 2
+            continue
+        if isinstance(layer, nn.ConvTranspose2d) and layer.out_channels == 1 \
+                and layer.padding == (0, 0) and layer.dilation == (1, 1) \
+                and layer.output_padding == (0, 0) and layer.groups == 1:
+            x = conv_transpose_one_channel(x, layer)
+        else:
+            x = layer(x)
+        i += 1
+    return x
 
 
 class Encoder(nn.Module):
@@ -79,7 +183,7 @@ class Encoder(nn.Module):
         h, w = self.image_shape
         if (ph, pw) != (h, w):
             x = nn.functional.pad(x, (0, pw - w, 0, ph - h))
-        h = self.fc(self.conv(x).flatten(1))
+        h = self.fc(run_layers(self.conv, x).flatten(1))
         return self.mean(h), self.logvar(h)
 
 
@@ -111,6 +215,6 @@ class Decoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Decode ``(B, latent_dim)`` latent vectors to ``(B, H, W)`` images in [0, 1]."""
         x = self.fc(z).view(z.shape[0], *self.bottleneck)
-        x = self.deconv(x)
+        x = run_layers(self.deconv, x)
         h, w = self.image_shape
         return x[:, 0, :h, :w]

@@ -164,8 +164,8 @@ def _cmd_train_prior(args: argparse.Namespace) -> int:
     prior = VAEPrior(latent_dim=args.latent_dim, beta=args.beta, batch_size=args.batch_size,
                      lr=args.lr, base_channels=args.base_channels,
                      hidden_units=args.hidden_units, device=args.device,
-                     precision=args.precision, random_state=args.seed,
-                     verbose=int(args.progress))
+                     precision=args.precision, compile=args.compile,
+                     random_state=args.seed, verbose=int(args.progress))
     out = Path(args.out)
     t0 = time.perf_counter()
     chunk = 0
@@ -226,7 +226,8 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     inv = LatentInverter(prior, forward, n_starts=args.starts, batch_size=args.batch_size,
                          reg=None if args.reg == "none" else args.reg,
                          reg_weight=args.reg_weight, acceptance_threshold=args.threshold,
-                         n_jobs=args.n_jobs, device=args.device, random_state=args.seed,
+                         n_jobs=args.n_jobs, device=args.device, precision=args.precision,
+                         compile=args.compile, random_state=args.seed,
                          verbose=int(args.progress), **settings)
     t0 = time.perf_counter()
     try:
@@ -407,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--hidden-units", type=int, default=512)
     t.add_argument("--precision", choices=["float32", "bfloat16"], default="bfloat16")
     t.add_argument("--device", default="auto")
+    t.add_argument("--compile", action="store_true",
+                   help="torch.compile the training step (faster for long runs; needs a "
+                        "C++ compiler)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--progress", action="store_true", help="progress bar")
     t.set_defaults(func=_cmd_train_prior)
@@ -440,6 +444,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="acceptance threshold on data RMSE (ns)")
     i.add_argument("--n-jobs", type=int, default=None)
     i.add_argument("--device", default="cpu")
+    i.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                   help="decoder arithmetic (bfloat16: about 2x faster on CPUs with "
+                        "AVX512-BF16)")
+    i.add_argument("--compile", action="store_true",
+                   help="torch.compile the decoder (about 1.5x faster for long runs; "
+                        "needs a C++ compiler)")
     i.add_argument("--seed", type=int, default=0)
     i.add_argument("--progress", action="store_true")
     i.set_defaults(func=_cmd_invert)

@@ -321,6 +321,7 @@ def run_latent_sgd(
     track_every: int = 1,
     device: str | torch.device = "cpu",
     precision: str = "float32",
+    compile: bool = False,
     adam_betas: tuple[float, float] = (0.9, 0.999),
     adam_eps: float = 1e-8,
     log_every: int = 0,
@@ -370,6 +371,10 @@ def run_latent_sgd(
     device : str or torch.device, default="cpu"
     precision : {"float32", "bfloat16"}, default="float32"
         Autocast precision of the decoder; petrophysics, forward and cost are float32.
+    compile : bool, default=False
+        Run the decoder through :func:`torch.compile` (in this process; a few seconds
+        of compilation, then on a CPU about 1.4x (float32) to 1.7x (bfloat16) faster
+        decoder passes for the study's network). Needs a C++ compiler on the CPU.
     adam_betas, adam_eps
         Adam constants.
     log_every : int, default=0
@@ -440,9 +445,11 @@ def run_latent_sgd(
             return znorm ** 2
         return torch.zeros_like(znorm)
 
+    run_decoder = torch.compile(decoder) if compile else decoder
+
     def decode(zz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with _autocast(dev, precision):
-            x = decoder(zz)
+            x = run_decoder(zz)
         x = x.to(f32)
         if x.ndim == 4 and x.shape[1] == 1:
             x = x[:, 0]

@@ -206,6 +206,12 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         Autocast precision of the decoder (bfloat16 is about twice as fast on CPUs with
         AVX-512 BF16 and on GPUs; note that it also rounds the decoder's input).
         Petrophysics, forward and costs are always float32.
+    compile : bool, default=False
+        Compile the decoder with :func:`torch.compile` in every process that runs
+        starts: a few seconds of compilation per process, then on a CPU about 1.4x
+        (float32) to 1.7x (bfloat16) faster iterations with the study's network. Needs
+        a C++ compiler (CPU) or Triton (CUDA). Worth it for long runs, not for tiny
+        ones.
     random_state : int, RandomState instance or None, default=None
         Seeds the starts: one :class:`numpy.random.SeedSequence` child per start draws
         its initial vector and its mini-batch orders.
@@ -301,6 +307,7 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         "n_jobs": [Integral, None],
         "device": [str, torch.device],
         "precision": [StrOptions({"float32", "bfloat16"})],
+        "compile": ["boolean"],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -315,7 +322,7 @@ class LatentInverter(RegressorMixin, BaseEstimator):
                  acceptance_threshold: float | None = None, track_every: int | None = None,
                  chunk_size: int | None = None, n_jobs: int | None = None,
                  device: str | torch.device = "auto", precision: str = "float32",
-                 random_state: Any = None, verbose: int = 0) -> None:
+                 compile: bool = False, random_state: Any = None, verbose: int = 0) -> None:
         self.prior = prior
         self.forward = forward
         self.petrophysics = petrophysics
@@ -338,6 +345,7 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         self.n_jobs = n_jobs
         self.device = device
         self.precision = precision
+        self.compile = compile
         self.random_state = random_state
         self.verbose = verbose
 
@@ -455,7 +463,7 @@ class LatentInverter(RegressorMixin, BaseEstimator):
             reg_weight=self.reg_weight, reg_decay=self.reg_decay,
             ring_radius=self.ring_radius, optimizer=self.optimizer,
             batch_groups=_batch_groups(rays, self.batching), linear=linear,
-            track_every=track_every, precision=self.precision,
+            track_every=track_every, precision=self.precision, compile=self.compile,
             log_every=log_every, progress=bool(self.verbose),
         )
         decoder = self.prior.get_decoder(device)

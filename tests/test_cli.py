@@ -80,10 +80,11 @@ def test_invert_command(survey_files):
     assert res["data_rmse"][res["best_index"]] == res["data_rmse"].min()
     assert fig.stat().st_size > 1000
     assert np.ravel(res["history_lr"])[0] == pytest.approx(1e-2)  # the straight schedule
-    # .npy traveltimes work too; --schedule picks another reference schedule
+    # .npy traveltimes work too; --schedule picks another reference schedule; bfloat16
     r = run("invert", "--prior", str(d / "prior.skv"), "--rays", str(d / "rays.csv"),
             "--traveltimes", str(d / "tt.npy"), "--out", str(d / "res2.npz"),
-            "--starts", "2", "--epochs", "1", "--batch-size", "20", "--schedule", "bent-long")
+            "--starts", "2", "--epochs", "1", "--batch-size", "20", "--schedule", "bent-long",
+            "--precision", "bfloat16")
     assert r.returncode == 0, r.stderr
     assert np.ravel(np.load(d / "res2.npz")["history_lr"])[0] == pytest.approx(0.05)
 

@@ -1,5 +1,7 @@
 """Tests of skvaeinv.LatentInverter (CI-sized: tiny prior, tiny grids)."""
 
+import shutil
+
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -192,6 +194,20 @@ def test_adam_bfloat16_and_origin_run(tiny_prior, survey, data):
                              **{**FAST, **extra}).fit(rays, data[2])
         assert np.isfinite(inv.data_rmse_).all()
         assert (inv.data_rmse_ <= inv.history_["data_rmse"][:, 0]).all()
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile on the CPU needs a C++ compiler")
+def test_compiled_decoder_gives_the_same_inversion(tiny_prior, survey, data):
+    grid, rays = survey
+    kw = dict(n_starts=3, random_state=5, **FAST)
+    eager = LatentInverter(tiny_prior, StraightRay(grid), **kw).fit(rays, data[2])
+    compiled = LatentInverter(tiny_prior, StraightRay(grid), compile=True,
+                              **kw).fit(rays, data[2])
+    # same trajectories up to float32 rounding of a differently ordered computation
+    np.testing.assert_allclose(compiled.history_.data_rmse, eager.history_.data_rmse,
+                               rtol=1e-3)
+    np.testing.assert_allclose(compiled.latents_, eager.latents_, rtol=1e-3, atol=1e-4)
 
 
 def test_divergence_is_flagged(tiny_prior, survey, data):
