@@ -51,8 +51,8 @@ def _bottleneck_size(n: int) -> int:
 def instance_norm_relu(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """``relu(instance_norm(x))`` without affine parameters, as one fusable expression.
 
-    Statistics and normalisation are computed in float32 whatever the dtype of ``x``;
-    the result has the dtype of ``x``. Equal to ``F.relu(F.instance_norm(x, eps=eps))``
+    Statistics and normalisation are computed in at least float32 precision (float32
+    for bfloat16/float16 input); the result has the dtype of ``x``. Equal to ``F.relu(F.instance_norm(x, eps=eps))``
     up to rounding.
 
     Parameters
@@ -66,11 +66,12 @@ def instance_norm_relu(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     torch.Tensor of shape (B, C, H, W)
     """
     b, c, h, w = x.shape
+    acc = torch.promote_types(x.dtype, torch.float32)
     # (B, H*W, C): a view when x is channels-last, the layout the compiled path uses
-    flat = x.permute(0, 2, 3, 1).reshape(b, h * w, c).float()
+    flat = x.permute(0, 2, 3, 1).reshape(b, h * w, c).to(acc)
     var, mean = torch.var_mean(flat, dim=1, keepdim=True, correction=0)
     scale = torch.rsqrt(var + eps).view(b, c, 1, 1)
-    return torch.relu((x.float() - mean.view(b, c, 1, 1)) * scale).to(x.dtype)
+    return torch.relu((x.to(acc) - mean.view(b, c, 1, 1)) * scale).to(x.dtype)
 
 
 def conv_transpose_one_channel(x: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.Tensor:
@@ -78,7 +79,7 @@ def conv_transpose_one_channel(x: torch.Tensor, conv: nn.ConvTranspose2d) -> tor
 
     Each input pixel's contribution to its ``kh x kw`` output window is one row of
     ``x @ weight``; :func:`torch.nn.functional.fold` adds the overlapping windows
-    (in float32). oneDNN's transposed convolution is slow for one output channel; this
+    (in at least float32). oneDNN's transposed convolution is slow for one output channel; this
     form is a single GEMM plus a scatter-add.
 
     Parameters
@@ -89,17 +90,19 @@ def conv_transpose_one_channel(x: torch.Tensor, conv: nn.ConvTranspose2d) -> tor
 
     Returns
     -------
-    torch.Tensor of shape (B, 1, (h - 1) * sh + kh, (w - 1) * sw + kw), float32
+    torch.Tensor of shape (B, 1, (h - 1) * sh + kh, (w - 1) * sw + kw)
+        float32 (float64 for float64 input).
     """
     b, c, h, w = x.shape
     kh, kw = conv.kernel_size
     sh, sw = conv.stride
     weight = conv.weight.reshape(c, kh * kw).to(x.dtype)
     cols = x.permute(0, 2, 3, 1).reshape(b, h * w, c) @ weight          # (B, h*w, kh*kw)
-    out = nn.functional.fold(cols.transpose(1, 2).float(),
+    acc = torch.promote_types(x.dtype, torch.float32)
+    out = nn.functional.fold(cols.transpose(1, 2).to(acc),
                              ((h - 1) * sh + kh, (w - 1) * sw + kw), (kh, kw), stride=(sh, sw))
     if conv.bias is not None:
-        out = out + conv.bias.float().view(1, -1, 1, 1)
+        out = out + conv.bias.to(acc).view(1, -1, 1, 1)
     return out
 
 
