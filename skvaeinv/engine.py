@@ -373,8 +373,8 @@ def run_latent_sgd(
         Autocast precision of the decoder; petrophysics, forward and cost are float32.
     compile : bool, default=False
         Run the decoder through :func:`torch.compile` (in this process; a few seconds
-        of compilation, then on a CPU about 1.4x (float32) to 1.7x (bfloat16) faster
-        decoder passes for the study's network). Needs a C++ compiler on the CPU.
+        of compilation, then about 1.3-1.7x faster iterations for the study's network
+        on a CPU). Needs a C++ compiler on the CPU.
     adam_betas, adam_eps
         Adam constants.
     log_every : int, default=0

@@ -208,10 +208,10 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         Petrophysics, forward and costs are always float32.
     compile : bool, default=False
         Compile the decoder with :func:`torch.compile` in every process that runs
-        starts: a few seconds of compilation per process, then on a CPU about 1.4x
-        (float32) to 1.7x (bfloat16) faster iterations with the study's network. Needs
-        a C++ compiler (CPU) or Triton (CUDA). Worth it for long runs, not for tiny
-        ones.
+        starts: a few seconds of compilation per process, then about 1.3-1.7x faster
+        iterations with the study's network on a CPU (see
+        ``benchmarks/results/sgd_speed.md``). Needs a C++ compiler (CPU) or Triton
+        (CUDA; not tested on a GPU yet). Worth it for long runs, not for tiny ones.
     random_state : int, RandomState instance or None, default=None
         Seeds the starts: one :class:`numpy.random.SeedSequence` child per start draws
         its initial vector and its mini-batch orders.
