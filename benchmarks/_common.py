@@ -58,6 +58,11 @@ def write_results(name: str, payload: dict, markdown: str) -> tuple[Path, Path]:
     return jpath, mpath
 
 
+def setting_label(precision: str, compile: bool) -> str:
+    """Key of a timed setting in results: "float32", "bfloat16 compiled", ..."""
+    return precision + (" compiled" if compile else "")
+
+
 def md_table(header: list[str], rows: list[list]) -> str:
     def fmt(v):
         if isinstance(v, float):

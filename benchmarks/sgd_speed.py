@@ -43,7 +43,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PRIORS, SHARED, md_table, slowness, write_results  # noqa: E402
+from _common import (PRIORS, SHARED, md_table, setting_label, slowness,  # noqa: E402
+                     write_results)
 
 from skvaeinv import LatentInverter, VAEPrior  # noqa: E402
 from skvaeinv.datasets import make_channels  # noqa: E402
@@ -177,7 +178,7 @@ def batched_run(prior, fwd, rays, y, n_starts: int, epochs: int, precision: str,
 
 
 def _label(run: dict) -> str:
-    return run["precision"] + (" compiled" if run["compile"] else "")
+    return setting_label(run["precision"], run["compile"])
 
 
 def main(argv: list[str] | None = None) -> None:

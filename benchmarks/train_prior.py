@@ -36,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (SHARED, TRAIN_ROWS, TRUTH_SHAPE, VALID_ROWS,  # noqa: E402
-                     exclusion_windows, md_table, write_results)
+                     exclusion_windows, md_table, setting_label, write_results)
 
 from skvaeinv import VAEPrior  # noqa: E402
 from skvaeinv.datasets import extract_patches, load_training_image  # noqa: E402
@@ -75,8 +75,7 @@ def throughput_table(n_batches: int, seed: int, patches: np.ndarray, modes: list
     for _ in range(repeats):
         for compile in modes:
             for precision in ("float32", "bfloat16"):
-                key = precision + (" compiled" if compile else "")
-                runs.setdefault(key, []).append(
+                runs.setdefault(setting_label(precision, compile), []).append(
                     throughput(precision, n_batches, seed, patches, compile))
     return {**{k: max(v) for k, v in runs.items()}, "runs": runs}
 
