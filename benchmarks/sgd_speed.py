@@ -43,8 +43,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (PRIORS, SHARED, md_table, setting_label, slowness,  # noqa: E402
-                     write_results)
+from _common import (PRIORS, SHARED, machine_info, md_table, setting_label,  # noqa: E402
+                     slowness, write_results)
 
 from skvaeinv import LatentInverter, VAEPrior  # noqa: E402
 from skvaeinv.datasets import make_channels  # noqa: E402
@@ -119,14 +119,18 @@ def truth_model(prior: VAEPrior) -> tuple[np.ndarray, str]:
 # ---------------------------------------------------------------------- (a) reference
 def reference_loop(decoder: torch.nn.Module, A: np.ndarray, d: np.ndarray, n_iter: int,
                    seed: int = 0) -> float:
-    """One start the way the published code works; returns seconds per iteration."""
+    """One start the way the published code works; returns seconds per iteration.
+
+    Runs on the device of ``decoder`` (the published code also ran on a GPU when one
+    was present, copying the decoded image to numpy at every step)."""
     rng = np.random.default_rng(seed)
-    latent_dim = next(decoder.parameters()).shape[1]
+    weight = next(decoder.parameters())
+    latent_dim, dev = weight.shape[1], weight.device
     z = torch.tensor(rng.standard_normal((1, latent_dim)), dtype=torch.float32,
-                     requires_grad=True)
+                     device=dev, requires_grad=True)
     optimizer = torch.optim.SGD([z], lr=LINEAR["lr"])
-    A_t = torch.tensor(A, dtype=torch.float32)
-    d_t = torch.tensor(d, dtype=torch.float32)
+    A_t = torch.tensor(A, dtype=torch.float32, device=dev)
+    d_t = torch.tensor(d, dtype=torch.float32, device=dev)
     mchi = chi_mean(latent_dim)
     lam = LINEAR["reg_weight"]
     n_data, bs = len(d), LINEAR["batch_size"]
@@ -154,26 +158,32 @@ def reference_loop(decoder: torch.nn.Module, A: np.ndarray, d: np.ndarray, n_ite
             total = torch.sum((d_t - sim) ** 2) + reg
             if cost_min is None or total <= cost_min:
                 cost_min, model_min = total, x[0]  # noqa: F841
-            dloss.append(torch.sum((d_t - sim) ** 2).detach().numpy())
-            zs.append(np.copy(z.data.numpy()))
+            dloss.append(torch.sum((d_t - sim) ** 2).detach().cpu().numpy())
+            zs.append(np.copy(z.data.cpu().numpy()))
             it += 1
     return (time.perf_counter() - t0) / n_iter
 
 
 # ---------------------------------------------------------------------- (b) batched
 def batched_run(prior, fwd, rays, y, n_starts: int, epochs: int, precision: str,
-                n_jobs: int, schedule: dict, compile: bool = False) -> dict:
-    inv = LatentInverter(prior, fwd, n_starts=n_starts, epochs=epochs, device="cpu",
+                n_jobs: int, schedule: dict, compile: bool = False,
+                device: str = "cpu") -> dict:
+    inv = LatentInverter(prior, fwd, n_starts=n_starts, epochs=epochs, device=device,
                          precision=precision, n_jobs=n_jobs, random_state=0,
                          compile=compile, **schedule)
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     with PeakRSS() as mem:
         t0 = time.perf_counter()
-        inv.fit(rays, y)
+        inv.fit(rays, y)  # returns numpy arrays: the device work is finished
         wall = time.perf_counter() - t0
-    return {"precision": precision, "compile": compile, "starts": n_starts,
-            "iterations": inv.n_iter_,
+    return {"precision": precision, "compile": compile, "device": device,
+            "starts": n_starts, "iterations": inv.n_iter_,
             "wall_s": wall, "start_iterations_per_s": n_starts * inv.n_iter_ / wall,
-            "peak_rss_gb": mem.peak / 1e9, "best_data_rmse_ns": float(inv.data_rmse_.min()),
+            "peak_rss_gb": mem.peak / 1e9,
+            "peak_gpu_memory_gb": torch.cuda.max_memory_allocated() / 1e9 if cuda else None,
+            "best_data_rmse_ns": float(inv.data_rmse_.min()),
             "median_data_rmse_ns": float(np.median(inv.data_rmse_))}
 
 
@@ -202,6 +212,9 @@ def main(argv: list[str] | None = None) -> None:
                         choices=["eager", "compiled"],
                         help="run (b) with the eager decoder and/or LatentInverter(compile=True)")
     parser.add_argument("--n-jobs", type=int, default=2)
+    parser.add_argument("--device", default="cpu",
+                        help="torch device of (a) and (b), e.g. 'cuda' (the shortest-path "
+                             "operator itself always runs on the CPU)")
     parser.add_argument("--name", default="sgd_speed")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -218,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # (a) reference loop, with torch's default threads and with one thread (on a busy
     # machine OpenMP threads can slow each other down a lot); the faster is the baseline
-    decoder = prior.get_decoder("cpu")
+    decoder = prior.get_decoder(args.device)
     default_threads = torch.get_num_threads()
     timings = {}
     for threads in ([] if args.skip_linear else sorted({default_threads, 1}, reverse=True)):
@@ -241,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     for precision in ([] if args.skip_linear else args.precisions):
         for mode in args.compile:
             r = batched_run(prior, sr, rays, y, args.starts, epochs, precision, args.n_jobs,
-                            LINEAR, compile=mode == "compiled")
+                            LINEAR, compile=mode == "compiled", device=args.device)
             r["speedup_vs_reference"] = (r["start_iterations_per_s"]
                                          / ref["start_iterations_per_s"])
             log.info("batched %s %s: %s", precision, mode, r)
@@ -254,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
         y_nl = sp.traveltimes(slowness(truth), rays_nl)
         nl_epochs = max(1, args.nl_iterations // 25)
         r = batched_run(prior, sp, rays_nl, y_nl, 1, nl_epochs, "float32", 1,
-                        {**NONLINEAR, "batching": batching})
+                        {**NONLINEAR, "batching": batching}, device=args.device)
         r["s_per_iteration"] = r["wall_s"] / r["iterations"]
         r["batching"] = batching
         log.info("nonlinear: %s", r)
@@ -275,21 +288,27 @@ def main(argv: list[str] | None = None) -> None:
             {_label(r): r["peak_rss_gb"] <= 2.0 for r in runs} if full else None),
     }
     payload = {"prior": prior_name, "truth": truth_name, "grid": list(SHAPE),
-               "n_rays": len(rays), "n_jobs": args.n_jobs, "reference_loop": ref,
+               "n_rays": len(rays), "n_jobs": args.n_jobs, "device": args.device,
+               "reference_loop": ref,
                "batched": runs, "nonlinear": nonlinear_runs, "targets": targets,
                "command": " ".join(["python", "benchmarks/sgd_speed.py", *(argv or sys.argv[1:])])}
-    rows = [[f"(a) per-start reference loop, {best_threads} thread(s)", "float32", 1,
-             args.ref_iterations,
+    on_cpu = torch.device(args.device).type == "cpu"
+    where = f"{best_threads} thread(s)" if on_cpu else args.device
+    rows = [[f"(a) per-start reference loop, {where}", "float32", 1, args.ref_iterations,
              ref["start_iterations_per_s"], 1.0, "-", "-"]]
-    rows += [[f"(b) LatentInverter, n_jobs={args.n_jobs}"
+    rows += [[f"(b) LatentInverter, " + (f"n_jobs={args.n_jobs}" if on_cpu else args.device)
               + (", compile=True" if r["compile"] else ""), r["precision"], r["starts"],
               r["iterations"], r["start_iterations_per_s"], r["speedup_vs_reference"],
-              r["wall_s"], r["peak_rss_gb"]] for r in runs]
+              r["wall_s"], r["peak_rss_gb"] if on_cpu else r["peak_gpu_memory_gb"]]
+             for r in runs]
+    machine = machine_info()
     md = [f"# Latent SGD speed ({args.starts} starts x {args.iterations} iterations)", "",
           f"Prior: {prior_name}. Truth: {truth_name}. Grid 129 x 65, {len(rays)} straight "
-          "rays, batches of 25.", "",
+          f"rays, batches of 25. Device: {args.device}"
+          + (f" ({machine['cuda']})" if not on_cpu else "") + ".", "",
           md_table(["run", "precision", "starts", "iterations", "start-it/s",
-                    "x reference", "wall s", "peak RSS GB"], rows), ""]
+                    "x reference", "wall s",
+                    "peak RSS GB" if on_cpu else "peak GPU memory GB"], rows), ""]
     for r in nonlinear_runs:
         md += [f"Nonlinear (ShortestPath, 3 secondary nodes, 1 start, batching="
                f"'{r['batching']}'): {r['iterations']} iterations in {r['wall_s']:.1f} s "

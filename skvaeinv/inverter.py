@@ -214,7 +214,10 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         (CUDA; not tested on a GPU yet). Worth it for long runs, not for tiny ones.
     random_state : int, RandomState instance or None, default=None
         Seeds the starts: one :class:`numpy.random.SeedSequence` child per start draws
-        its initial vector and its mini-batch orders.
+        its initial vector and its mini-batch orders. On the CPU, results are then
+        repeatable bit for bit and independent of ``n_jobs``; on CUDA they agree to
+        float32 rounding (cuDNN's convolutions need not round the same way twice), and
+        SGD with a large learning rate can amplify such differences.
     verbose : int, default=0
         0: silent; 1: progress logged (``logging.INFO``) ten times per chunk; 2: every
         epoch.

@@ -83,7 +83,10 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         ``LatentInverter(compile=True)``.
     random_state : int, RandomState instance or None, default=None
         Seed for weight initialisation, batch order and the reparameterisation noise.
-        With an int, CPU runs are repeatable.
+        With an int, CPU runs are repeatable bit for bit. On CUDA the same draws are
+        made, but cuDNN may pick convolution algorithms that round differently from
+        call to call: decoded images agree to float32 rounding (~1e-7), not bit for
+        bit, and training, which accumulates such differences, is not repeatable.
     verbose : int, default=0
         If > 0, show a progress bar with the running loss.
 

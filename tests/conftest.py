@@ -39,6 +39,33 @@ def tiny_prior(tiny_images):
     return VAEPrior(epochs=30, random_state=0, **TINY_PRIOR_KW).fit(tiny_images[:250])
 
 
+def slowness(m):
+    """The study's petrophysics: facies m (1 = channel) -> slowness (ns/m)."""
+    return 1.0 / (0.06 + 0.02 * (1.0 - m))
+
+
+@pytest.fixture(scope="session")
+def survey():
+    """A tiny crosshole survey: grid of TINY_SHAPE cells of 0.1 m, 16 x 16 = 256 rays."""
+    from skvaeinv.survey import Grid2D, crosshole
+
+    grid = Grid2D(TINY_SHAPE, spacing=0.1)
+    rays = crosshole(grid, depths=np.arange(0.1, 3.2, 0.2))
+    return grid, rays
+
+
+@pytest.fixture(scope="session")
+def data(tiny_prior, survey):
+    """Noise-free straight-ray data ``(z_true, truth, y)`` of a truth drawn from the prior."""
+    from skvaeinv.forward import StraightRay
+
+    grid, rays = survey
+    z_true = np.random.default_rng(8).standard_normal((1, tiny_prior.latent_dim))
+    truth = tiny_prior.inverse_transform(z_true)[0]
+    y = StraightRay(grid).traveltimes(slowness(truth), rays)
+    return z_true, truth, y
+
+
 def pytest_configure(config):
     # Tiny networks run fastest on one thread, and tests must not oversubscribe a
     # 2-core machine when several run at once (joblib workers set their own count).

@@ -16,30 +16,9 @@ from skvaeinv.inverter import reference_schedule
 from skvaeinv.petrophysics import LinearVelocity
 from skvaeinv.survey import Grid2D, crosshole
 
-from conftest import TINY_SHAPE
+from conftest import TINY_SHAPE, slowness
 
 FAST = dict(epochs=3, batch_size=32, lr=0.05, reg_weight=5.0, reg_decay=0.99, device="cpu")
-
-
-def slowness(m):
-    return 1.0 / (0.06 + 0.02 * (1.0 - m))
-
-
-@pytest.fixture(scope="module")
-def survey():
-    grid = Grid2D(TINY_SHAPE, spacing=0.1)
-    rays = crosshole(grid, depths=np.arange(0.1, 3.2, 0.2))  # 16 x 16 = 256 rays
-    return grid, rays
-
-
-@pytest.fixture(scope="module")
-def data(tiny_prior, survey):
-    """Noise-free straight-ray data of a truth drawn from the prior itself."""
-    grid, rays = survey
-    z_true = np.random.default_rng(8).standard_normal((1, tiny_prior.latent_dim))
-    truth = tiny_prior.inverse_transform(z_true)[0]
-    y = StraightRay(grid).traveltimes(slowness(truth), rays)
-    return z_true, truth, y
 
 
 def test_random_starts_reach_the_level_of_the_true_code(tiny_prior, survey, data):
@@ -200,7 +179,9 @@ def test_adam_bfloat16_and_origin_run(tiny_prior, survey, data):
                     reason="torch.compile on the CPU needs a C++ compiler")
 def test_compiled_decoder_gives_the_same_inversion(tiny_prior, survey, data):
     grid, rays = survey
-    kw = dict(n_starts=3, random_state=5, **FAST)
+    # lr=0.01: SGD contracts, so differently rounded runs stay close (with lr=0.05 the
+    # tiny problem's SGD oscillates and can amplify rounding differences)
+    kw = dict(n_starts=3, random_state=5, **{**FAST, "lr": 0.01})
     eager = LatentInverter(tiny_prior, StraightRay(grid), **kw).fit(rays, data[2])
     compiled = LatentInverter(tiny_prior, StraightRay(grid), compile=True,
                               **kw).fit(rays, data[2])
