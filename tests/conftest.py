@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from skvaeinv.datasets import make_channels
 
@@ -15,6 +16,23 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TINY_SHAPE = (32, 16)
 TINY_PRIOR_KW = dict(latent_dim=4, beta=50.0, batch_size=32, lr=3e-3, base_channels=4,
                      hidden_units=32, device="cpu")
+
+
+#: Devices to parametrize a test over; "cuda" is skipped where there is no GPU (CI).
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))]
+
+
+@pytest.fixture
+def no_tf32():
+    """float32 convolutions and matrix products on a GPU (no TF32), restored after.
+
+    For tests comparing GPU results with CPU ones (or with each other at float32
+    tolerances); a no-op on the CPU."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +87,4 @@ def data(tiny_prior, survey):
 def pytest_configure(config):
     # Tiny networks run fastest on one thread, and tests must not oversubscribe a
     # 2-core machine when several run at once (joblib workers set their own count).
-    import torch
-
     torch.set_num_threads(1)

@@ -33,15 +33,6 @@ SAME = {**FAST, "lr": 0.01}
 ROUNDING = dict(rtol=0, atol=1e-6)
 
 
-@pytest.fixture
-def no_tf32():
-    """float32 convolutions and matrix products on the GPU (no TF32), restored after."""
-    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-
-
 @pytest.fixture(scope="module")
 def cuda_prior(tiny_images):
     return VAEPrior(epochs=30, random_state=0, **CUDA_KW).fit(tiny_images[:250])
@@ -154,23 +145,3 @@ def test_torch_forward_gradients_on_cuda_equal_the_cpu_ones():
             (fwd(s, idx.to(dev)) ** 2).sum().backward()
             grads.append(s.grad.cpu().numpy())
         np.testing.assert_allclose(grads[1], grads[0], rtol=1e-12, atol=0)
-
-
-def test_compiled_decoder_on_cuda(tiny_prior, survey, data, no_tf32):
-    grid, rays = survey
-    kw = dict(n_starts=3, random_state=5, device="cuda", **SAME)
-    eager = LatentInverter(tiny_prior, StraightRay(grid), **kw).fit(rays, data[2])
-    compiled = LatentInverter(tiny_prior, StraightRay(grid), compile=True,
-                              **kw).fit(rays, data[2])
-    np.testing.assert_allclose(compiled.history_.data_rmse, eager.history_.data_rmse,
-                               rtol=1e-3)
-    np.testing.assert_allclose(compiled.latents_, eager.latents_, rtol=1e-3, atol=1e-4)
-
-
-def test_divergence_is_flagged_on_cuda(tiny_prior, survey, data):
-    grid, rays = survey
-    inv = LatentInverter(tiny_prior, StraightRay(grid), n_starts=2, random_state=0,
-                         device="cuda", **{**FAST, "lr": 10.0, "reg_weight": 10.0})
-    with pytest.warns(RuntimeWarning, match="diverged"):
-        inv.fit(rays, data[2])
-    assert inv.diverged_.all() and np.isfinite(inv.data_rmse_).all()

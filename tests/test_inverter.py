@@ -16,7 +16,7 @@ from skvaeinv.inverter import reference_schedule
 from skvaeinv.petrophysics import LinearVelocity
 from skvaeinv.survey import Grid2D, crosshole
 
-from conftest import TINY_SHAPE, slowness
+from conftest import DEVICES, TINY_SHAPE, slowness
 
 FAST = dict(epochs=3, batch_size=32, lr=0.05, reg_weight=5.0, reg_decay=0.99, device="cpu")
 
@@ -177,11 +177,12 @@ def test_adam_bfloat16_and_origin_run(tiny_prior, survey, data):
 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                     reason="torch.compile on the CPU needs a C++ compiler")
-def test_compiled_decoder_gives_the_same_inversion(tiny_prior, survey, data):
+@pytest.mark.parametrize("device", DEVICES)
+def test_compiled_decoder_gives_the_same_inversion(tiny_prior, survey, data, device, no_tf32):
     grid, rays = survey
     # lr=0.01: SGD contracts, so differently rounded runs stay close (with lr=0.05 the
     # tiny problem's SGD oscillates and can amplify rounding differences)
-    kw = dict(n_starts=3, random_state=5, **{**FAST, "lr": 0.01})
+    kw = dict(n_starts=3, random_state=5, **{**FAST, "lr": 0.01, "device": device})
     eager = LatentInverter(tiny_prior, StraightRay(grid), **kw).fit(rays, data[2])
     compiled = LatentInverter(tiny_prior, StraightRay(grid), compile=True,
                               **kw).fit(rays, data[2])
@@ -191,10 +192,11 @@ def test_compiled_decoder_gives_the_same_inversion(tiny_prior, survey, data):
     np.testing.assert_allclose(compiled.latents_, eager.latents_, rtol=1e-3, atol=1e-4)
 
 
-def test_divergence_is_flagged(tiny_prior, survey, data):
+@pytest.mark.parametrize("device", DEVICES)
+def test_divergence_is_flagged(tiny_prior, survey, data, device):
     grid, rays = survey
     inv = LatentInverter(tiny_prior, StraightRay(grid), n_starts=2, random_state=0,
-                         **{**FAST, "lr": 10.0, "reg_weight": 10.0})
+                         **{**FAST, "lr": 10.0, "reg_weight": 10.0, "device": device})
     with pytest.warns(RuntimeWarning, match="diverged"):
         inv.fit(rays, data[2])
     assert inv.diverged_.all() and np.isfinite(inv.data_rmse_).all()
