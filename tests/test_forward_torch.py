@@ -1,5 +1,7 @@
 """Tests for the torch autograd bridge skvaeinv.forward.TorchForward."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -153,3 +155,16 @@ def test_pickles_without_caches():
     blob = pickle.dumps(fwd)
     assert len(blob) < 20_000  # the graph caches stay behind
     np.testing.assert_allclose(pickle.loads(blob)(S, [[0, 3]]).numpy(), t.numpy())
+
+
+def test_torch_sparse_notices_are_silenced_and_nothing_else():
+    from skvaeinv.forward._torch import _quiet_sparse
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with _quiet_sparse():
+            warnings.warn("Sparse invariant checks are implicitly disabled. Memory errors",
+                          UserWarning)
+            warnings.warn("Sparse CSR tensor support is in beta state", UserWarning)
+            warnings.warn("slowness has NaN", UserWarning)
+    assert [str(w.message) for w in seen] == ["slowness has NaN"]

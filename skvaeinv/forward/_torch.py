@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -40,12 +42,26 @@ class _SparseKernelProduct(torch.autograd.Function):
         return (ctx.KT @ grad_out.t()).t(), None, None
 
 
+@contextlib.contextmanager
+def _quiet_sparse() -> Iterator[None]:
+    """Silence torch's notices about its sparse tensors (not about our input).
+
+    torch flags its CSR support as "beta", and some builds (seen with 2.11 + CUDA) warn
+    that invariant checks are "implicitly disabled" when a sparse tensor built with an
+    explicit ``check_invariants`` is moved to a GPU.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Ss]parse CSR tensor support",
+                                category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*[Ss]parse invariant checks are "
+                                "implicitly disabled", category=UserWarning)
+        yield
+
+
 def _csr(J: sp.csr_matrix, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     J = J.tocsr()
     J.sort_indices()
-    with warnings.catch_warnings():  # torch flags its CSR support as "beta"
-        warnings.filterwarnings("ignore", message=".*[Ss]parse CSR tensor support",
-                                category=UserWarning)
+    with _quiet_sparse():
         return torch.sparse_csr_tensor(
             torch.from_numpy(J.indptr.astype(np.int64)),
             torch.from_numpy(J.indices.astype(np.int64)), torch.from_numpy(J.data),
@@ -70,10 +86,11 @@ class _NonlinearTraveltimes(torch.autograd.Function):
         J = sp.block_diag(blocks, format="coo")
         indices = torch.from_numpy(np.vstack([J.row, J.col]).astype(np.int64))
         values = torch.from_numpy(J.data)
-        Jt = torch.sparse_coo_tensor(
-            indices, values, size=J.shape, dtype=slowness.dtype, device=slowness.device,
-            check_invariants=False,
-        ).coalesce()
+        with _quiet_sparse():
+            Jt = torch.sparse_coo_tensor(
+                indices, values, size=J.shape, dtype=slowness.dtype,
+                device=slowness.device, check_invariants=False,
+            ).coalesce()
         ctx.save_for_backward(Jt)
         ctx.shape = slowness.shape
         return torch.from_numpy(times).to(device=slowness.device, dtype=slowness.dtype)
