@@ -98,12 +98,44 @@ def chi_mean(n: int) -> float:
 
 
 def learning_rate(lr: float, lr_decay: float, lr_step: int, epoch: int) -> float:
-    """Learning rate of ``epoch`` (0-based): ``lr * lr_decay ** (epoch // lr_step)``."""
+    """Learning rate of ``epoch`` (0-based): ``lr * lr_decay ** (epoch // lr_step)``.
+
+    Parameters
+    ----------
+    lr : float
+        Initial learning rate (that of epoch 0).
+    lr_decay : float
+        Factor applied to the learning rate every ``lr_step`` epochs.
+    lr_step : int
+        Number of epochs between two decays.
+    epoch : int
+        Epoch (0-based).
+
+    Returns
+    -------
+    float
+        The learning rate of ``epoch``.
+    """
     return float(lr) * float(lr_decay) ** (int(epoch) // int(lr_step))
 
 
 def reg_weight_at(reg_weight: float, reg_decay: float, iteration: int) -> float:
-    """Regularisation weight of ``iteration`` (0-based): ``reg_weight * reg_decay ** k``."""
+    """Regularisation weight of ``iteration`` (0-based): ``reg_weight * reg_decay ** k``.
+
+    Parameters
+    ----------
+    reg_weight : float
+        Initial regularisation weight (that of iteration 0).
+    reg_decay : float
+        Factor applied to the weight at every iteration.
+    iteration : int
+        Iteration ``k`` (0-based, counted over all epochs).
+
+    Returns
+    -------
+    float
+        The regularisation weight ``λ_k`` of ``iteration``.
+    """
     return float(reg_weight) * float(reg_decay) ** int(iteration)
 
 
@@ -165,7 +197,15 @@ class SGDHistory:
         return int(self.data_rmse.shape[1])
 
     def keys(self) -> tuple[str, ...]:
-        """Names of the recorded quantities."""
+        """Names of the recorded quantities.
+
+        Returns
+        -------
+        tuple of str
+            The per-start fields (``"data_rmse"``, ``"batch_rmse"``, ``"z_norm"``,
+            ``"cost"``) followed by the per-iteration fields (``"lr"``,
+            ``"reg_weight"``, ``"epoch"``).
+        """
         return self.per_start_fields + self.per_iteration_fields
 
     def __len__(self) -> int:
@@ -189,7 +229,25 @@ class SGDHistory:
         raise KeyError(f"unsupported history key {key!r}")
 
     def start(self, index: int) -> dict[str, np.ndarray]:
-        """All records of one start, each of shape (n_iter,)."""
+        """All records of one start, each of shape (n_iter,).
+
+        Parameters
+        ----------
+        index : int
+            Index of the start, in ``[-n_starts, n_starts)`` (negative values count from
+            the end).
+
+        Returns
+        -------
+        dict of str to ndarray of shape (n_iter,)
+            Every recorded quantity (see :meth:`keys`): the per-start ones for start
+            ``index``, and the per-iteration ones, which all starts share.
+
+        Raises
+        ------
+        IndexError
+            If ``index`` is out of range.
+        """
         if not -self.n_starts <= index < self.n_starts:
             raise IndexError(f"start index {index} out of range for {self.n_starts} starts")
         out = {name: getattr(self, name)[index] for name in self.per_start_fields}
@@ -197,12 +255,35 @@ class SGDHistory:
         return out
 
     def to_dict(self) -> dict[str, np.ndarray]:
-        """All records as a dict of arrays."""
+        """All records as a dict of arrays.
+
+        Returns
+        -------
+        dict of str to ndarray
+            One entry per name of :meth:`keys`: arrays of shape (n_starts, n_iter) for
+            the per-start quantities and (n_iter,) for the per-iteration ones. The
+            arrays are not copied.
+        """
         return {name: getattr(self, name) for name in self.keys()}
 
     @classmethod
     def concatenate(cls, histories: Sequence["SGDHistory"]) -> "SGDHistory":
-        """Stack the histories of chunks of starts (shorter ones padded with NaN)."""
+        """Stack the histories of chunks of starts (shorter ones padded with NaN).
+
+        Parameters
+        ----------
+        histories : sequence of SGDHistory
+            Histories of chunks of starts, stacked in the given order; they may have run
+            for different numbers of iterations.
+
+        Returns
+        -------
+        SGDHistory
+            The histories of all starts, with ``n_iter`` the largest of the chunks'. The
+            per-start quantities of shorter histories are padded with NaN; the
+            per-iteration ones (``lr``, ``reg_weight``, ``epoch``) are those of the
+            longest history.
+        """
         n_iter = max(h.n_iter for h in histories)
         longest = max(histories, key=lambda h: h.n_iter)
 
@@ -226,7 +307,9 @@ class SGDHistory:
 class EngineResult:
     """What :func:`run_latent_sgd` returns (numpy arrays, one row per start).
 
-    Attributes
+    Each parameter is kept as the attribute of the same name.
+
+    Parameters
     ----------
     models : ndarray of shape (B, *image_shape)
         Decoded image of the kept (lowest total cost) iterate; NaN if none was tracked.
@@ -249,6 +332,7 @@ class EngineResult:
     interrupted : bool
         True when the run was stopped by KeyboardInterrupt.
     history : SGDHistory
+        Per-start, per-iteration records of the run.
     """
 
     models: np.ndarray
@@ -351,10 +435,30 @@ def run_latent_sgd(
         Facies → slowness on torch tensors; identity if None.
     sample_weight : array of shape (n_rays,), optional
         Weights of the squared residuals (used as given).
-    epochs, batch_size, lr, lr_decay, lr_step, reg, reg_weight, reg_decay, optimizer
-        Schedule and objective; see the module docstring.
+    epochs : int, default=120
+        Number of epochs; each visits all rays once (see the module docstring).
+    batch_size : int, default=25
+        Rays per mini-batch, in ``[1, n_rays]``; an epoch has
+        ``ceil(n_rays / batch_size)`` mini-batches.
+    lr : float, default=1e-2
+        Learning rate of the first epoch.
+    lr_decay : float, default=0.95
+        Decay factor of the learning rate, ``lr * lr_decay ** (epoch // lr_step)``.
+    lr_step : int, default=1
+        Number of epochs between two learning-rate decays.
+    reg : {"ring", "origin"} or None, default="ring"
+        Regulariser ``R(z)`` of the latent vectors (see the module docstring); None
+        means no regularisation.
+    reg_weight : float, default=10.0
+        Regularisation weight ``λ_0`` of the first iteration.
+    reg_decay : float, default=0.999
+        Decay factor of the regularisation weight per iteration,
+        ``λ_k = reg_weight * reg_decay ** k``.
     ring_radius : float or None, default=None
         Radius of the ring regulariser; None means ``E[χ_n]`` (the study's choice).
+    optimizer : {"sgd", "adam"}, default="sgd"
+        Plain SGD ``z <- z - lr grad`` or Adam (per-start moments, with the usual bias
+        correction).
     batch_groups : array of shape (n_rays,), optional
         Group label of each ray (e.g. its source). If given, each epoch visits the
         groups in a random order (per start) and the rays of a group consecutively, in
@@ -369,14 +473,20 @@ def run_latent_sgd(
     track_every : int, default=1
         Cadence of the full-data cost evaluation when ``linear`` is False.
     device : str or torch.device, default="cpu"
+        Torch device of the run: the latent vectors, data and weights are placed there,
+        and ``decoder`` and ``forward`` receive tensors on it.
     precision : {"float32", "bfloat16"}, default="float32"
         Autocast precision of the decoder; petrophysics, forward and cost are float32.
     compile : bool, default=False
         Run the decoder through :func:`torch.compile` (in this process; a few seconds
         of compilation, then about 1.3-1.7x faster iterations for the study's network
         on a CPU). Needs a C++ compiler on the CPU.
-    adam_betas, adam_eps
-        Adam constants.
+    adam_betas : tuple of two floats, default=(0.9, 0.999)
+        Adam's decay rates of the first and second moment estimates (used only with
+        ``optimizer="adam"``).
+    adam_eps : float, default=1e-8
+        Adam's constant added to the denominator for numerical stability (used only with
+        ``optimizer="adam"``).
     log_every : int, default=0
         Log progress (``logging.INFO``) every this many epochs; 0 = never.
     log_prefix : str, default=""
@@ -387,6 +497,7 @@ def run_latent_sgd(
     Returns
     -------
     EngineResult
+        The kept iterate of every start, its cost, divergence flags and the history.
     """
     dev = torch.device(device)
     f32 = torch.float32

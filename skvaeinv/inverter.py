@@ -82,7 +82,10 @@ def reference_schedule(name: str = "straight") -> dict[str, Any]:
 class Ensemble:
     """The accepted starts of a :class:`LatentInverter` fit and their statistics.
 
-    Attributes
+    Returned by :meth:`LatentInverter.ensemble`; each parameter is kept as the attribute
+    of the same name.
+
+    Parameters
     ----------
     threshold : float or None
         Acceptance threshold on the data RMSE (ns); None accepts every start that
@@ -261,8 +264,8 @@ class LatentInverter(RegressorMixin, BaseEstimator):
 
     See Also
     --------
-    skvaeinv.VAEPrior : the pattern prior.
-    skvaeinv.engine.run_latent_sgd : the optimisation engine.
+    skvaeinv.VAEPrior : The pattern prior.
+    skvaeinv.engine.run_latent_sgd : The optimisation engine.
 
     References
     ----------

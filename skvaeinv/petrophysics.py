@@ -36,7 +36,7 @@ class LinearVelocity:
 
     See Also
     --------
-    check_petrophysics : turn the ``petrophysics`` parameter of
+    check_petrophysics : Turn the ``petrophysics`` parameter of
         :class:`~skvaeinv.LatentInverter` into a callable.
 
     Examples
@@ -56,11 +56,40 @@ class LinearVelocity:
     # Minimal estimator-style parameter API so that ``clone`` and
     # ``set_params(petrophysics__v_channel=...)`` work without importing scikit-learn.
     def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Parameters of this mapping (scikit-learn convention)."""
+        """Parameters of this mapping (scikit-learn convention).
+
+        Parameters
+        ----------
+        deep : bool, default=True
+            Ignored: the mapping holds no sub-estimators. Present for scikit-learn
+            compatibility.
+
+        Returns
+        -------
+        params : dict
+            ``{"v_channel": ..., "v_matrix": ...}``.
+        """
         return {"v_channel": self.v_channel, "v_matrix": self.v_matrix}
 
     def set_params(self, **params: Any) -> "LinearVelocity":
-        """Set parameters (scikit-learn convention); returns self."""
+        """Set parameters (scikit-learn convention); returns self.
+
+        Parameters
+        ----------
+        **params : dict
+            New values of ``v_channel`` and/or ``v_matrix`` (m/ns). They are checked
+            when the mapping is next used.
+
+        Returns
+        -------
+        self : LinearVelocity
+            This mapping, updated in place.
+
+        Raises
+        ------
+        ValueError
+            For a parameter name other than ``v_channel`` and ``v_matrix``.
+        """
         for key, value in params.items():
             if key not in ("v_channel", "v_matrix"):
                 raise ValueError(
@@ -81,7 +110,23 @@ class LinearVelocity:
                 )
 
     def velocity(self, m: Any) -> Any:
-        """Velocity ``v_channel * m + v_matrix * (1 - m)`` (m/ns), same type as ``m``."""
+        """Velocity ``v_channel * m + v_matrix * (1 - m)`` (m/ns), same type as ``m``.
+
+        Parameters
+        ----------
+        m : float, ndarray or torch.Tensor
+            Facies values in [0, 1] (1 = channel), of any shape.
+
+        Returns
+        -------
+        v : float, ndarray or torch.Tensor
+            Velocity (m/ns) of each value, of the same type and shape as ``m``.
+
+        Raises
+        ------
+        ValueError
+            If ``v_channel`` or ``v_matrix`` is not a positive finite number.
+        """
         self._check()
         return self.v_matrix + (self.v_channel - self.v_matrix) * m
 

@@ -55,6 +55,7 @@ def plot_survey(grid: Any, rays: np.ndarray, *, model: np.ndarray | None = None,
     model : ndarray of shape (nz, nx), optional
         Image drawn underneath.
     ax : matplotlib Axes, optional
+        Axes to draw on; None makes a new figure.
     max_rays : int, default=2000
         At most this many ray lines are drawn (evenly subsampled).
 
@@ -97,12 +98,22 @@ def plot_models(models: np.ndarray, *, grid: Any = None,
     Parameters
     ----------
     models : ndarray of shape (n, H, W) or (H, W)
+        Images to show, one per panel (a single image gives one panel).
     grid : Grid2D, optional
         Gives metre axes.
     titles : sequence of str, optional
+        Title of each panel, one per image; None gives untitled panels.
     ncols : int, default=6
-    cmap, vmin, vmax
-        Passed to ``imshow``.
+        Maximum number of panels per row (at most the number of images); the panels
+        fill as many rows as needed.
+    cmap : str, default="gray_r"
+        Colour map, passed to ``imshow``.
+    vmin : float or None, default=0.0
+        Value at the low end of the colour map, passed to ``imshow`` (None: the
+        smallest value of each image).
+    vmax : float or None, default=1.0
+        Value at the high end of the colour map, passed to ``imshow`` (None: the
+        largest value of each image).
 
     Returns
     -------
@@ -143,6 +154,8 @@ def plot_history(history: Any, *, starts: Sequence[int] | None = None,
     threshold : float, optional
         Acceptance threshold drawn on the data-RMSE panel.
     axes : array of 4 matplotlib Axes, optional
+        Axes of the four panels (data RMSE, ``||z||``, learning rate, regularisation
+        weight), in this order; None makes a new figure with one row of four.
 
     Returns
     -------
@@ -192,8 +205,12 @@ def plot_ensemble(ensemble: Any, *, grid: Any = None, truth: np.ndarray | None =
     ensemble : Ensemble
         From :meth:`skvaeinv.LatentInverter.ensemble`.
     grid : Grid2D, optional
+        Gives metre axes.
     truth : ndarray of shape (H, W), optional
-    axes : matplotlib Axes, optional
+        True model, drawn as an extra first panel.
+    axes : array of matplotlib Axes, optional
+        Axes of the panels (truth if given, mean, channel probability, spread), in this
+        order; None makes a new figure with one row of panels.
 
     Returns
     -------
@@ -228,6 +245,7 @@ def plot_inversion(inverter: Any, *, truth: np.ndarray | None = None, grid: Any 
     inverter : LatentInverter
         A fitted inverter.
     truth : ndarray of shape (H, W), optional
+        True model, drawn as an extra first panel.
     grid : Grid2D, optional
         Defaults to the inverter's ``forward.grid`` when it has one.
     threshold : float, optional

@@ -589,10 +589,13 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, H, W) or (n_samples, H*W)
+            Images in [0, 1], of the fitted shape.
 
         Returns
         -------
         errors : ndarray of shape (n_samples,)
+            Sum over pixels of the squared difference between each image and its
+            reconstruction from the posterior mean.
         """
         check_is_fitted(self, "encoder_")
         X = self._validate_images(X, reset=False)
@@ -622,7 +625,18 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         return dec
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        """Names of the latent features: z0, z1, ..., up to latent_dim - 1."""
+        """Names of the latent features: z0, z1, ..., up to latent_dim - 1.
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Ignored; present for scikit-learn API compatibility.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects of shape (latent_dim,)
+            ``["z0", "z1", ..., f"z{latent_dim - 1}"]``.
+        """
         check_is_fitted(self, "encoder_")
         return np.asarray([f"z{i}" for i in range(self.latent_dim)], dtype=object)
 

@@ -112,6 +112,7 @@ class ForwardOperator(BaseEstimator):
         slowness : array-like of shape (nz, nx) or (n_cells,), or None
             One slowness model. Ignored (and may be None) for linear operators.
         rays : array-like of shape (n_rays, 4)
+            Columns ``xs, zs, xr, zr``.
 
         Returns
         -------
@@ -134,6 +135,17 @@ class ForwardOperator(BaseEstimator):
 
     def validate_rays(self, rays: Any) -> np.ndarray:
         """Check rays and return them as a float64 ``(n_rays, 4)`` array.
+
+        Parameters
+        ----------
+        rays : array-like of shape (n_rays, 4) or (4,)
+            Columns ``xs, zs, xr, zr``; a single ray may be given as a 1-D array of 4
+            coordinates. Sources and receivers must lie within the grid extent.
+
+        Returns
+        -------
+        rays : ndarray of shape (n_rays, 4)
+            The rays as a C-contiguous float64 array.
 
         Raises
         ------

@@ -273,7 +273,18 @@ class TorchForward:
         return _NonlinearTraveltimes.apply(slowness, self, idx_np)
 
     def full(self, slowness: torch.Tensor) -> torch.Tensor:
-        """Traveltimes of all rays, ``(B, n_rays)``; same as ``self(slowness)``."""
+        """Traveltimes of all rays, ``(B, n_rays)``; same as ``self(slowness)``.
+
+        Parameters
+        ----------
+        slowness : torch.Tensor of shape (B, n_cells)
+            One slowness model per start, on any device; differentiable.
+
+        Returns
+        -------
+        torch.Tensor of shape (B, n_rays)
+            Traveltimes of every ray of the survey through each model.
+        """
         return self(slowness, None)
 
     def __repr__(self) -> str:

@@ -441,6 +441,10 @@ class ShortestPath(ForwardOperator):
         already runs inside parallel workers (e.g. ``LatentInverter(n_jobs=2)``).
         Results do not depend on ``n_jobs``.
 
+    See Also
+    --------
+    StraightRay : The linear straight-ray operator.
+
     Notes
     -----
     - The graph's structure is built once per grid and ``secondary_nodes`` (shared
@@ -455,10 +459,6 @@ class ShortestPath(ForwardOperator):
     - The Jacobian is the length of each ray's path in each cell (a boundary edge is
       charged to the neighbour with the smaller slowness, half to each on a tie), so
       ``traveltimes == jacobian @ s`` up to rounding.
-
-    See Also
-    --------
-    StraightRay : the linear straight-ray operator.
 
     References
     ----------

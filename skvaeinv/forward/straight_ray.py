@@ -34,6 +34,7 @@ def straight_ray_kernel(grid: Grid2D, rays: np.ndarray) -> sp.csr_matrix:
     Parameters
     ----------
     grid : Grid2D
+        The model grid.
     rays : ndarray of shape (n_rays, 4)
         Validated rays (``xs, zs, xr, zr``) inside the grid.
 
@@ -101,9 +102,9 @@ class StraightRay(ForwardOperator):
 
     See Also
     --------
-    straight_ray_kernel : the kernel builder and its conventions for rays along cell
+    straight_ray_kernel : The kernel builder and its conventions for rays along cell
         edges, vertical / horizontal and zero-length rays.
-    ShortestPath : the nonlinear (bending-ray) operator.
+    ShortestPath : The nonlinear (bending-ray) operator.
 
     Examples
     --------
