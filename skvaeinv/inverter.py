@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import numbers
+import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -200,7 +201,10 @@ class LatentInverter(RegressorMixin, BaseEstimator):
     n_jobs : int or None, default=None
         Chunks of starts run in parallel joblib workers (CPU only). Every chunk uses
         one torch thread, in workers and in this process alike, so results are
-        identical for any ``n_jobs``; use ``n_jobs=-1`` to use all cores.
+        identical for any ``n_jobs``; use ``n_jobs=-1`` to use all cores. When the
+        chunks run in this process (a single chunk, or a GPU), a nonlinear operator
+        whose own ``n_jobs`` is None (e.g. :class:`~skvaeinv.forward.ShortestPath`)
+        runs on these cores instead (a clone of it; results do not change).
     device : str or torch.device, default="auto"
         Torch device; ``"auto"`` picks CUDA when available. On an accelerator all
         chunks run in this process; a nonlinear operator still runs on the CPU and only
@@ -473,22 +477,24 @@ class LatentInverter(RegressorMixin, BaseEstimator):
             log_every=log_every, progress=bool(self.verbose),
         )
         decoder = self.prior.get_decoder(device)
+        n_jobs = effective_n_jobs(self.n_jobs)
+        in_process = device.type != "cpu" or n_jobs == 1 or len(chunks) == 1
+        operator = _operator_with_spare_cores(self.forward, n_jobs if in_process else 1)
         jobs = [
             delayed(_fit_chunk)(
-                decoder, self.forward, rays, y, w, self.petrophysics_, z0[idx],
+                decoder, operator, rays, y, w, self.petrophysics_, z0[idx],
                 [rngs[i] for i in idx], str(device), settings,
                 f"starts {idx[0]}-{idx[-1]}: ",
             )
             for idx in chunks
         ]
-        n_jobs = effective_n_jobs(self.n_jobs)
         results: list[EngineResult] = []
         interrupted = False
         if self.verbose:
             logger.info("LatentInverter: %d starts in %d chunk(s), %d iterations each, on %s",
                         self.n_starts, len(chunks), self.epochs * n_batches, device)
         try:
-            if device.type != "cpu" or n_jobs == 1 or len(chunks) == 1:
+            if in_process:
                 for job in jobs:
                     fn, args, kwargs = job
                     results.append(fn(*args, **kwargs))
@@ -664,6 +670,28 @@ def _one_thread() -> Iterator[None]:
             yield
     finally:
         torch.set_num_threads(previous)
+
+
+def _operator_with_spare_cores(operator: Any, spare: int) -> Any:
+    """``operator``, or a clone of it that runs on ``spare`` cores.
+
+    When the chunks of starts run in this process (one chunk, or an accelerator) the
+    cores that ``n_jobs`` grants them are idle during the CPU physics of a nonlinear
+    operator: an operator with an ``n_jobs`` parameter left at None (e.g.
+    :class:`~skvaeinv.forward.ShortestPath`, whose results do not depend on it) then
+    gets them. Linear operators run as torch kernels and are returned as they are, as is
+    an operator whose ``n_jobs`` the user set.
+    """
+    spare = min(int(spare), os.cpu_count() or 1)
+    if spare <= 1 or getattr(operator, "is_linear", False):
+        return operator
+    try:
+        params = operator.get_params(deep=False)
+    except AttributeError:  # an operator outside the sklearn protocol
+        return operator
+    if "n_jobs" not in params or params["n_jobs"] is not None:
+        return operator
+    return clone(operator).set_params(n_jobs=spare)
 
 
 def _batch_groups(rays: np.ndarray, batching: str) -> np.ndarray | None:

@@ -129,6 +129,29 @@ def test_shortest_path_forward_inside_the_loop(tiny_prior, data):
                                fwd.traveltimes(slowness(inv.model_), rays), rtol=1e-6)
 
 
+def test_idle_cores_go_to_the_shortest_path_operator(tiny_prior, data):
+    from skvaeinv.inverter import _operator_with_spare_cores
+
+    grid = Grid2D(TINY_SHAPE, spacing=0.1)
+    sp = ShortestPath(grid, secondary_nodes=1)
+    given = _operator_with_spare_cores(sp, 2)
+    assert given is not sp and given.n_jobs == 2 and sp.n_jobs is None
+    assert given.get_params() == {**sp.get_params(), "n_jobs": 2}
+    for op, spare in ((sp, 1), (ShortestPath(grid, n_jobs=1), 2), (StraightRay(grid), 2)):
+        assert _operator_with_spare_cores(op, spare) is op  # nothing idle, user's choice
+    # one chunk of starts with n_jobs=2: the operator runs over two worker processes,
+    # with the same result as in this process
+    rays = crosshole(grid, depths=[0.3, 1.1, 1.9, 2.7])
+    y = sp.traveltimes(slowness(data[1]), rays)
+    kw = dict(n_starts=2, epochs=2, batch_size=4, lr=0.1, reg_weight=5.0, reg_decay=0.99,
+              device="cpu", random_state=0)
+    one = LatentInverter(tiny_prior, sp, n_jobs=1, **kw).fit(rays, y)
+    two = LatentInverter(tiny_prior, sp, n_jobs=2, **kw).fit(rays, y)
+    assert sp.n_jobs is None  # the user's operator is not modified
+    np.testing.assert_array_equal(two.latents_, one.latents_)
+    np.testing.assert_array_equal(two.history_.batch_rmse, one.history_.batch_rmse)
+
+
 def test_clone_keeps_the_fitted_prior_and_grid_search(tiny_prior, survey, data):
     grid, rays = survey
     inv = LatentInverter(tiny_prior, StraightRay(grid), n_starts=2, random_state=0,
