@@ -437,9 +437,10 @@ class ShortestPath(ForwardOperator):
         None means 1 unless inside a :func:`joblib.parallel_config` context, -1 all
         cores). The sources are split into ``n_jobs`` groups; each worker builds its
         own copy of the graph on its first call and keeps it. Worth it for full-survey
-        calls (625 rays: about 2× on 2 cores); leave it at None when the operator
-        already runs inside parallel workers (e.g. ``LatentInverter(n_jobs=2)``).
-        Results do not depend on ``n_jobs``.
+        calls (625 rays: about 2× on 2 cores). Inside :class:`~skvaeinv.LatentInverter`
+        leave it at None: the inverter sets it to its own ``n_jobs`` when its starts
+        run in one process (one chunk, or a GPU) and leaves it at one worker when its
+        chunks already fill the cores. Results do not depend on ``n_jobs``.
 
     See Also
     --------
