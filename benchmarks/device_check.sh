@@ -5,7 +5,8 @@
 #
 # 1. the CUDA tests (tests/test_cuda.py, tests/test_forward_torch.py);
 # 2. benchmarks/sgd_speed.py on the GPU (100 starts x 3000 iterations, float32/bfloat16,
-#    eager/compiled; the per-start reference loop on the same GPU; the nonlinear case);
+#    eager/compiled; the per-start reference loop on the same GPU; the nonlinear case,
+#    whose shortest-path operator gets all CPU cores: --n-jobs -1);
 # 3. benchmarks/train_prior.py training throughput on the GPU (committed prior evaluated);
 # 4. the whole test suite with the GPU present (device="auto" picks it), if time is left;
 # 5. sgd_speed with 1000 starts, if time is left.
@@ -36,7 +37,7 @@ if [ ! -d ../shared/data ] && [ -d .shared_data ]; then
   mkdir -p ../shared && cp -r .shared_data ../shared/data
 fi
 step pytest_cuda 200 $PY -m pytest -q -p no:cacheprovider -rfEs tests/test_cuda.py tests/test_forward_torch.py
-step sgd_speed_cuda 220 $PY benchmarks/sgd_speed.py --device cuda --nl-batching random --name sgd_speed_cuda ${SGD_EXTRA:-}
+step sgd_speed_cuda 220 $PY benchmarks/sgd_speed.py --device cuda --n-jobs -1 --nl-batching random --name sgd_speed_cuda ${SGD_EXTRA:-}
 step train_prior_cuda 120 $PY benchmarks/train_prior.py --evaluate-only --throughput-device cuda \
   --throughput-batches 20 --throughput-repeats 2 --compile --density-components 0 \
   --out benchmarks/priors/reference_prior.skv --name train_prior_cuda
@@ -44,7 +45,7 @@ step pytest_all 150 $PY -m pytest -q -p no:cacheprovider --tb=short -rfE -n 16 -
 step sgd_speed_cuda_1000 90 $PY benchmarks/sgd_speed.py --device cuda --starts 1000 \
   --precisions bfloat16 --compile eager --ref-iterations 100 --nl-iterations 0 \
   --name sgd_speed_cuda_1000
-step sgd_speed_cuda_nonlinear 120 $PY benchmarks/sgd_speed.py --device cuda --skip-linear \
+step sgd_speed_cuda_nonlinear 120 $PY benchmarks/sgd_speed.py --device cuda --n-jobs -1 --skip-linear \
   --nl-batching source --name sgd_speed_cuda_nonlinear
 tar czf "$OUTDIR/results.tgz" benchmarks/results/*cuda* 2>/dev/null
 echo "== total $(( $(date +%s) - t0 )) s"
