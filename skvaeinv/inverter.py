@@ -687,11 +687,13 @@ def _operator_with_spare_cores(operator: Any, spare: int) -> Any:
         return operator
     try:
         params = operator.get_params(deep=False)
-    except AttributeError:  # an operator outside the sklearn protocol
+        if "n_jobs" not in params or params["n_jobs"] is not None:
+            return operator
+        return clone(operator).set_params(n_jobs=spare)
+    except (AttributeError, TypeError, RuntimeError, ValueError):
+        # an operator outside the sklearn protocol, or one clone cannot copy: run it
+        # as given
         return operator
-    if "n_jobs" not in params or params["n_jobs"] is not None:
-        return operator
-    return clone(operator).set_params(n_jobs=spare)
 
 
 def _batch_groups(rays: np.ndarray, batching: str) -> np.ndarray | None:

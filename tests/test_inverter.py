@@ -137,8 +137,15 @@ def test_idle_cores_go_to_the_shortest_path_operator(tiny_prior, data):
     given = _operator_with_spare_cores(sp, 2)
     assert given is not sp and given.n_jobs == 2 and sp.n_jobs is None
     assert given.get_params() == {**sp.get_params(), "n_jobs": 2}
-    for op, spare in ((sp, 1), (ShortestPath(grid, n_jobs=1), 2), (StraightRay(grid), 2)):
-        assert _operator_with_spare_cores(op, spare) is op  # nothing idle, user's choice
+    class Uncloneable(ShortestPath):  # its constructor breaks sklearn's clone
+        def __init__(self, grid, secondary_nodes=1, n_jobs=None):
+            super().__init__(grid, secondary_nodes=secondary_nodes + 0, n_jobs=n_jobs)
+            self.secondary_nodes = [secondary_nodes]
+
+    for op, spare in ((sp, 1), (ShortestPath(grid, n_jobs=1), 2), (StraightRay(grid), 2),
+                      (Uncloneable(grid), 2)):
+        # nothing idle, the user's choice, a linear operator, one clone cannot copy
+        assert _operator_with_spare_cores(op, spare) is op
     # one chunk of starts with n_jobs=2: the operator runs over two worker processes,
     # with the same result as in this process
     rays = crosshole(grid, depths=[0.3, 1.1, 1.9, 2.7])
