@@ -262,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     rows += [
         ["images seen in training", prior.n_images_seen_, ">= 1,000,000"],
         ["validation SSE per crop (VAE)", results["validation"]["sse_per_crop"], ""],
-        ["validation SSE per crop (mean image)", results["validation"]["sse_per_crop_mean_image"], ""],
+        ["validation SSE per crop (mean image)",
+         results["validation"]["sse_per_crop_mean_image"], ""],
     ]
     for source in sources:
         pt = results["patterns"][source]

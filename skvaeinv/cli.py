@@ -354,7 +354,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"  model RMSE vs truth          : best {summary['model_rmse_best']:.3f}, "
           f"ensemble mean {summary['model_rmse_ensemble_mean']:.3f} "
           f"(prior mean image: {summary['model_rmse_prior_mean_image']:.3f})")
-    print(f"  truth's own latent code      : data RMSE {summary['data_rmse_truth_code_ns']:.3f} ns")
+    print("  truth's own latent code      : data RMSE "
+          f"{summary['data_rmse_truth_code_ns']:.3f} ns")
     print(f"  accepted starts              : {summary['accepted']} "
           f"(data RMSE <= {summary['threshold_ns']:.3f} ns)")
     print(f"  time                         : {summary['total_seconds']:.0f} s "
