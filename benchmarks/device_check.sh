@@ -13,7 +13,9 @@
 # 6. the nonlinear case alone (source-gather batching), if time is left.
 # STEPS="pytest_cuda pytest_all" (say) runs only those steps; BUDGET (s, default 420)
 # bounds the whole run. Logs and results land in OUTDIR (default $OUT, else /tmp/device_check) and
-# benchmarks/results/*cuda*. Needs ../shared/data (or a copy in .shared_data).
+# benchmarks/results/*cuda*. Needs ../shared/data. On the workplace's lent GPU machine
+# ../shared does not travel: copy it to .shared_data (listed in .git/info/exclude, never
+# committed), name it in the run's carry, and delete the copy afterwards.
 set -u
 OUTDIR=${1:-${OUT:-/tmp/device_check}}
 mkdir -p "$OUTDIR"
