@@ -58,6 +58,14 @@ def write_results(name: str, payload: dict, markdown: str) -> tuple[Path, Path]:
     return jpath, mpath
 
 
+def device_label(device: str) -> str:
+    """``device`` for result tables, with the card's name for a GPU ("cuda (NVIDIA ...)")."""
+    import torch
+
+    dev = torch.device(device)
+    return device if dev.type != "cuda" else f"{device} ({torch.cuda.get_device_name(dev)})"
+
+
 def setting_label(precision: str, compile: bool) -> str:
     """Key of a timed setting in results: "float32", "bfloat16 compiled", ..."""
     return precision + (" compiled" if compile else "")

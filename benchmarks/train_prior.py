@@ -32,11 +32,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (SHARED, TRAIN_ROWS, TRUTH_SHAPE, VALID_ROWS,  # noqa: E402
-                     exclusion_windows, md_table, setting_label, write_results)
+                     device_label, exclusion_windows, md_table, setting_label,
+                     write_results)
 
 from skvaeinv import VAEPrior  # noqa: E402
 from skvaeinv.datasets import extract_patches, load_training_image  # noqa: E402
@@ -99,20 +99,14 @@ def pattern_stats(images: np.ndarray, max_lag: int = 30) -> dict:
 
 def compare_stats(s: dict, r: dict) -> dict:
     """Relative errors of sample statistics ``s`` against training-image statistics ``r``."""
-    def max_rel(key: str, first_lag: int) -> float:
-        a, b = np.array(s[key])[first_lag:], np.array(r[key])[first_lag:]
-        return float(np.max(np.abs(a - b) / b))
-
-    def curve_rel(key: str, first_lag: int) -> float:
-        a, b = np.array(s[key])[first_lag:], np.array(r[key])[first_lag:]
-        return float(np.linalg.norm(a - b) / np.linalg.norm(b))
-
     out = {"proportion_rel_error": float(abs(s["proportion_binary"] - r["proportion_binary"])
                                          / r["proportion_binary"])}
     for key, first_lag in (("two_point", 0), ("variogram", 1)):
         for axis in ("x", "z"):
-            out[f"{key}_{axis}_max_rel_error"] = max_rel(f"{key}_{axis}", first_lag)
-            out[f"{key}_{axis}_curve_rel_error"] = curve_rel(f"{key}_{axis}", first_lag)
+            name = f"{key}_{axis}"
+            a, b = np.array(s[name])[first_lag:], np.array(r[name])[first_lag:]
+            out[f"{name}_max_rel_error"] = float(np.max(np.abs(a - b) / b))
+            out[f"{name}_curve_rel_error"] = float(np.linalg.norm(a - b) / np.linalg.norm(b))
     return out
 
 
@@ -255,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     tp = results.get("throughput_images_per_s", {})
     on = results.get("throughput_device", "cpu")
     on_cpu = on == "cpu"
-    where = "" if on_cpu else f", {on}: {torch.cuda.get_device_name(0)}"
+    where = "" if on_cpu else f", {device_label(on)}"
     rows = [[f"throughput {key} (img/s{where})", value,
              ">= 500" if "bfloat16" in key and on_cpu else ""]
             for key, value in tp.items() if key != "runs"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,10 @@ TINY_SHAPE = (32, 16)
 TINY_PRIOR_KW = dict(latent_dim=4, beta=50.0, batch_size=32, lr=3e-3, base_channels=4,
                      hidden_units=32, device="cpu")
 
+
+#: Marks a test that runs torch.compile on the CPU, which needs a C++ compiler.
+needs_cxx = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                               reason="torch.compile on the CPU needs a C++ compiler")
 
 #: Devices to parametrize a test over; "cuda" is skipped where there is no GPU (CI).
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
@@ -70,6 +75,19 @@ def survey():
     grid = Grid2D(TINY_SHAPE, spacing=0.1)
     rays = crosshole(grid, depths=np.arange(0.1, 3.2, 0.2))
     return grid, rays
+
+
+@pytest.fixture(scope="session")
+def bent_data(data):
+    """``(grid, rays, op, y)``: 4 sources x 4 receivers, a one-secondary-node
+    :class:`~skvaeinv.forward.ShortestPath` and its noise-free data of the ``data`` truth."""
+    from skvaeinv.forward import ShortestPath
+    from skvaeinv.survey import Grid2D, crosshole
+
+    grid = Grid2D(TINY_SHAPE, spacing=0.1)
+    rays = crosshole(grid, depths=[0.3, 1.1, 1.9, 2.7])  # 16 rays
+    op = ShortestPath(grid, secondary_nodes=1)
+    return grid, rays, op, op.traveltimes(slowness(data[1]), rays)
 
 
 @pytest.fixture(scope="session")

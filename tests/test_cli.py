@@ -7,8 +7,6 @@ import pytest
 
 from skvaeinv import cli
 
-from conftest import TINY_PRIOR_KW
-
 
 def run(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "skvaeinv", *args], capture_output=True,

@@ -19,7 +19,7 @@ from skvaeinv._utils import resolve_device
 from skvaeinv.forward import ShortestPath, StraightRay, TorchForward
 from skvaeinv.survey import Grid2D, crosshole
 
-from conftest import TINY_PRIOR_KW, TINY_SHAPE, slowness
+from conftest import TINY_PRIOR_KW, TINY_SHAPE
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -118,11 +118,8 @@ def test_random_starts_reach_the_level_of_the_true_code_on_cuda(tiny_prior, surv
         assert np.sqrt(np.mean((inv.model_ - truth) ** 2)) < 0.1, precision
 
 
-def test_shortest_path_in_the_loop_on_cuda(tiny_prior, data, no_tf32):
-    grid = Grid2D(TINY_SHAPE, spacing=0.1)
-    rays = crosshole(grid, depths=[0.3, 1.1, 1.9, 2.7])  # 16 rays
-    fwd = ShortestPath(grid, secondary_nodes=1)
-    y = fwd.traveltimes(slowness(data[1]), rays)
+def test_shortest_path_in_the_loop_on_cuda(tiny_prior, bent_data, no_tf32):
+    grid, rays, fwd, y = bent_data
     kw = dict(n_starts=3, epochs=3, batch_size=4, lr=0.1, lr_decay=0.8, reg_weight=5.0,
               reg_decay=0.99, track_every=2, random_state=0)
     cpu = LatentInverter(tiny_prior, fwd, device="cpu", **kw).fit(rays, y)

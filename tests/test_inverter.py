@@ -1,6 +1,5 @@
 """Tests of skvaeinv.LatentInverter (CI-sized: tiny prior, tiny grids)."""
 
-import shutil
 
 import numpy as np
 import pytest
@@ -16,7 +15,7 @@ from skvaeinv.inverter import reference_schedule
 from skvaeinv.petrophysics import LinearVelocity
 from skvaeinv.survey import Grid2D, crosshole
 
-from conftest import DEVICES, TINY_SHAPE, slowness
+from conftest import DEVICES, TINY_SHAPE, needs_cxx, slowness
 
 FAST = dict(epochs=3, batch_size=32, lr=0.05, reg_weight=5.0, reg_decay=0.99, device="cpu")
 
@@ -109,11 +108,8 @@ def test_deterministic_and_independent_of_n_jobs(tiny_prior, survey, data):
     assert not np.array_equal(one.latents_, different.latents_)
 
 
-def test_shortest_path_forward_inside_the_loop(tiny_prior, data):
-    grid = Grid2D(TINY_SHAPE, spacing=0.1)
-    rays = crosshole(grid, depths=[0.3, 1.1, 1.9, 2.7])  # 16 rays
-    fwd = ShortestPath(grid, secondary_nodes=1)
-    y = fwd.traveltimes(slowness(data[1]), rays)
+def test_shortest_path_forward_inside_the_loop(tiny_prior, bent_data):
+    grid, rays, fwd, y = bent_data
     inv = LatentInverter(tiny_prior, fwd, n_starts=2, epochs=3, batch_size=4, lr=0.1,
                          lr_decay=0.8, reg_weight=5.0, reg_decay=0.99, track_every=2,
                          device="cpu", random_state=0).fit(rays, y)
@@ -129,11 +125,10 @@ def test_shortest_path_forward_inside_the_loop(tiny_prior, data):
                                fwd.traveltimes(slowness(inv.model_), rays), rtol=1e-6)
 
 
-def test_idle_cores_go_to_the_shortest_path_operator(tiny_prior, data):
+def test_idle_cores_go_to_the_shortest_path_operator(tiny_prior, bent_data):
     from skvaeinv.inverter import _operator_with_spare_cores
 
-    grid = Grid2D(TINY_SHAPE, spacing=0.1)
-    sp = ShortestPath(grid, secondary_nodes=1)
+    grid, rays, sp, y = bent_data
     given = _operator_with_spare_cores(sp, 2)
     assert given is not sp and given.n_jobs == 2 and sp.n_jobs is None
     assert given.get_params() == {**sp.get_params(), "n_jobs": 2}
@@ -148,8 +143,6 @@ def test_idle_cores_go_to_the_shortest_path_operator(tiny_prior, data):
         assert _operator_with_spare_cores(op, spare) is op
     # one chunk of starts with n_jobs=2: the operator runs over two worker processes,
     # with the same result as in this process
-    rays = crosshole(grid, depths=[0.3, 1.1, 1.9, 2.7])
-    y = sp.traveltimes(slowness(data[1]), rays)
     kw = dict(n_starts=2, epochs=2, batch_size=4, lr=0.1, reg_weight=5.0, reg_decay=0.99,
               device="cpu", random_state=0)
     one = LatentInverter(tiny_prior, sp, n_jobs=1, **kw).fit(rays, y)
@@ -205,8 +198,7 @@ def test_adam_bfloat16_and_origin_run(tiny_prior, survey, data):
         assert (inv.data_rmse_ <= inv.history_["data_rmse"][:, 0]).all()
 
 
-@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
-                    reason="torch.compile on the CPU needs a C++ compiler")
+@needs_cxx
 @pytest.mark.parametrize("device", DEVICES)
 def test_compiled_decoder_gives_the_same_inversion(tiny_prior, survey, data, device, no_tf32):
     grid, rays = survey
@@ -326,18 +318,15 @@ def test_bad_inputs(tiny_prior, survey, data, case, error, match):
         LatentInverter(prior, fwd, **params).fit(X, y, sample_weight=w)
 
 
-def test_source_batching_with_shortest_path(tiny_prior, data):
+def test_source_batching_with_shortest_path(tiny_prior, bent_data):
     """batching='source': every mini-batch is one source gather (one Dijkstra run)."""
     from skvaeinv.inverter import _batch_groups
 
-    grid = Grid2D(TINY_SHAPE, spacing=0.1)
-    rays = crosshole(grid, depths=[0.3, 1.1, 1.9, 2.7])  # 4 sources x 4 receivers
+    grid, rays, fwd, y = bent_data  # 4 sources x 4 receivers
     groups = _batch_groups(rays, "source")
     np.testing.assert_array_equal(groups, np.repeat(np.arange(4), 4))
     np.testing.assert_array_equal(_batch_groups(rays, "receiver"), np.tile(np.arange(4), 4))
     assert _batch_groups(rays, "random") is None
-    fwd = ShortestPath(grid, secondary_nodes=1)
-    y = fwd.traveltimes(slowness(data[1]), rays)
     inv = LatentInverter(tiny_prior, fwd, n_starts=2, epochs=3, batch_size=4, lr=0.1,
                          lr_decay=0.8, reg_weight=5.0, reg_decay=0.99, batching="source",
                          device="cpu", random_state=0).fit(rays, y)

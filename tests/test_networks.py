@@ -5,8 +5,6 @@ one-channel transposed convolution; these tests check the rewritten functions ag
 torch's own layers directly (no compiler needed), and one test compiles for real.
 """
 
-import shutil
-
 import numpy as np
 import pytest
 import torch
@@ -15,6 +13,8 @@ from torch.nn import functional as F
 
 from skvaeinv._networks import (Decoder, Encoder, conv_transpose_one_channel,
                                 instance_norm_relu, run_layers)
+
+from conftest import needs_cxx
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -91,8 +91,7 @@ def test_run_layers_eager_is_the_sequential():
     torch.testing.assert_close(run_layers(layers, x), layers(x), rtol=0, atol=0)
 
 
-@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
-                    reason="torch.compile on the CPU needs a C++ compiler")
+@needs_cxx
 def test_compiled_decoder_matches_eager():
     torch.manual_seed(4)
     dec = Decoder((40, 20), latent_dim=4, base_channels=4, hidden_units=16).eval()

@@ -1,5 +1,4 @@
 import pickle
-import shutil
 
 import joblib
 import numpy as np
@@ -13,7 +12,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skvaeinv import VAEPrior
 
-from conftest import TINY_PRIOR_KW
+from conftest import TINY_PRIOR_KW, needs_cxx
 
 _TABULAR = ("sklearn's generic checks feed tabular data (n_samples, n_features) of "
             "arbitrary real values; VAEPrior takes images in [0, 1] and, for flat input, "
@@ -125,8 +124,7 @@ def test_bfloat16_precision_trains(tiny_images):
     assert np.all(np.isfinite(p.loss_curve_)) and p.loss_curve_[-1] < p.loss_curve_[0]
 
 
-@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
-                    reason="torch.compile on the CPU needs a C++ compiler")
+@needs_cxx
 def test_compiled_training_follows_eager_training(tiny_images):
     kw = {**TINY_PRIOR_KW, "epochs": 2, "batch_size": 64, "random_state": 0}
     eager = VAEPrior(**kw).fit(tiny_images[:200])      # batches of 64, 64, 64, 8
