@@ -21,6 +21,22 @@ TRAIN_ROWS = (0, 1900)
 VALID_ROWS = (1900, 2500)
 
 
+def add_allocator_option(parser) -> None:
+    """``--default-allocator``: run without :func:`skvaeinv.runtime.tune_allocator`."""
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="keep glibc's default malloc settings (by default the script, "
+                             "like the skvaeinv command line, calls tune_allocator)")
+
+
+def apply_allocator(args) -> str:
+    """Tune the allocator unless ``--default-allocator``; returns the label to record."""
+    from skvaeinv.runtime import tune_allocator
+
+    if args.default_allocator:
+        return "default"
+    return "tuned (tune_allocator)" if tune_allocator() else "default (no glibc)"
+
+
 def exclusion_windows() -> list[tuple[int, int, int, int]]:
     """Windows (row, col, height, width) of the truth models, never to be trained on."""
     return [(r, c, *TRUTH_SHAPE) for r, c in TRUTH_WINDOWS.values()]

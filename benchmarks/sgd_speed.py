@@ -44,8 +44,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (PRIORS, SHARED, device_label, md_table, setting_label,  # noqa: E402
-                     slowness, write_results)
+from _common import (PRIORS, SHARED, add_allocator_option, apply_allocator,  # noqa: E402
+                     device_label, md_table, setting_label, slowness, write_results)
 
 from skvaeinv import LatentInverter, VAEPrior  # noqa: E402
 from skvaeinv.datasets import make_channels  # noqa: E402
@@ -217,8 +217,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="torch device of (a) and (b), e.g. 'cuda' (the shortest-path "
                              "operator itself always runs on the CPU)")
     parser.add_argument("--name", default="sgd_speed")
+    add_allocator_option(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    allocator = apply_allocator(args)
 
     prior, prior_name = load_prior()
     grid = Grid2D(SHAPE, spacing=0.1)
@@ -294,6 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     payload = {"prior": prior_name, "truth": truth_name, "grid": list(SHAPE),
                "n_rays": len(rays), "n_jobs": args.n_jobs, "device": args.device,
+               "allocator": allocator,
                "reference_loop": ref,
                "batched": runs, "nonlinear": nonlinear_runs, "targets": targets,
                "command": " ".join(["python", "benchmarks/sgd_speed.py", *(argv or sys.argv[1:])])}
@@ -307,7 +310,8 @@ def main(argv: list[str] | None = None) -> None:
              for r in runs]
     md = [f"# Latent SGD speed ({args.starts} starts x {args.iterations} iterations)", "",
           f"Prior: {prior_name}. Truth: {truth_name}. Grid 129 x 65, {len(rays)} straight "
-          f"rays, batches of 25. Device: {device_label(args.device)}.", "",
+          f"rays, batches of 25. Device: {device_label(args.device)}. Allocator: "
+          f"{allocator}.", "",
           md_table(["run", "precision", "starts", "iterations", "start-it/s",
                     "x reference", "wall s",
                     "peak RSS GB" if on_cpu else "peak GPU memory GB"], rows), ""]

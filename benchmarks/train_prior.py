@@ -35,8 +35,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (SHARED, TRAIN_ROWS, TRUTH_SHAPE, VALID_ROWS,  # noqa: E402
-                     device_label, exclusion_windows, md_table, setting_label,
-                     write_results)
+                     add_allocator_option, apply_allocator, device_label,
+                     exclusion_windows, md_table, setting_label, write_results)
 
 from skvaeinv import VAEPrior  # noqa: E402
 from skvaeinv.datasets import extract_patches, load_training_image  # noqa: E402
@@ -134,8 +134,10 @@ def main(argv: list[str] | None = None) -> int:
                          "(saved into --out; 0: none)")
     ap.add_argument("--density-crops", type=int, default=20_000,
                     help="training crops whose codes the latent density is fitted to")
+    add_allocator_option(ap)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    allocator = apply_allocator(args)
 
     ti = load_training_image(args.ti)
     windows = exclusion_windows()
@@ -144,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     results: dict = {"command": " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
                      "seed": args.seed, "training_image": Path(args.ti).name,
+                     "allocator": allocator,
                      "train_rows": TRAIN_ROWS, "excluded_windows": windows}
 
     # 1. throughput, float32 and bfloat16 (eager, and compiled with --compile) side by
@@ -282,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
              pt["samples"]["undecided_fraction"], ""],
         ]
     md = (f"# Reference prior training\n\nCommand: `{results['command']}`\n\n"
+          f"Allocator: {results['allocator']}.\n\n"
           + md_table(["quantity", "value", "target"], rows) + "\n")
     write_results(args.name, results, md)
     print(md)

@@ -2,6 +2,6 @@
 
 import sys
 
-from skvaeinv.cli import main
+from skvaeinv.cli import run
 
-sys.exit(main())
+sys.exit(run())

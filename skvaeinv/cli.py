@@ -22,6 +22,7 @@ import numpy as np
 
 from skvaeinv import __version__
 from skvaeinv._utils import load_plain_npy
+from skvaeinv.runtime import tune_allocator
 
 logger = logging.getLogger("skvaeinv.cli")
 
@@ -476,5 +477,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def run() -> int:
+    """Entry point of the ``skvaeinv`` console script and ``python -m skvaeinv``.
+
+    The command line owns its process, so it first keeps freed memory for reuse
+    (:func:`skvaeinv.runtime.tune_allocator`), then runs :func:`main`.
+    """
+    tune_allocator()
+    return main()
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(run())
