@@ -482,6 +482,11 @@ def run() -> int:
 
     The command line owns its process, so it first keeps freed memory for reuse
     (:func:`skvaeinv.runtime.tune_allocator`), then runs :func:`main`.
+
+    Returns
+    -------
+    int
+        The exit code of :func:`main`.
     """
     tune_allocator()
     return main()
