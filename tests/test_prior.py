@@ -118,6 +118,28 @@ def test_partial_fit_continues(tiny_images):
     assert p.n_iter_ == 2 and p.n_images_seen_ == 128 and len(p.loss_curve_) == 2
 
 
+def test_fused_adam_follows_plain_adam(tiny_images, monkeypatch):
+    """Training uses torch's fused Adam where it exists, and the plain one where a torch
+    version cannot fuse on the device; both give the same training to rounding."""
+    fused = VAEPrior(epochs=2, random_state=0, **TINY_PRIOR_KW).fit(tiny_images[:64])
+    assert fused._optimizer.defaults["fused"]
+
+    real_adam = torch.optim.Adam
+
+    def no_fused_adam(params, lr, fused=None):
+        if fused:
+            raise RuntimeError("`fused=True` requires all the params to be floating "
+                               "point Tensors of supported devices: ['cuda']")
+        return real_adam(params, lr=lr)
+
+    monkeypatch.setattr(torch.optim, "Adam", no_fused_adam)
+    plain = VAEPrior(epochs=2, random_state=0, **TINY_PRIOR_KW).fit(tiny_images[:64])
+    assert not plain._optimizer.defaults["fused"]
+    np.testing.assert_allclose(plain.loss_curve_, fused.loss_curve_, rtol=1e-4)
+    z = fused.transform(tiny_images[64:72])
+    np.testing.assert_allclose(plain.transform(tiny_images[64:72]), z, atol=1e-3)
+
+
 def test_bfloat16_precision_trains(tiny_images):
     p = VAEPrior(epochs=3, precision="bfloat16", random_state=0, **TINY_PRIOR_KW)
     p.fit(tiny_images[:64])
