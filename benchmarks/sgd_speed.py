@@ -307,13 +307,18 @@ def main(argv: list[str] | None = None) -> None:
               r["iterations"], r["start_iterations_per_s"], r["speedup_vs_reference"],
               r["wall_s"], r["peak_rss_gb"] if on_cpu else r["peak_gpu_memory_gb"]]
              for r in runs]
-    md = [f"# Latent SGD speed ({args.starts} starts x {args.iterations} iterations)", "",
-          f"Prior: {prior_name}. Truth: {truth_name}. Grid 129 x 65, {len(rays)} straight "
-          f"rays, batches of 25. Device: {device_label(args.device)}. Allocator: "
-          f"{allocator}.", "",
-          md_table(["run", "precision", "starts", "iterations", "start-it/s",
-                    "x reference", "wall s",
-                    "peak RSS GB" if on_cpu else "peak GPU memory GB"], rows), ""]
+    if args.skip_linear:
+        md = ["# Latent SGD speed, shortest-path case (one start)", "",
+              f"Prior: {prior_name}. Truth: {truth_name}. Grid 129 x 65, {len(rays)} "
+              f"rays. Device: {device_label(args.device)}. Allocator: {allocator}.", ""]
+    else:
+        md = [f"# Latent SGD speed ({args.starts} starts x {args.iterations} iterations)",
+              "", f"Prior: {prior_name}. Truth: {truth_name}. Grid 129 x 65, {len(rays)} "
+              f"straight rays, batches of 25. Device: {device_label(args.device)}. "
+              f"Allocator: {allocator}.", "",
+              md_table(["run", "precision", "starts", "iterations", "start-it/s",
+                        "x reference", "wall s",
+                        "peak RSS GB" if on_cpu else "peak GPU memory GB"], rows), ""]
     for r in nonlinear_runs:
         md += [f"Nonlinear (ShortestPath, 3 secondary nodes, 1 start, LatentInverter "
                f"n_jobs={args.n_jobs}, batching='{r['batching']}'): {r['iterations']} "
