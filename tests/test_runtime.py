@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -15,8 +16,10 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
 
 
 def _python(code: str) -> str:
+    """Run ``code`` in a fresh interpreter with glibc's default malloc settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], check=True,
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=120, env=env)
     return out.stdout.strip()
 
 
