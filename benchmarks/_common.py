@@ -37,6 +37,16 @@ def apply_allocator(args) -> str:
     return "tuned (tune_allocator)" if tune_allocator() else "default (no glibc)"
 
 
+def survey(source_x: float = 0.01, receiver_x: float = 6.49):
+    """The study's grid and 625-ray survey (straight-ray sensor positions by default)."""
+    from skvaeinv.survey import Grid2D, crosshole
+
+    grid = Grid2D(shape=TRUTH_SHAPE, spacing=0.1)
+    rays = crosshole(grid, np.arange(0.5, 12.51, 0.5), source_x=source_x,
+                     receiver_x=receiver_x)
+    return grid, rays
+
+
 def exclusion_windows() -> list[tuple[int, int, int, int]]:
     """Windows (row, col, height, width) of the truth models, never to be trained on."""
     return [(r, c, *TRUTH_SHAPE) for r, c in TRUTH_WINDOWS.values()]

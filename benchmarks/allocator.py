@@ -33,9 +33,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import md_table, slowness, write_results  # noqa: E402
+from _common import TRUTH_SHAPE, md_table, slowness, survey, write_results  # noqa: E402
 
-SHAPE = (129, 65)
 
 
 def _usage() -> tuple[float, float, int]:
@@ -49,14 +48,15 @@ def child(mode: str, batches: int, starts: int, iterations: int) -> dict:
 
     tuned = tune_allocator() if mode == "tuned" else False
 
+    from sgd_speed import LINEAR
+
     from skvaeinv import LatentInverter, VAEPrior
     from skvaeinv.datasets import make_channels
     from skvaeinv.forward import StraightRay
-    from skvaeinv.inverter import reference_schedule
-    from skvaeinv.survey import Grid2D, crosshole
 
     bs = 100
-    crops = make_channels(bs * (batches + 1), shape=SHAPE, random_state=0).astype(np.float32)
+    crops = make_channels(bs * (batches + 1), shape=TRUTH_SHAPE,
+                          random_state=0).astype(np.float32)
     prior = VAEPrior(precision="bfloat16", batch_size=bs, random_state=0, compile=True)
     prior.partial_fit(crops[:bs])                    # compilation
     prior.partial_fit(crops[:bs])                    # settle the heap
@@ -68,14 +68,12 @@ def child(mode: str, batches: int, starts: int, iterations: int) -> dict:
              "system_ms_per_step": 1e3 * (u1[1] - u0[1]) / batches,
              "page_faults_per_step": (u1[2] - u0[2]) / batches}
 
-    grid = Grid2D(SHAPE, spacing=0.1)
-    rays = crosshole(grid, np.arange(0.5, 12.51, 0.5), source_x=0.01, receiver_x=6.49)
+    grid, rays = survey()
     fwd = StraightRay(grid)
     y = fwd.traveltimes(slowness(prior.sample(1, random_state=0)[0]), rays)
-    schedule = {k: v for k, v in reference_schedule("straight").items() if k != "epochs"}
-    epochs = max(1, iterations // (len(rays) // schedule["batch_size"]))
+    epochs = max(1, iterations // (len(rays) // LINEAR["batch_size"]))
     inv = LatentInverter(prior, fwd, n_starts=starts, epochs=epochs, precision="float32",
-                         n_jobs=2, random_state=0, **schedule)
+                         n_jobs=2, random_state=0, **LINEAR)
     t0 = time.perf_counter()
     inv.fit(rays, y)
     sgd = {"start_iterations_per_s": starts * inv.n_iter_ / (time.perf_counter() - t0),

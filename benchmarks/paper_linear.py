@@ -33,13 +33,12 @@ import numpy as np
 from joblib import effective_n_jobs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PRIORS, RESULTS, SHARED, md_table, write_results  # noqa: E402
+from _common import PRIORS, RESULTS, SHARED, md_table, survey, write_results  # noqa: E402
 
 from skvaeinv import LatentInverter, VAEPrior  # noqa: E402
 from skvaeinv.forward import StraightRay  # noqa: E402
 from skvaeinv.inverter import reference_schedule  # noqa: E402
 from skvaeinv.petrophysics import LinearVelocity  # noqa: E402
-from skvaeinv.survey import Grid2D, crosshole  # noqa: E402
 
 log = logging.getLogger("paper_linear")
 MODELS = ["mc1", "mc2", "mc3", "mv1", "mv2", "mv3"]
@@ -48,14 +47,6 @@ NOISE_SD = 0.25
 
 def rmse(a, b) -> float:
     return float(np.sqrt(np.mean((np.asarray(a) - np.asarray(b)) ** 2)))
-
-
-def survey(source_x: float = 0.01, receiver_x: float = 6.49):
-    """The study's grid and 625-ray survey (straight-ray sensor positions by default)."""
-    grid = Grid2D(shape=(129, 65), spacing=0.1)
-    rays = crosshole(grid, np.arange(0.5, 12.51, 0.5), source_x=source_x,
-                     receiver_x=receiver_x)
-    return grid, rays
 
 
 def make_inverter(prior, forward, settings, args, **over):

@@ -26,7 +26,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from paper_linear import parse_args, run_benchmark, survey  # noqa: E402
+from _common import survey  # noqa: E402
+from paper_linear import parse_args, run_benchmark  # noqa: E402
 
 from skvaeinv.forward import ShortestPath, StraightRay  # noqa: E402
 from skvaeinv.inverter import reference_schedule  # noqa: E402

@@ -45,14 +45,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (PRIORS, SHARED, add_allocator_option, apply_allocator,  # noqa: E402
-                     device_label, md_table, setting_label, slowness, write_results)
+                     device_label, md_table, setting_label, slowness, survey,
+                     write_results)
 
 from skvaeinv import LatentInverter, VAEPrior  # noqa: E402
 from skvaeinv.datasets import make_channels  # noqa: E402
 from skvaeinv.engine import chi_mean  # noqa: E402
 from skvaeinv.forward import ShortestPath, StraightRay  # noqa: E402
 from skvaeinv.inverter import reference_schedule  # noqa: E402
-from skvaeinv.survey import Grid2D, crosshole  # noqa: E402
 
 log = logging.getLogger("sgd_speed")
 SHAPE = (129, 65)
@@ -223,9 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     allocator = apply_allocator(args)
 
     prior, prior_name = load_prior()
-    grid = Grid2D(SHAPE, spacing=0.1)
-    depths = np.arange(0.5, 12.51, 0.5)
-    rays = crosshole(grid, depths, source_x=0.01, receiver_x=6.49)
+    grid, rays = survey()
     truth, truth_name = truth_model(prior)
     sr = StraightRay(grid)
     y = sr.traveltimes(slowness(truth), rays)
@@ -269,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     nonlinear_runs = []
     for batching in (args.nl_batching if args.nl_iterations > 0 else []):
         sp = ShortestPath(grid, secondary_nodes=3)
-        rays_nl = crosshole(grid, depths, source_x=0.0, receiver_x=6.5)
+        _, rays_nl = survey(source_x=0.0, receiver_x=6.5)
         y_nl = sp.traveltimes(slowness(truth), rays_nl)
         nl_epochs = max(1, args.nl_iterations // 25)
         # one start is one chunk: LatentInverter hands the n_jobs cores to the operator
@@ -302,7 +300,7 @@ def main(argv: list[str] | None = None) -> None:
     where = f"{best_threads} thread(s)" if on_cpu else args.device
     rows = [[f"(a) per-start reference loop, {where}", "float32", 1, args.ref_iterations,
              ref["start_iterations_per_s"], 1.0, "-", "-"]]
-    rows += [[f"(b) LatentInverter, " + (f"n_jobs={args.n_jobs}" if on_cpu else args.device)
+    rows += [["(b) LatentInverter, " + (f"n_jobs={args.n_jobs}" if on_cpu else args.device)
               + (", compile=True" if r["compile"] else ""), r["precision"], r["starts"],
               r["iterations"], r["start_iterations_per_s"], r["speedup_vs_reference"],
               r["wall_s"], r["peak_rss_gb"] if on_cpu else r["peak_gpu_memory_gb"]]
