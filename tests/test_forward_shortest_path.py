@@ -18,31 +18,41 @@ DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
 MODELS = ["mc1", "mc2", "mc3", "mv1", "mv2", "mv3"]
 TTCRPY_MISSING = ("optional GPL backend (pip install ttcrpy, plus the system "
                   "libOpenCL.so.1) not installed")
+#: The two backends of our own graph: the compiled A* searches and scipy's Dijkstra.
+BACKENDS = ["numba", "scipy"]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("secondary_nodes", [2, 3])
-def test_reproduces_pygimli_reference(secondary_nodes):
+def test_reproduces_pygimli_reference(secondary_nodes, backend):
     ref = np.load(DATA / "reference" / "pygimli_spm_traveltimes.npz")
     grid = Grid2D((129, 65), 0.1)
     S = np.stack([1.0 / (0.06 + 0.02 * (1.0 - np.load(DATA / "truth" / f"{m}.npy")))
                   for m in MODELS])
-    T = ShortestPath(grid, secondary_nodes=secondary_nodes).traveltimes(S, ref["geometry"])
+    op = ShortestPath(grid, secondary_nodes=secondary_nodes, backend=backend)
+    T = op.traveltimes(S, ref["geometry"])
     for m, t in zip(MODELS, T):
         np.testing.assert_allclose(t, ref[f"{m}_sec{secondary_nodes}"], rtol=1e-6)
     if secondary_nodes == 2:
         np.testing.assert_allclose(T[1, :3], [87.1400, 88.8523, 88.0647], atol=1e-4)
+    # t = J s on a mini-batch of random rays (the searches that stop early)
+    idx = np.random.default_rng(secondary_nodes).choice(len(ref["geometry"]), 25, replace=False)
+    t, J = op._subset_evaluator(op.validate_rays(ref["geometry"]))(S[4].ravel(), idx)
+    np.testing.assert_allclose(t, T[4, idx], rtol=1e-12)
+    np.testing.assert_allclose(J @ S[4].ravel(), t, rtol=1e-12)
 
 
 # the known angular error of the graph method, on-node sensors, homogeneous medium
 ANGULAR_ERROR = {1: 0.03, 2: 0.015, 3: 0.008, 5: 0.004}
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("secondary_nodes", [1, 2, 3, 5])
-def test_homogeneous_within_angular_error(secondary_nodes):
+def test_homogeneous_within_angular_error(secondary_nodes, backend):
     grid = Grid2D((12, 10), 0.5)
     rng = np.random.default_rng(secondary_nodes)
     rays = np.round(rng.uniform([0, 0, 0, 0], [5, 6, 5, 6], size=(60, 4)) * 2) / 2
-    op = ShortestPath(grid, secondary_nodes=secondary_nodes)
+    op = ShortestPath(grid, secondary_nodes=secondary_nodes, backend=backend)
     t = op.traveltimes(np.full(grid.shape, 2.0), rays)
     dist = 2.0 * np.hypot(rays[:, 2] - rays[:, 0], rays[:, 3] - rays[:, 1])
     assert (t >= dist * (1 - 1e-12)).all()
@@ -55,23 +65,27 @@ def test_homogeneous_within_angular_error(secondary_nodes):
     np.testing.assert_allclose(2.0 * np.asarray(J.sum(axis=1)).ravel(), t, rtol=1e-12)
 
 
-def test_bends_around_a_slow_block():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bends_around_a_slow_block(backend):
     grid = Grid2D((5, 5), 1.0)
     s = np.ones(grid.shape)
     s[1:4, 2] = 100.0  # slow wall in the middle column; the fast way goes round it
     rays = np.array([[0.0, 2.5, 5.0, 2.5]])
-    t = ShortestPath(grid, secondary_nodes=3).traveltimes(s, rays)[0]
+    op = ShortestPath(grid, secondary_nodes=3, backend=backend)
+    t = op.traveltimes(s, rays)[0]
     t_straight = StraightRay(grid).traveltimes(s, rays)[0]
     assert t < 10 < t_straight
-    J = ShortestPath(grid, secondary_nodes=3).jacobian(s, rays).toarray().reshape(5, 5)
+    J = op.jacobian(s, rays).toarray().reshape(5, 5)
     assert J[1:4, 2].sum() == 0
+    np.testing.assert_allclose((J * s).sum(), t, rtol=1e-12)
 
 
-def test_min_slowness_rule_on_cell_boundaries():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_min_slowness_rule_on_cell_boundaries(backend):
     # a ray along the line between a fast and a slow row takes the fast slowness
     grid = Grid2D((2, 3), 1.0)
     s = np.array([[1.0, 1.0, 1.0], [5.0, 5.0, 5.0]])
-    op = ShortestPath(grid, secondary_nodes=2)
+    op = ShortestPath(grid, secondary_nodes=2, backend=backend)
     rays = np.array([[0.0, 1.0, 3.0, 1.0]])
     assert op.traveltimes(s, rays)[0] == pytest.approx(3.0)
     J = op.jacobian(s, rays).toarray().reshape(2, 3)
@@ -85,10 +99,11 @@ def _hetero(grid, seed=0):
     return np.random.default_rng(seed).uniform(0.8, 1.6, grid.shape)
 
 
-def test_t_equals_J_s_and_finite_differences():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_t_equals_J_s_and_finite_differences(backend):
     grid = Grid2D((6, 5), 0.4)
     rays = crosshole(grid, [0.2, 1.0, 1.6, 2.4], receiver_depths=[0.4, 1.3, 2.0])
-    op = ShortestPath(grid, secondary_nodes=2)
+    op = ShortestPath(grid, secondary_nodes=2, backend=backend)
     s = _hetero(grid).ravel()
     t = op.traveltimes(s, rays)
     J = op.jacobian(s, rays)
@@ -112,7 +127,7 @@ def test_only_needed_sources_are_computed(monkeypatch):
     monkeypatch.setattr(spm, "dijkstra", counting)
     grid = Grid2D((8, 4), 0.5)
     rays = crosshole(grid, [0.5, 1.0, 1.5, 2.0, 2.5])  # 5 sources x 5 receivers
-    op = ShortestPath(grid, secondary_nodes=1)
+    op = ShortestPath(grid, secondary_nodes=1, backend="scipy")
     s = _hetero(grid)
     op.traveltimes(s, rays[:5])  # one source
     op.traveltimes(s, rays[::5])  # five sources, one receiver: reciprocity
@@ -120,18 +135,20 @@ def test_only_needed_sources_are_computed(monkeypatch):
     assert calls == [1, 1, 5]
 
 
-def test_reciprocity():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reciprocity(backend):
     grid = Grid2D((6, 5), 0.4)
     rays = crosshole(grid, [0.2, 1.0, 2.4], receiver_depths=[0.4, 2.0])
-    op = ShortestPath(grid, secondary_nodes=2)
+    op = ShortestPath(grid, secondary_nodes=2, backend=backend)
     s = _hetero(grid)
     np.testing.assert_allclose(op.traveltimes(s, rays), op.traveltimes(s, rays[:, [2, 3, 0, 1]]),
                                rtol=1e-12)
 
 
-def test_off_node_sensors():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_off_node_sensors(backend):
     grid = Grid2D((6, 6), 1.0)
-    op = ShortestPath(grid, secondary_nodes=3)
+    op = ShortestPath(grid, secondary_nodes=3, backend=backend)
     rays = np.array([
         [0.3, 0.7, 5.6, 4.1],  # both inside cells
         [0.0, 2.37, 6.0, 3.91],  # on the outer edges, between secondary nodes
@@ -191,9 +208,12 @@ def _parallel_case():
     return grid, rays, _hetero(grid, 2).ravel()
 
 
-def test_n_jobs_splits_sources_over_processes_with_identical_results():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_n_jobs_gives_identical_results(backend):
+    # scipy: worker processes, each with a group of sources; numba: threads
     grid, rays, s = _parallel_case()
-    serial, parallel = ShortestPath(grid, 2), ShortestPath(grid, 2, n_jobs=2)
+    serial = ShortestPath(grid, 2, backend=backend)
+    parallel = ShortestPath(grid, 2, n_jobs=2, backend=backend)
     R = serial.validate_rays(rays)
     t1, J1 = serial._traveltimes_and_jacobian(s, R)
     t2, J2 = parallel._traveltimes_and_jacobian(s, R)  # loky worker processes
@@ -219,11 +239,12 @@ def test_n_jobs_runs_one_task_per_group(monkeypatch):
 
     monkeypatch.setattr(spm, "_solve_part", counting)
     with joblib.parallel_config(backend="threading"):
-        t = ShortestPath(grid, 2, n_jobs=2).traveltimes(s, rays)
-        ShortestPath(grid, 2, n_jobs=2).traveltimes(s, rays[:5])  # one source: no split
+        t = ShortestPath(grid, 2, n_jobs=2, backend="scipy").traveltimes(s, rays)
+        # one source: no split
+        ShortestPath(grid, 2, n_jobs=2, backend="scipy").traveltimes(s, rays[:5])
     assert len(calls) == 2
     np.testing.assert_array_equal(np.sort(np.concatenate(calls)), np.arange(len(rays)))
-    np.testing.assert_array_equal(t, ShortestPath(grid, 2).traveltimes(s, rays))
+    np.testing.assert_array_equal(t, ShortestPath(grid, 2, backend="scipy").traveltimes(s, rays))
 
 
 def test_ttcrpy_backend_says_how_to_install_it(monkeypatch):
@@ -274,3 +295,97 @@ def test_jacobian_is_sparse_csr():
     grid = Grid2D((4, 4), 1.0)
     J = ShortestPath(grid, secondary_nodes=1).jacobian(np.ones(16), crosshole(grid, [1, 2]))
     assert isinstance(J, sp.csr_matrix) and J.shape == (4, 16)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_numba_backend_matches_scipy_on_high_contrast_models(seed):
+    # strong contrasts (x400) make the A* lower bound min(s) * distance very loose in
+    # slow regions and bend the paths: the searches must still be exact
+    rng = np.random.default_rng(seed)
+    grid = Grid2D((int(rng.integers(5, 12)), int(rng.integers(4, 10))), 0.5,
+                  origin=(1.0, -2.0))
+    s = np.exp(rng.uniform(np.log(0.05), np.log(20.0), grid.n_cells))
+    s[rng.random(grid.n_cells) < 0.3] = 0.05  # ties between equal fast cells, too
+    x0, z0 = grid.origin
+    width, depth = grid.nx * 0.5, grid.nz * 0.5
+    rays = np.column_stack([
+        x0 + rng.choice([0.0, width, rng.uniform(0, width)], 30),
+        z0 + np.round(rng.uniform(0, depth, 30) * 4) / 4,  # on and off the nodes
+        x0 + rng.uniform(0, width, 30),
+        z0 + rng.uniform(0, depth, 30),
+    ])
+    n = int(rng.integers(1, 4))
+    ours = ShortestPath(grid, n, backend="numba")
+    ref = ShortestPath(grid, n, backend="scipy")
+    R = ours.validate_rays(rays)
+    t1, J1 = ours._traveltimes_and_jacobian(s, R)
+    t2, J2 = ref._traveltimes_and_jacobian(s, R)
+    np.testing.assert_allclose(t1, t2, rtol=1e-12)
+    np.testing.assert_allclose(J1 @ s, t1, rtol=1e-12)
+    # the paths themselves agree wherever no other path is equally short: compare the
+    # path length of each ray (the same on ties only if the tied paths are as long)
+    np.testing.assert_allclose(J1 @ (s * 0 + 1) > 0, J2 @ (s * 0 + 1) > 0)
+    for idx in (rng.choice(30, 7, replace=False), np.array([4])):
+        ts, Js = ours._subset_evaluator(R)(s, idx)
+        np.testing.assert_allclose(ts, t2[idx], rtol=1e-12)
+        np.testing.assert_allclose(Js @ s, ts, rtol=1e-12)
+
+
+def test_numba_backend_jacobian_equals_scipy_without_ties():
+    grid = Grid2D((9, 7), 0.5)
+    rays = crosshole(grid, [0.3, 1.0, 2.2, 3.5, 4.1], source_x=0.0, receiver_x=3.5)
+    s = _hetero(grid, 5).ravel()  # continuous values: no two paths equally short
+    R = ShortestPath(grid, 3).validate_rays(rays)
+    t1, J1 = ShortestPath(grid, 3, backend="numba")._traveltimes_and_jacobian(s, R)
+    t2, J2 = ShortestPath(grid, 3, backend="scipy")._traveltimes_and_jacobian(s, R)
+    np.testing.assert_allclose(t1, t2, rtol=1e-13)
+    np.testing.assert_allclose(J1.toarray(), J2.toarray(), atol=1e-12)
+
+
+def test_numba_search_stops_early_and_steers_towards_its_target():
+    from skvaeinv.forward import _pathfinding
+
+    grid = Grid2D((40, 20), 0.25)
+    op = ShortestPath(grid, 2, backend="numba")
+    rays = op.validate_rays(np.array([[0.0, 2.0, 5.0, 3.0]]))
+    prep = op._prepare(rays)
+    s = np.random.default_rng(4).uniform(1.0, 1.1, grid.n_cells)  # a 10 % contrast
+    g = prep.graph
+    n = g.n_nodes
+    root, target = int(prep.src_out[0]), np.array([prep.rcv_in[0]], dtype=np.int64)
+    box = np.tile(prep.xz[target[0]], 2)  # x0, z0, x1, z1: the target itself
+    reached = {}
+    for name, hs in (("dijkstra", 0.0), ("astar", s.min() * (1 - 1e-9))):
+        dist = np.empty(n)
+        work = [np.empty(n, np.int32), np.empty(n, np.int32), np.empty(n),
+                np.empty(n, np.int32), np.empty(n), np.empty(n, np.int32),
+                np.zeros(n, np.uint8)]
+        left = _pathfinding._search(g.indptr, g.indices, g.weights(s), prep.xz[:, 0].copy(),
+                                    prep.xz[:, 1].copy(), hs, root, target, box, dist,
+                                    *work)
+        assert left == 0
+        reached[name] = np.isfinite(dist).sum()
+        assert dist[target[0]] == pytest.approx(op.traveltimes(s, rays)[0], rel=1e-13)
+    # Dijkstra stops at the target's distance, before the far half of the grid; A*
+    # keeps to a thin ellipse around the ray
+    assert reached["astar"] < 0.3 * reached["dijkstra"] and reached["dijkstra"] < 0.8 * n
+
+
+def test_auto_falls_back_to_scipy_without_numba(monkeypatch):
+    grid = Grid2D((4, 4), 1.0)
+    rays = np.array([[0.0, 0.0, 4.0, 3.0], [0.0, 1.0, 4.0, 2.5]])
+    s = _hetero(grid, 6)
+    expected = ShortestPath(grid, backend="scipy").traveltimes(s, rays)
+    assert ShortestPath(grid)._resolved_backend() == "numba"  # numba is a dependency
+    monkeypatch.setitem(sys.modules, "numba", None)  # makes `import numba` fail
+    monkeypatch.delitem(sys.modules, "skvaeinv.forward._pathfinding", raising=False)
+    spm._import_pathfinding.cache_clear()
+    try:
+        op = ShortestPath(grid)
+        assert op._resolved_backend() == "scipy"
+        np.testing.assert_allclose(op.traveltimes(s, rays), expected, rtol=1e-15)
+        with pytest.raises(ImportError, match="pip install numba") as err:
+            ShortestPath(grid, backend="numba").traveltimes(s, rays)
+        assert "backend='scipy'" in str(err.value)
+    finally:
+        spm._import_pathfinding.cache_clear()
