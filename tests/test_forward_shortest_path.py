@@ -291,10 +291,15 @@ def test_ttcrpy_backend_reproduces_pygimli_reference():
     np.testing.assert_allclose(t, ref["mc2_sec2"], rtol=1e-6)
 
 
-def test_jacobian_is_sparse_csr():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_jacobian_is_sparse_csr(backend):
     grid = Grid2D((4, 4), 1.0)
-    J = ShortestPath(grid, secondary_nodes=1).jacobian(np.ones(16), crosshole(grid, [1, 2]))
+    op = ShortestPath(grid, secondary_nodes=1, backend=backend)
+    J = op.jacobian(np.ones(16), crosshole(grid, [1, 2]))
     assert isinstance(J, sp.csr_matrix) and J.shape == (4, 16)
+    J = op.jacobian(np.ones(16), np.zeros((0, 4)))  # no rays: an empty Jacobian
+    assert isinstance(J, sp.csr_matrix) and J.shape == (0, 16)
+    assert op.traveltimes(np.ones(16), np.zeros((0, 4))).shape == (0,)
 
 
 @pytest.mark.parametrize("seed", range(4))

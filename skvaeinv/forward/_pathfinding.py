@@ -240,6 +240,8 @@ def shortest_paths(
         raise errors[0]
     if edge_of_pos is None:
         return dist_t, None, None
+    if n_jobs == 0:
+        return dist_t, np.empty(0, np.int64), np.empty(0, np.int64)
     path_ray = np.concatenate([np.repeat(job_rays[j], paths[j][0]) for j in range(n_jobs)])
     path_edge = np.concatenate([paths[j][1] for j in range(n_jobs)])
     return dist_t, path_ray, path_edge
