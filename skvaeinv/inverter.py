@@ -177,9 +177,12 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         How an epoch's rays are split into mini-batches: uniformly at random (the
         study's method), or grouped by source (receiver) position, each epoch visiting
         the gathers in random order, so that a mini-batch holds rays of one or two
-        gathers. For :class:`~skvaeinv.forward.ShortestPath` a source-gather batch costs
-        one Dijkstra run instead of about one per ray (about 15 times less time per
-        iteration for the reference survey).
+        gathers. For :class:`~skvaeinv.forward.ShortestPath` a source-gather batch needs
+        one search instead of about one per ray; with its default backend, whose
+        searches towards one or two receivers are cheap, that saves little (750
+        iterations of the reference case: 32 s instead of 53 s on 2 cores), and random
+        batches fit the study's models more often (``paper_nonlinear_random.md`` in
+        the repository's ``benchmarks/results``).
     optimizer : {"sgd", "adam"}, default="sgd"
         Plain SGD or Adam (per-start moments).
     init : None or array-like of shape (n_starts, latent_dim) or (latent_dim,), default=None
