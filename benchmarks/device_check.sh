@@ -10,7 +10,7 @@
 # 3. benchmarks/train_prior.py training throughput on the GPU (committed prior evaluated);
 # 4. the whole test suite with the GPU present (device="auto" picks it), if time is left;
 # 5. sgd_speed with 1000 starts, if time is left.
-# 6. the nonlinear case alone (source-gather batching), if time is left.
+# 6. the nonlinear case alone (random and source-gather batching), if time is left.
 # STEPS="pytest_cuda pytest_all" (say) runs only those steps; BUDGET (s, default 420)
 # bounds the whole run. Logs and results land in OUTDIR (default $OUT, else /tmp/device_check) and
 # benchmarks/results/*cuda*. Needs ../shared/data. On the workplace's lent GPU machine
@@ -38,8 +38,11 @@ $PY -c "import sys, torch, sklearn, scipy, numpy; print(sys.version.split()[0], 
 if [ ! -d ../shared/data ] && [ -d .shared_data ]; then
   mkdir -p ../shared && cp -r .shared_data ../shared/data
 fi
+# numba (a dependency) may be missing on a GPU machine that cannot reach a package index:
+# the nonlinear runs then time scipy's Dijkstra only (ShortestPath's "auto" falls back)
+NLB=$($PY -c "import numba" 2>/dev/null && echo numba || echo scipy)
 step pytest_cuda 200 $PY -m pytest -q -p no:cacheprovider -rfEs tests/test_cuda.py tests/test_forward_torch.py
-step sgd_speed_cuda 220 $PY benchmarks/sgd_speed.py --device cuda --n-jobs -1 --nl-batching random --name sgd_speed_cuda ${SGD_EXTRA:-}
+step sgd_speed_cuda 220 $PY benchmarks/sgd_speed.py --device cuda --n-jobs -1 --nl-batching random --nl-backends $NLB --name sgd_speed_cuda ${SGD_EXTRA:-}
 step train_prior_cuda 120 $PY benchmarks/train_prior.py --evaluate-only --throughput-device cuda \
   --throughput-batches 20 --throughput-repeats 2 --compile --density-components 0 \
   --out benchmarks/priors/reference_prior.skv --name train_prior_cuda
@@ -48,6 +51,6 @@ step sgd_speed_cuda_1000 90 $PY benchmarks/sgd_speed.py --device cuda --starts 1
   --precisions bfloat16 --compile eager --ref-iterations 100 --nl-iterations 0 \
   --name sgd_speed_cuda_1000
 step sgd_speed_cuda_nonlinear 120 $PY benchmarks/sgd_speed.py --device cuda --n-jobs -1 --skip-linear \
-  --nl-batching source --name sgd_speed_cuda_nonlinear
+  --nl-batching random source --nl-backends $NLB --name sgd_speed_cuda_nonlinear
 tar czf "$OUTDIR/results.tgz" benchmarks/results/*cuda* 2>/dev/null
 echo "== total $(( $(date +%s) - t0 )) s"
