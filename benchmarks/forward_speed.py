@@ -25,6 +25,7 @@ import itertools
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -32,12 +33,13 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from skvaeinv.forward import ShortestPath, StraightRay, TorchForward
-from skvaeinv.survey import Grid2D, crosshole
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS as OUT  # noqa: E402
+from _common import SHARED as DATA  # noqa: E402
+from _common import slowness as facies_to_slowness  # noqa: E402
+from _common import survey  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / ".." / "shared" / "data"
-OUT = ROOT / "benchmarks" / "results"
+from skvaeinv.forward import ShortestPath, StraightRay, TorchForward  # noqa: E402
 MODELS = ["mc1", "mc2", "mc3", "mv1", "mv2", "mv3"]
 BACKENDS = ["numba", "scipy"]
 TARGETS = {
@@ -59,8 +61,8 @@ def best_of(fn, repeat):
 
 
 def slowness(name):
-    m = np.load(DATA / "truth" / f"{name}.npy")
-    return 1.0 / (0.06 + 0.02 * (1.0 - m))
+    """The reference slowness of truth model ``name``."""
+    return facies_to_slowness(np.load(DATA / "truth" / f"{name}.npy"))
 
 
 def version(name):
@@ -124,11 +126,10 @@ def main():
                              "parallel shortest-path rows")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    grid = Grid2D((129, 65), 0.1)
+    grid, sr_rays = survey()
     ref_spm = np.load(DATA / "reference" / "pygimli_spm_traveltimes.npz")
     ref_sr = np.load(DATA / "reference" / "straight_ray_traveltimes.npz")
     spm_rays = ref_spm["geometry"]
-    sr_rays = crosshole(grid, np.arange(0.5, 12.51, 0.5), source_x=0.01, receiver_x=6.49)
     rows = []
     results = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),

@@ -271,10 +271,12 @@ def main(argv: list[str] | None = None) -> None:
             runs.append(r)
 
     nonlinear_runs = []
-    _, rays_nl = survey(source_x=0.0, receiver_x=6.5)
-    y_nl = ShortestPath(grid, secondary_nodes=3).traveltimes(slowness(truth), rays_nl)
-    nl_epochs = max(1, args.nl_iterations // 25)
-    for batching in (args.nl_batching if args.nl_iterations > 0 else []):
+    batchings = args.nl_batching if args.nl_iterations > 0 else []
+    if batchings:  # the shortest-path survey and its data, once for all runs
+        _, rays_nl = survey(source_x=0.0, receiver_x=6.5)
+        y_nl = ShortestPath(grid, secondary_nodes=3).traveltimes(slowness(truth), rays_nl)
+        nl_epochs = max(1, args.nl_iterations // 25)
+    for batching in batchings:
         for backend in args.nl_backends:
             sp = ShortestPath(grid, secondary_nodes=3, backend=backend)
             # one start is one chunk: LatentInverter hands the n_jobs cores to the operator

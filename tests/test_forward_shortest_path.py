@@ -366,15 +366,15 @@ def test_numba_search_stops_early_and_steers_towards_its_target():
     g = prep.graph
     n = g.n_nodes
     root, target = int(prep.src_out[0]), np.array([prep.rcv_in[0]], dtype=np.int64)
-    box = np.tile(prep.xz[target[0]], 2)  # x0, z0, x1, z1: the target itself
+    box = np.tile(prep.xz[:, target[0]], 2)  # x0, z0, x1, z1: the target itself
     reached = {}
     for name, hs in (("dijkstra", 0.0), ("astar", s.min() * (1 - 1e-9))):
         dist = np.empty(n)
         work = [np.empty(n, np.int32), np.empty(n, np.int32), np.empty(n),
                 np.empty(n, np.int32), np.empty(n), np.empty(n, np.int32),
                 np.zeros(n, np.uint8)]
-        left = _pathfinding._search(g.indptr, g.indices, g.weights(s), prep.xz[:, 0].copy(),
-                                    prep.xz[:, 1].copy(), hs, root, target, box, dist,
+        left = _pathfinding._search(g.indptr, g.indices, g.weights(s), prep.xz[0],
+                                    prep.xz[1], hs, root, target, box, dist,
                                     *work)
         assert left == 0
         reached[name] = np.isfinite(dist).sum()

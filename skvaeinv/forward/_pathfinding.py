@@ -152,8 +152,8 @@ def _paths(pred, ppos, edge_of_pos, root, targets):  # pragma: no cover - compil
 
 
 def shortest_paths(
-    indptr: np.ndarray, indices: np.ndarray, w: np.ndarray, xz: np.ndarray,
-    s_min: float, roots: np.ndarray, root_row: np.ndarray, target: np.ndarray,
+    indptr: np.ndarray, indices: np.ndarray, w: np.ndarray, xs: np.ndarray,
+    zs: np.ndarray, s_min: float, roots: np.ndarray, root_row: np.ndarray, target: np.ndarray,
     edge_of_pos: np.ndarray | None = None, threads: int = 1, split: int = 2,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Shortest distances (and path edges) from ``roots[root_row[r]]`` to ``target[r]``.
@@ -162,9 +162,9 @@ def shortest_paths(
     ----------
     indptr, indices, w : ndarray
         The weighted directed graph in CSR form (int32 structure, float64 weights).
-    xz : ndarray of shape (n_nodes, 2)
-        Node coordinates; edge weights must be at least ``s_min`` times the Euclidean
-        distance between their end nodes.
+    xs, zs : ndarray of shape (n_nodes,)
+        Node coordinates (contiguous float64); edge weights must be at least ``s_min``
+        times the Euclidean distance between their end nodes.
     s_min : float
         A lower bound of the slowness (``> 0``).
     roots : ndarray of int
@@ -188,8 +188,6 @@ def shortest_paths(
         ``edge_of_pos`` is given).
     """
     n = indptr.size - 1
-    xs = np.ascontiguousarray(xz[:, 0], dtype=np.float64)
-    zs = np.ascontiguousarray(xz[:, 1], dtype=np.float64)
     hs = float(s_min) * (1.0 - _H_MARGIN)
     # one search per root, or one per ray for a root with at most ``split`` rays: a
     # search towards a single target explores the least

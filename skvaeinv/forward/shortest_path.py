@@ -304,7 +304,7 @@ class _Prepared:
     """
 
     graph: _Graph
-    xz: np.ndarray  # (n_nodes, 2) node coordinates (x, z)
+    xz: np.ndarray  # (2, n_nodes) node coordinates, rows x and z (each contiguous)
     src_out: np.ndarray
     src_in: np.ndarray
     rcv_out: np.ndarray
@@ -385,6 +385,7 @@ def _prepare(lay: _Layout, base: _Graph, rays: np.ndarray) -> _Prepared:
         seg = _direct_segment(lay, rays[i, :2], rays[i, 2:])
         if seg is not None:
             direct_len[i], direct_ca[i], direct_cb[i] = seg
+    xz = np.ascontiguousarray(xz.T)  # the searches read x and z as separate arrays
     return _Prepared(graph, xz, out_node[:n], in_node[:n], out_node[n:], in_node[n:],
                      same, direct_len, direct_ca, direct_cb)
 
@@ -702,7 +703,8 @@ def _solve(
         t = dist[root_row, target]
     else:
         t, path_ray, path_edge = _import_pathfinding().shortest_paths(
-            graph.indptr, graph.indices, graph.weights(s), prep.xz, float(s.min()),
+            graph.indptr, graph.indices, graph.weights(s), prep.xz[0], prep.xz[1],
+            float(s.min()),
             roots, root_row, target, graph.edge_of_pos if jacobian else None, threads)
     sl = slice(None) if idx is None else idx
     dl, dca, dcb = prep.direct_len[sl], prep.direct_ca[sl], prep.direct_cb[sl]
