@@ -402,3 +402,32 @@ def test_auto_falls_back_to_scipy_without_numba(monkeypatch):
         assert "backend='scipy'" in str(err.value)
     finally:
         spm._import_pathfinding.cache_clear()
+
+
+@needs_numba
+def test_numba_backend_works_where_numba_cannot_cache(tmp_path):
+    # A read-only installation and home directory leave numba no place for its cache;
+    # `cache=True` then fails at import. Simulated in a fresh interpreter by removing
+    # every cache locator; the backend must compile without a cache and give the same
+    # times as scipy's Dijkstra.
+    script = """
+import numpy as np
+import numba.core.caching as caching
+impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl")
+impl._locator_classes = []
+from skvaeinv.forward import ShortestPath, _pathfinding
+from skvaeinv.survey import Grid2D
+grid = Grid2D((5, 4), 1.0)
+s = np.random.default_rng(0).uniform(1.0, 3.0, grid.n_cells)
+rays = np.array([[0.0, 0.5, 4.0, 3.5], [0.0, 4.5, 4.0, 0.0]])
+a = ShortestPath(grid, backend="numba").traveltimes(s, rays)
+b = ShortestPath(grid, backend="scipy").traveltimes(s, rays)
+assert sorted(_pathfinding.uncached) == ["_box_distance", "_paths", "_place", "_search"]
+np.testing.assert_allclose(a, b, rtol=1e-12)
+print("ok")
+"""
+    import subprocess
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"

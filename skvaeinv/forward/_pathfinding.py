@@ -20,18 +20,49 @@ the GIL); results do not depend on the number of threads.
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from numba import njit
 
 __all__ = ["shortest_paths"]
 
+logger = logging.getLogger(__name__)
+
+
+def _compiled(**options: Any) -> Callable[[Callable[..., Any]], Any]:
+    """``numba.njit(**options)`` with an on-disk cache where numba can write one.
+
+    Numba caches compiled code next to this file or in the user's cache directory; where
+    neither is writable (a read-only installation and home directory, as in some
+    containers and clusters) ``cache=True`` fails at import. The functions are then
+    compiled at first use in every process instead (a few seconds), and an info message
+    says how to get the cache back (``NUMBA_CACHE_DIR``).
+    """
+    def decorate(func: Callable[..., Any]) -> Any:
+        try:
+            return njit(cache=True, **options)(func)
+        except RuntimeError as exc:  # numba: "cannot cache function ...: no locator"
+            if not uncached:  # one message per process
+                logger.info("numba cannot cache %s (%s): the shortest-path searches are "
+                            "compiled in each process. Set NUMBA_CACHE_DIR to a writable "
+                            "directory to cache them.", func.__name__, exc)
+            uncached.append(func.__name__)
+            return njit(cache=False, **options)(func)
+    return decorate
+
+
+#: Names of the functions compiled without an on-disk cache (see :func:`_compiled`).
+uncached: list[str] = []
+
 #: Heuristic scale factor below ``min(s)``; keeps ``h`` consistent despite rounding.
 _H_MARGIN = 1e-9
 
 
-@njit(cache=True, nogil=True, inline="always")
+@_compiled(nogil=True, inline="always")
 def _box_distance(x, z, box):  # pragma: no cover - compiled
     """Euclidean distance from ``(x, z)`` to the box ``(x0, z0, x1, z1)``."""
     dx = max(box[0] - x, 0.0, x - box[2])
@@ -39,7 +70,7 @@ def _box_distance(x, z, box):  # pragma: no cover - compiled
     return np.sqrt(dx * dx + dz * dz)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@_compiled(nogil=True, inline="always")
 def _place(heapk, heapv, hpos, i, key, node):  # pragma: no cover - compiled
     """Put ``node`` with priority ``key`` at position ``i`` of the heap."""
     heapk[i] = key
@@ -47,7 +78,7 @@ def _place(heapk, heapv, hpos, i, key, node):  # pragma: no cover - compiled
     hpos[node] = i
 
 
-@njit(cache=True, nogil=True)
+@_compiled(nogil=True)
 def _search(indptr, indices, w, xs, zs, hs, root, targets, box,
             dist, pred, ppos, hval, hpos, heapk, heapv, mark):  # pragma: no cover - compiled
     """A* from ``root`` until every node of ``targets`` is settled.
@@ -128,7 +159,7 @@ def _search(indptr, indices, w, xs, zs, hs, root, targets, box,
     return remaining
 
 
-@njit(cache=True, nogil=True)
+@_compiled(nogil=True)
 def _paths(pred, ppos, edge_of_pos, root, targets):  # pragma: no cover - compiled
     """Edge ids of each target's path back to ``root`` (after :func:`_search`).
 
