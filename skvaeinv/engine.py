@@ -86,6 +86,7 @@ def chi_mean(n: int) -> float:
     Returns
     -------
     float
+        ``E[||z||]`` for ``z ~ N(0, I_n)``: ``sqrt(2) Γ((n + 1) / 2) / Γ(n / 2)``.
 
     Examples
     --------
@@ -214,8 +215,17 @@ class SGDHistory:
     def __getitem__(self, key: Any) -> Any:
         """Look up records by name, start or both.
 
-        ``h["data_rmse"]`` → (n_starts, n_iter); ``h["lr"]`` → (n_iter,);
-        ``h[i, "z_norm"]`` → (n_iter,) of start ``i``; ``h[i]`` → dict of start ``i``."""
+        Parameters
+        ----------
+        key : str, int or tuple (int, str)
+            A record name, a start index, or both.
+
+        Returns
+        -------
+        ndarray or dict
+            ``h["data_rmse"]`` → (n_starts, n_iter); ``h["lr"]`` → (n_iter,);
+            ``h[i, "z_norm"]`` → (n_iter,) of start ``i``; ``h[i]`` → dict of start ``i``.
+        """
         if isinstance(key, str):
             if key not in self.keys():
                 raise KeyError(f"{key!r} is not recorded; available: {self.keys()}")
@@ -501,11 +511,12 @@ def run_latent_sgd(
     """
     dev = torch.device(device)
     f32 = torch.float32
-    y_t = torch.as_tensor(np.asarray(y, dtype=np.float32) if not isinstance(y, torch.Tensor)
-                          else y, dtype=f32, device=dev).reshape(-1)
+    # copies (torch.tensor), so read-only inputs (e.g. memory-mapped by joblib) are fine
+    y_t = torch.tensor(np.asarray(y, dtype=np.float32) if not isinstance(y, torch.Tensor)
+                       else y.detach(), dtype=f32, device=dev).reshape(-1)
     n_rays = int(y_t.numel())
-    z = torch.as_tensor(np.asarray(z0, dtype=np.float32) if not isinstance(z0, torch.Tensor)
-                        else z0, dtype=f32, device=dev).clone()
+    z = torch.tensor(np.asarray(z0, dtype=np.float32) if not isinstance(z0, torch.Tensor)
+                     else z0.detach(), dtype=f32, device=dev)
     if z.ndim != 2:
         raise ValueError(f"z0 must have shape (n_starts, latent_dim), got {tuple(z.shape)}.")
     n_starts, latent_dim = z.shape
@@ -518,7 +529,7 @@ def run_latent_sgd(
     if sample_weight is None:
         w = torch.ones(n_rays, dtype=f32, device=dev)
     else:
-        w = torch.as_tensor(np.asarray(sample_weight, dtype=np.float32), device=dev).reshape(-1)
+        w = torch.tensor(np.asarray(sample_weight, dtype=np.float32), device=dev).reshape(-1)
         if w.numel() != n_rays:
             raise ValueError(f"sample_weight has {w.numel()} values for {n_rays} rays.")
     w_sum = w.sum()
@@ -537,6 +548,7 @@ def run_latent_sgd(
     best_z = z.clone()
     best_x: torch.Tensor | None = None
     nan = torch.tensor(math.nan, dtype=f32, device=dev)
+    tiny = torch.finfo(f32).tiny
     h_data = torch.full((n_total, n_starts), math.nan, dtype=f32, device=dev)
     h_batch = torch.full((n_total, n_starts), math.nan, dtype=f32, device=dev)
     h_znorm = torch.full((n_total, n_starts), math.nan, dtype=f32, device=dev)
@@ -635,7 +647,9 @@ def run_latent_sgd(
                     diverged_at = torch.where(newly, torch.full_like(diverged_at, it),
                                               diverged_at)
                     active = active & ok
-                    h_batch[it] = torch.where(active, torch.sqrt(batch_sse / w_b.sum(1)), nan)
+                    # a batch whose weights are all zero has zero (weighted) misfit
+                    h_batch[it] = torch.where(
+                        active, torch.sqrt(batch_sse / w_b.sum(1).clamp_min(tiny)), nan)
                     h_znorm[it] = torch.where(active, znorm.detach(), nan)
                     if tracked:
                         cost = track(it, zr.detach(), x.detach(), sse, reg_term, lam)

@@ -17,8 +17,10 @@ import torch
 from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.base import BaseEstimator, RegressorMixin, _fit_context, clone
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import (_check_sample_weight, check_consistent_length,
-                                      check_is_fitted, validate_data)
+                                      check_is_fitted, check_X_y, column_or_1d,
+                                      validate_data)
 from threadpoolctl import threadpool_limits
 
 from skvaeinv._utils import resolve_device
@@ -317,7 +319,8 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         "acceptance_threshold": [Interval(Real, 0, None, closed="neither"), None],
         "track_every": [Interval(Integral, 1, None, closed="left"), None],
         "chunk_size": [Interval(Integral, 1, None, closed="left"), None],
-        "n_jobs": [Integral, None],
+        "n_jobs": [Interval(Integral, None, -1, closed="right"),
+                   Interval(Integral, 1, None, closed="left"), None],
         "device": [str, torch.device],
         "precision": [StrOptions({"float32", "bfloat16"})],
         "compile": ["boolean"],
@@ -370,6 +373,56 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         new = {k: (v if k == "prior" else clone(v, safe=False)) for k, v in params.items()}
         return type(self)(**new)
 
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Parameters of this estimator.
+
+        Parameters
+        ----------
+        deep : bool, default=True
+            Also return the parameters of the forward operator (``forward__*``) and of
+            an estimator-like ``petrophysics``. The prior's parameters are not
+            included: the fitted prior is shared, not a hyper-parameter (see
+            :meth:`set_params`).
+
+        Returns
+        -------
+        params : dict
+            Parameter names mapped to their values.
+        """
+        params = super().get_params(deep=False)
+        if deep:
+            for key in ("forward", "petrophysics"):
+                value = params[key]
+                if hasattr(value, "get_params") and not isinstance(value, type):
+                    params.update((f"{key}__{k}", v)
+                                  for k, v in value.get_params(deep=True).items())
+        return params
+
+    def set_params(self, **params: Any) -> "LatentInverter":
+        """Set parameters (``forward__*`` for the forward operator's).
+
+        Parameters
+        ----------
+        **params : dict
+            Estimator parameters. ``prior`` may be replaced by another fitted prior;
+            the prior's own parameters (``prior__*``) cannot be set here, because the
+            prior is used as-is and shared with every clone (a grid search over them
+            would change the caller's fitted prior without refitting it).
+
+        Returns
+        -------
+        self : LatentInverter
+            This estimator, with the new parameters.
+        """
+        nested = sorted(k for k in params if k.startswith("prior__"))
+        if nested:
+            raise ValueError(
+                f"cannot set {nested}: LatentInverter uses its fitted prior as-is and "
+                "shares it with its clones. Fit a prior with those parameters and pass "
+                "it: set_params(prior=VAEPrior(...).fit(images))."
+            )
+        return super().set_params(**params)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.requires_fit = True
@@ -379,17 +432,25 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         return tags
 
     # ------------------------------------------------------------------ validation
+    def _check_prior(self) -> tuple[int, tuple[int, int]]:
+        """Latent size and image shape of the fitted prior (clear errors otherwise)."""
+        prior = self.prior
+        if hasattr(prior, "fit"):
+            check_is_fitted(prior)
+        elif not hasattr(prior, "image_shape_"):
+            raise NotFittedError(
+                f"the prior {type(prior).__name__} has no image_shape_: pass a fitted "
+                "prior (e.g. VAEPrior(...).fit(images))."
+            )
+        return int(prior.latent_dim), tuple(int(s) for s in prior.image_shape_)
+
     def _check_inputs(self, X: Any, y: Any, sample_weight: Any
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        check_is_fitted(self.prior)
-        X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True)
+        """Validated rays, traveltimes and normalised weights; sets no attribute."""
+        self._check_prior()
+        y = _check_traveltimes(y)
+        X, y = check_X_y(X, y, dtype=np.float64, y_numeric=True, estimator=self)
         rays = self.forward.validate_rays(X)
-        if np.any(y <= 0):
-            bad = np.flatnonzero(y <= 0)
-            raise ValueError(
-                f"y holds {bad.size} non-positive traveltime(s) (first at row {bad[0]}: "
-                f"{y[bad[0]]!r}); traveltimes must be > 0 ns."
-            )
         n_rays = rays.shape[0]
         if self.batch_size > n_rays:
             raise ValueError(
@@ -403,15 +464,8 @@ class LatentInverter(RegressorMixin, BaseEstimator):
                 f"the prior's image shape {image_shape} does not match the forward "
                 f"operator's grid shape {tuple(grid.shape)}; expected the same (nz, nx)."
             )
-        w = None
-        if sample_weight is not None:
-            w = _check_sample_weight(sample_weight, X, dtype=np.float64,
-                                     ensure_non_negative=True)
-            if not np.all(np.isfinite(w)) or w.sum() <= 0:
-                raise ValueError(
-                    "sample_weight must be finite, >= 0 and not all zero; got sum "
-                    f"{w.sum()!r}."
-                )
+        w = None if sample_weight is None else _check_weights(sample_weight, X)
+        if w is not None:
             w = w / w.mean()  # mean one: the learning-rate scale does not change
         return rays, y, w
 
@@ -448,14 +502,15 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         Returns
         -------
         self : LatentInverter
+            The fitted estimator.
         """
         rays, y, w = self._check_inputs(X, y, sample_weight)
-        self.petrophysics_ = check_petrophysics(self.petrophysics)
+        petrophysics = check_petrophysics(self.petrophysics)
         device = resolve_device(self.device)
-        latent_dim = int(self.prior.latent_dim)
-        image_shape = tuple(int(s) for s in self.prior.image_shape_)
+        latent_dim, image_shape = self._check_prior()
+        n_starts = int(self.n_starts)
 
-        children = _seed_sequence(self.random_state).spawn(self.n_starts)
+        children = _seed_sequence(self.random_state).spawn(n_starts)
         rngs = [np.random.default_rng(c) for c in children]
         z0 = self._initial_latents(rngs, latent_dim)
 
@@ -466,8 +521,8 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         if device.type == "cpu":
             size = self.chunk_size if self.chunk_size is not None else _CPU_CHUNK
         else:
-            size = self.chunk_size if self.chunk_size is not None else self.n_starts
-        chunks = np.array_split(np.arange(self.n_starts), -(-self.n_starts // size))
+            size = self.chunk_size if self.chunk_size is not None else n_starts
+        chunks = np.array_split(np.arange(n_starts), -(-n_starts // size))
         log_every = 0 if not self.verbose else (1 if self.verbose >= 2
                                                 else max(1, self.epochs // 10))
         settings = dict(
@@ -480,12 +535,13 @@ class LatentInverter(RegressorMixin, BaseEstimator):
             log_every=log_every, progress=bool(self.verbose),
         )
         decoder = self.prior.get_decoder(device)
+        _check_decoder(decoder, latent_dim, image_shape, device)
         n_jobs = effective_n_jobs(self.n_jobs)
         in_process = device.type != "cpu" or n_jobs == 1 or len(chunks) == 1
         operator = _operator_with_spare_cores(self.forward, n_jobs if in_process else 1)
         jobs = [
             delayed(_fit_chunk)(
-                decoder, operator, rays, y, w, self.petrophysics_, z0[idx],
+                decoder, operator, rays, y, w, petrophysics, z0[idx],
                 [rngs[i] for i in idx], str(device), settings,
                 f"starts {idx[0]}-{idx[-1]}: ",
             )
@@ -495,7 +551,7 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         interrupted = False
         if self.verbose:
             logger.info("LatentInverter: %d starts in %d chunk(s), %d iterations each, on %s",
-                        self.n_starts, len(chunks), self.epochs * n_batches, device)
+                        n_starts, len(chunks), self.epochs * n_batches, device)
         try:
             if in_process:
                 for job in jobs:
@@ -515,12 +571,17 @@ class LatentInverter(RegressorMixin, BaseEstimator):
             interrupted = True
         interrupted = interrupted or any(r.interrupted for r in results)
         self._store_results(results, chunks, latent_dim, image_shape, interrupted)
+        # fitted state that predict uses, set only once the run produced a model (a
+        # failed fit leaves an earlier fit as it was)
+        validate_data(self, X, reset=True, skip_check_array=True)
+        self.petrophysics_ = petrophysics
+        self.forward_ = clone(self.forward, safe=False)
         return self
 
     def _store_results(self, results: list[EngineResult], chunks: list[np.ndarray],
                        latent_dim: int, image_shape: tuple[int, int],
                        interrupted: bool) -> None:
-        n = self.n_starts
+        n = sum(len(idx) for idx in chunks)
         models = np.full((n, *image_shape), np.nan, dtype=np.float32)
         latents = np.full((n, latent_dim), np.nan, dtype=np.float32)
         rmse = np.full(n, np.inf)
@@ -616,12 +677,13 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         Returns
         -------
         ndarray of shape (n_rays,)
+            Traveltimes (ns) through ``model_`` (with the operator fitted with).
         """
-        check_is_fitted(self, "model_")
+        check_is_fitted(self, "forward_")
         X = validate_data(self, X, dtype=np.float64, reset=False)
-        rays = self.forward.validate_rays(X)
+        rays = self.forward_.validate_rays(X)
         slowness = apply_numpy(self.petrophysics_, self.model_)
-        return np.asarray(self.forward.traveltimes(slowness, rays), dtype=np.float64)
+        return np.asarray(self.forward_.traveltimes(slowness, rays), dtype=np.float64)
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """Negative root-mean-square error (ns) of :meth:`predict` — higher is better.
@@ -640,12 +702,11 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         float
             ``-sqrt(mean(w (predict(X) - y)²) / mean(w))``.
         """
-        y = np.asarray(y, dtype=np.float64).reshape(-1)
+        y = _check_traveltimes(y)
         predicted = self.predict(X)
-        check_consistent_length(predicted, y, sample_weight)
-        residual = predicted - y
-        w = np.ones_like(y) if sample_weight is None else np.asarray(sample_weight, float)
-        return -float(np.sqrt(np.sum(w * residual**2) / np.sum(w)))
+        check_consistent_length(predicted, y)
+        w = np.ones_like(y) if sample_weight is None else _check_weights(sample_weight, y)
+        return -float(np.sqrt(np.sum(w * (predicted - y) ** 2) / np.sum(w)))
 
 
 # ---------------------------------------------------------------------- helpers
@@ -657,10 +718,55 @@ def _seed_sequence(random_state: Any) -> np.random.SeedSequence:
         return np.random.SeedSequence(int(random_state))
     if isinstance(random_state, np.random.RandomState):
         return np.random.SeedSequence(int(random_state.randint(0, 2**31 - 1)))
-    if isinstance(random_state, np.random.Generator):
-        return np.random.SeedSequence(int(random_state.integers(0, 2**63 - 1)))
-    raise ValueError(f"random_state={random_state!r} must be None, an int, a "
-                     "numpy RandomState or a numpy Generator.")
+    raise ValueError(f"random_state={random_state!r} must be None, an int or a "
+                     "numpy RandomState.")
+
+
+def _check_traveltimes(y: Any) -> np.ndarray:
+    """``y`` as a 1-D float64 array of finite, positive traveltimes (ns)."""
+    try:
+        y = column_or_1d(y, warn=True, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"y must be a 1-D array of traveltimes (ns): {exc}") from exc
+    bad = np.flatnonzero(~np.isfinite(y))
+    if bad.size:
+        raise ValueError(f"y contains NaN or infinity: {bad.size} value(s) (first at row "
+                         f"{bad[0]}); traveltimes must be finite.")
+    bad = np.flatnonzero(y <= 0)
+    if bad.size:
+        raise ValueError(
+            f"y holds {bad.size} non-positive traveltime(s) (first at row {bad[0]}: "
+            f"{y[bad[0]]!r}); traveltimes must be > 0 ns."
+        )
+    return y
+
+
+def _check_weights(sample_weight: Any, y: np.ndarray) -> np.ndarray:
+    """Per-datum weights: one per row of ``y``, finite, >= 0 and not all zero."""
+    w = _check_sample_weight(sample_weight, y, dtype=np.float64, ensure_non_negative=True)
+    if not np.all(np.isfinite(w)) or w.sum() <= 0:
+        raise ValueError(
+            f"sample_weight must be finite, >= 0 and not all zero; got sum {w.sum()!r}."
+        )
+    return w
+
+
+def _check_decoder(decoder: Any, latent_dim: int, image_shape: tuple[int, int],
+                   device: torch.device) -> None:
+    """The prior's decoder maps ``(1, latent_dim)`` to ``(1, *image_shape)``."""
+    try:
+        with torch.no_grad():
+            out = decoder(torch.zeros((1, latent_dim), device=device))
+        shape = tuple(out.shape)
+    except RuntimeError as exc:  # e.g. latent_dim changed after the prior was fitted
+        raise ValueError(
+            f"the prior's decoder does not take latent vectors of size prior.latent_dim="
+            f"{latent_dim} ({exc}); was the prior's latent_dim changed after fitting? "
+            "Refit the prior or restore its parameter."
+        ) from exc
+    if shape != (1, *image_shape):
+        raise ValueError(f"the prior's decoder gives images of shape {shape[1:]}; "
+                         f"expected its image_shape_ {image_shape}.")
 
 
 @contextlib.contextmanager

@@ -359,3 +359,14 @@ def test_ring_radius_replaces_the_chi_mean(problem):
         with pytest.raises(ValueError, match="ring_radius"):
             run_latent_sgd(linear_decoder(A, c), DenseForward(K), y, z0, seeds(2),
                            epochs=1, ring_radius=bad)
+
+
+def test_zero_weight_batches_record_zero_misfit(problem):
+    y = problem["y"]
+    w = np.ones(len(y))
+    w[: len(y) // 2] = 0.0
+    res = run_latent_sgd(linear_decoder(problem["A"], problem["c"]), DenseForward(problem["K"]),
+                         y, np.zeros((2, 3)), seeds(2), epochs=2, batch_size=1, lr=1e-4,
+                         sample_weight=w)
+    assert np.isfinite(res.history.batch_rmse).all() and not res.diverged.any()
+    assert (res.history.batch_rmse == 0).sum() == 2 * 2 * (len(y) // 2)

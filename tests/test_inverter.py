@@ -377,3 +377,103 @@ def test_reference_schedules(tiny_prior, survey):
 def test_reference_schedule_unknown_name():
     with pytest.raises(ValueError, match="unknown schedule 'linear'.*bent-long"):
         reference_schedule("linear")
+
+
+def test_score_validates_its_inputs(tiny_prior, survey, data):
+    grid, rays = survey
+    y = data[2]
+    inv = LatentInverter(tiny_prior, StraightRay(grid), n_starts=1, random_state=0,
+                         **FAST).fit(rays, y)
+    bad_y = y.copy()
+    bad_y[2] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        inv.score(rays, bad_y)
+    with pytest.raises(ValueError, match="numeric|traveltimes"):
+        inv.score(rays, np.array(["a"] * len(y)))
+    for w, match in [(np.zeros(len(y)), "non-zero|not all zero"),
+                     (np.r_[-np.ones(4), np.ones(len(y) - 4)], "Negative values"),
+                     (np.ones(3), r"sample_weight.shape == \(3,\)")]:
+        with pytest.raises(ValueError, match=match):
+            inv.score(rays, y, sample_weight=w)
+    # weights in the score: only the weighted rays count
+    t = inv.predict(rays)
+    w = np.zeros(len(y))
+    w[:5] = 1.0
+    assert inv.score(rays, np.r_[t[:5], t[5:] + 3.0], sample_weight=w) == 0.0
+
+
+def test_prior_parameters_cannot_be_set_through_the_inverter(tiny_prior, survey):
+    grid, _ = survey
+    inv = LatentInverter(tiny_prior, StraightRay(grid), n_starts=1)
+    deep = inv.get_params(deep=True)
+    assert not any(k.startswith("prior__") for k in deep)
+    assert deep["forward__grid"] == grid
+    before = tiny_prior.get_params()
+    with pytest.raises(ValueError, match="prior__latent_dim.*uses its fitted prior"):
+        inv.set_params(prior__latent_dim=5)
+    assert tiny_prior.get_params() == before
+    inv.set_params(forward__grid=grid, n_starts=2)  # the others still work
+    assert inv.n_starts == 2
+
+
+def test_changed_prior_parameter_gives_a_clear_error(tiny_prior, survey, data):
+    grid, rays = survey
+    prior = clone(tiny_prior)  # clone: an unfitted copy; fit it and change it afterwards
+    prior.__dict__.update({k: v for k, v in tiny_prior.__dict__.items() if k.endswith("_")})
+    prior.latent_dim = tiny_prior.latent_dim + 1
+    with pytest.raises(ValueError, match="latent_dim changed after fitting"):
+        LatentInverter(prior, StraightRay(grid), n_starts=1, **FAST).fit(rays, data[2])
+
+
+def test_predict_uses_the_operator_it_was_fitted_with(tiny_prior, survey, data):
+    grid, rays = survey
+    inv = LatentInverter(tiny_prior, StraightRay(grid), n_starts=1, random_state=0,
+                         **FAST).fit(rays, data[2])
+    before = inv.predict(rays)
+    inv.set_params(forward=StraightRay(Grid2D(grid.shape[::-1], grid.spacing)))
+    np.testing.assert_array_equal(inv.predict(rays), before)
+
+
+def test_failed_refit_keeps_the_previous_fit(tiny_prior, survey, data):
+    grid, rays = survey
+    inv = LatentInverter(tiny_prior, StraightRay(grid), n_starts=2, random_state=0,
+                         **FAST).fit(rays, data[2])
+    before = inv.predict(rays), inv.models_.copy()
+    with pytest.raises(ValueError):
+        inv.fit(np.c_[rays, rays[:, 0]], data[2])  # five columns
+    with pytest.raises(ValueError, match="non-positive"):
+        inv.fit(rays, -data[2])
+    with pytest.raises(InvalidParameterError, match="n_jobs"):
+        inv.set_params(n_jobs=0).fit(rays, data[2])
+    assert inv.n_features_in_ == 4
+    np.testing.assert_array_equal(inv.predict(rays), before[0])
+    np.testing.assert_array_equal(inv.models_, before[1])
+
+
+def test_duck_typed_prior_and_read_only_inputs(tiny_prior, survey, data):
+    grid, rays = survey
+
+    class Decoded:  # no fit method: only what the docstring asks for
+        latent_dim = tiny_prior.latent_dim
+        image_shape_ = tiny_prior.image_shape_
+
+        def get_decoder(self, device="cpu"):
+            return tiny_prior.get_decoder(device)
+
+    y = data[2].astype(np.float32)
+    z0 = np.zeros((2, tiny_prior.latent_dim), np.float32)
+    for a in (rays, y, z0):
+        a.flags.writeable = False
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. torch's "NumPy array is not writable"
+        duck = LatentInverter(Decoded(), StraightRay(grid), n_starts=2, init=z0,
+                              random_state=0, **FAST).fit(rays, y)
+    real = LatentInverter(tiny_prior, StraightRay(grid), n_starts=2, init=z0,
+                          random_state=0, **FAST).fit(rays, y)
+    np.testing.assert_array_equal(duck.latents_, real.latents_)
+
+    class Unfitted(Decoded):
+        image_shape_ = property(lambda self: (_ for _ in ()).throw(AttributeError()))
+    with pytest.raises(NotFittedError, match="no image_shape_"):
+        LatentInverter(Unfitted(), StraightRay(grid), **FAST).fit(rays, y)
