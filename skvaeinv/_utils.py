@@ -14,6 +14,7 @@ __all__ = [
     "autocast_context",
     "as_real_array",
     "check_finite",
+    "int_pair",
     "torch_generator",
 ]
 
@@ -98,6 +99,24 @@ def as_real_array(values: Any, name: str, dtype: Any = np.float64) -> np.ndarray
         raise ValueError(f"{name} could not be converted to a float array: {exc}") from exc
 
 
+def int_pair(value: Any, name: str, *, minimum: int = 1) -> tuple[int, int]:
+    """``value`` as a pair of integers ``>= minimum``, or a ValueError naming ``name``.
+
+    Integral floats (``64.0``) are accepted; ``2.7``, booleans, strings, NaN and
+    sequences of another length are not.
+    """
+    try:
+        items = list(value)
+    except TypeError:
+        items = []
+    ok = len(items) == 2 and all(
+        isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v)
+        and float(v) == int(v) and int(v) >= minimum for v in items)
+    if not ok:
+        raise ValueError(f"{name} must be a pair of integers >= {minimum}, got {value!r}.")
+    return int(items[0]), int(items[1])
+
+
 def check_finite(array: np.ndarray, name: str) -> None:
     """Raise a ValueError naming ``name`` if ``array`` holds NaN or inf."""
     if not np.all(np.isfinite(array)):
@@ -127,7 +146,7 @@ def load_plain_npy(path: Any, what: str) -> np.ndarray:
     """
     try:
         arr = np.load(path, allow_pickle=False)
-        return np.asarray(arr, dtype=np.float64)
+        return as_real_array(arr, f"{what} file {str(path)!r}")
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{what} file {str(path)!r} is not a plain numeric .npy array: "
                          f"{exc}") from exc

@@ -18,11 +18,15 @@ from typing import Any
 import numpy as np
 from sklearn.utils import check_random_state
 
-from skvaeinv._utils import check_finite, load_plain_npy
+from skvaeinv._utils import as_real_array, check_finite, int_pair, load_plain_npy
 
 __all__ = ["make_channels", "load_training_image", "extract_patches"]
 
 logger = logging.getLogger(__name__)
+
+
+#: Pixels per chunk of images in make_channels (bounds its working memory).
+_CHUNK_PIXELS = 1_000_000
 
 
 def _as_range(value: Any, name: str, *, positive: bool = True) -> tuple[float, float]:
@@ -44,7 +48,7 @@ def _as_range(value: Any, name: str, *, positive: bool = True) -> tuple[float, f
 def make_channels(n_samples: int = 100, shape: tuple[int, int] = (129, 65), *,
                   width: float | tuple[float, float] = (5.0, 9.0),
                   n_channels: int | tuple[int, int] | None = None,
-                  proportion: float | None = 0.27,
+                  proportion: float | None = None,
                   sinuosity: float = 0.12,
                   wavelength: float | tuple[float, float] = (60.0, 200.0),
                   orientation: float = 0.0,
@@ -68,12 +72,13 @@ def make_channels(n_samples: int = 100, shape: tuple[int, int] = (129, 65), *,
     width : float or (float, float), default=(5.0, 9.0)
         Channel width in pixels, or a range to draw each channel's width from.
     n_channels : int or (int, int) or None, default=None
-        Channels per image (a range draws the count per image). Used when ``proportion``
-        is None.
-    proportion : float or None, default=0.27
+        Channels per image (a range ``(low, high)`` draws the count per image, both
+        included). Give either this or ``proportion``.
+    proportion : float or None, default=None
         Target channel proportion per image in (0, 1). Channels are added one by one and
         the count whose proportion is closest to the target is kept (at most
-        ``max_channels``). The reference training image has 0.26.
+        ``max_channels``). None with ``n_channels`` None means 0.27 (the reference
+        training image has 0.26).
     sinuosity : float, default=0.12
         Amplitude of the centreline's meanders as a fraction of their wavelength
         (0 gives straight channels).
@@ -102,18 +107,23 @@ def make_channels(n_samples: int = 100, shape: tuple[int, int] = (129, 65), *,
     >>> X.shape, sorted(set(X.ravel().tolist()))
     ((10, 64, 32), [0.0, 1.0])
     """
-    if not isinstance(n_samples, numbers.Integral) or n_samples < 1:
+    if (not isinstance(n_samples, numbers.Integral) or isinstance(n_samples, bool)
+            or n_samples < 1):
         raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
-    try:
-        h, w = (int(s) for s in shape)
-    except (TypeError, ValueError):
-        raise ValueError(f"shape must be a pair (H, W) of integers, got {shape!r}.")
-    if h < 1 or w < 1:
-        raise ValueError(f"shape must be positive, got {shape!r}.")
+    h, w = int_pair(shape, "shape (H, W)")
     width_r = _as_range(width, "width")
     wave_r = _as_range(wavelength, "wavelength")
-    if not np.isfinite(sinuosity) or sinuosity < 0:
+    for name, value in (("sinuosity", sinuosity), ("orientation", orientation),
+                        ("orientation_spread", orientation_spread)):
+        if not isinstance(value, numbers.Real) or not np.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}.")
+    if sinuosity < 0:
         raise ValueError(f"sinuosity must be >= 0, got {sinuosity!r}.")
+    if proportion is not None and n_channels is not None:
+        raise ValueError(f"give either proportion ({proportion!r}) or n_channels "
+                         f"({n_channels!r}), not both.")
+    if proportion is None and n_channels is None:
+        proportion = 0.27
     if proportion is not None:
         if not (0.0 < float(proportion) < 1.0):
             raise ValueError(f"proportion must lie in (0, 1), got {proportion!r}.")
@@ -121,10 +131,14 @@ def make_channels(n_samples: int = 100, shape: tuple[int, int] = (129, 65), *,
             raise ValueError(f"max_channels must be a positive integer, got {max_channels!r}.")
         k_max = int(max_channels)
     else:
-        if n_channels is None:
-            raise ValueError("give either proportion or n_channels.")
-        lo, hi = (n_channels, n_channels) if isinstance(n_channels, numbers.Integral) \
-            else tuple(int(v) for v in n_channels)
+        if isinstance(n_channels, numbers.Integral):
+            lo = hi = int(n_channels)
+        elif (isinstance(n_channels, Sequence) and len(n_channels) == 2
+              and all(isinstance(v, numbers.Integral) for v in n_channels)):
+            lo, hi = (int(v) for v in n_channels)
+        else:
+            raise ValueError(f"n_channels must be an int or a pair (low, high) of ints, "
+                             f"got {n_channels!r}.")
         if lo < 0 or hi < lo:
             raise ValueError(f"n_channels={n_channels!r} is invalid: need 0 <= low <= high.")
         k_max = max(int(hi), 1)
@@ -152,30 +166,39 @@ def make_channels(n_samples: int = 100, shape: tuple[int, int] = (129, 65), *,
     zz = (np.arange(h, dtype=np.float32) + 0.5 - h / 2)[:, None]
     # Centreline z_c(x) = offset + x tan(theta) + two meanders; the vertical half
     # thickness w / (2 cos(atan(dz_c/dx))) keeps the perpendicular width constant.
-    k = 2 * np.pi / lam                                         # (n, K, 2)
-    arg = k[..., None] * x + phase[..., None]                    # (n, K, 2, W)
-    tan = np.tan(theta)[..., None]
-    reach = 0.5 * h + 0.5 * w * np.abs(tan) + amp.sum(-1)[..., None] + widths[..., None]
-    centre = ((centre_u[..., None] * 2 - 1) * reach + x * tan
-              + (amp[..., None] * np.sin(arg)).sum(axis=2))
-    slope = tan + (amp[..., None] * k[..., None] * np.cos(arg)).sum(axis=2)
-    half = (0.5 * widths[..., None] * np.sqrt(1.0 + slope**2))
-    centre = centre.astype(np.float32)[:, :, None, :]            # (n, K, 1, W)
-    half = half.astype(np.float32)[:, :, None, :]
     out = np.empty((n, h, w), dtype=dtype)
-    chunk = max(1, int(4_000_000 // (k_max * h * w)))
+    # Chunks of images bound the memory (the centrelines are (c, K, W), the masks
+    # (c, H, W)); channels are added one at a time to the union of the previous ones.
+    chunk = max(1, _CHUNK_PIXELS // (h * w))
     for s in range(0, n, chunk):
         sl = slice(s, min(s + chunk, n))
-        inside = np.abs(zz - centre[sl]) < half[sl]              # (c, K, H, W)
-        union = np.logical_or.accumulate(inside, axis=1)
+        k = 2 * np.pi / lam[sl]                                  # (c, K, 2)
+        arg = k[..., None] * x + phase[sl, ..., None]            # (c, K, 2, W)
+        tan = np.tan(theta[sl])[..., None]
+        reach = (0.5 * h + 0.5 * w * np.abs(tan) + amp[sl].sum(-1)[..., None]
+                 + widths[sl, :, None])
+        centre = ((centre_u[sl, :, None] * 2 - 1) * reach + x * tan
+                  + (amp[sl, ..., None] * np.sin(arg)).sum(axis=2))
+        slope = tan + (amp[sl, ..., None] * k[..., None] * np.cos(arg)).sum(axis=2)
+        half = 0.5 * widths[sl, :, None] * np.sqrt(1.0 + slope**2)
+        centre = centre.astype(np.float32)[:, :, None, :]        # (c, K, 1, W)
+        half = half.astype(np.float32)[:, :, None, :]
+        c = centre.shape[0]
+        union = np.zeros((c, h, w), dtype=bool)
+        img = np.zeros((c, h, w), dtype=bool)
         if proportion is not None:
-            props = union.mean(axis=(2, 3))                      # (c, K)
-            best = np.argmin(np.abs(props - proportion), axis=1)
-            img = union[np.arange(union.shape[0]), best]
+            best = np.full(c, np.inf)
         else:
-            cnt = counts[sl]
-            img = union[np.arange(union.shape[0]), np.maximum(cnt - 1, 0)]
-            img[cnt == 0] = False
+            want = counts[sl]
+        for j in range(k_max):
+            union |= np.abs(zz - centre[:, j]) < half[:, j]      # (c, H, W)
+            if proportion is not None:  # keep the count closest to the target (first)
+                miss = np.abs(union.mean(axis=(1, 2)) - proportion)
+                better = miss < best
+                best[better] = miss[better]
+                img[better] = union[better]
+            else:
+                img[want == j + 1] = union[want == j + 1]
         out[sl] = img
     if steep:
         out = np.ascontiguousarray(out.transpose(0, 2, 1))
@@ -189,9 +212,13 @@ def load_training_image(path: str | os.PathLike, *, threshold: float | None = No
     Parameters
     ----------
     path : str or path-like
-        An 8-bit or binary image (values 0..255, or 0/1 for 1-bit images), converted to
-        greyscale, or a ``.npy`` array of shape (H, W) with values in [0, 1] or 0..255.
-        Loaded with ``allow_pickle=False``.
+        A picture Pillow reads (PNG, TIFF, ...) or a ``.npy`` array of shape (H, W)
+        (or (H, W, 3|4), averaged over colours), loaded with ``allow_pickle=False``.
+        Colour pictures are converted to greyscale. Values are scaled to [0, 1]: values
+        already in [0, 1] are kept (a 0/1 picture stays binary), whole numbers up to
+        255 are divided by 255, and those of a 16- or 32-bit integer picture with values
+        above 255 by 65535. Anything else (negative values, fractions above 1, larger
+        numbers, NaN) is an error.
     threshold : float or None, default=None
         If given, binarise: values >= threshold (on the [0, 1] scale) become 1.
 
@@ -200,6 +227,9 @@ def load_training_image(path: str | os.PathLike, *, threshold: float | None = No
     image : ndarray of shape (H, W), float32
         Values in [0, 1] (1 = channel).
     """
+    if threshold is not None and (not isinstance(threshold, numbers.Real)
+                                  or not 0.0 <= threshold <= 1.0):
+        raise ValueError(f"threshold must be a number in [0, 1] or None, got {threshold!r}.")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no training image at {str(path)!r}")
@@ -207,30 +237,51 @@ def load_training_image(path: str | os.PathLike, *, threshold: float | None = No
         arr = load_plain_npy(path, "training image")
         if arr.ndim == 3 and arr.shape[-1] in (3, 4):
             arr = arr[..., :3].mean(axis=-1)
-        if arr.ndim != 2:
-            raise ValueError(f"{str(path)!r} holds an array of shape {arr.shape}; a 2-D image "
-                             "(H, W) is required.")
-        check_finite(arr, f"image {str(path)!r}")
-        if arr.max(initial=0) > 1.0:
-            if arr.max() > 255 or arr.min() < 0:
-                raise ValueError(f"{str(path)!r}: values must lie in [0, 1] or [0, 255]; got "
-                                 f"[{arr.min():.4g}, {arr.max():.4g}].")
-            arr = arr / 255.0
-        elif arr.min(initial=0) < 0:
-            raise ValueError(f"{str(path)!r}: negative values ({arr.min():.4g}); expected [0, 1].")
+        arr = _unit_range(arr, path, 255.0)
     else:
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(path) as im:
-                mode = im.mode
-                arr = np.asarray(im.convert("L"), dtype=np.float64) / 255.0
-        except UnidentifiedImageError as exc:
-            raise ValueError(f"{str(path)!r} is not an image file Pillow can read.") from exc
-        logger.debug("loaded %s (mode %s, shape %s)", path, mode, arr.shape)
+        arr = _read_picture(path)
     if threshold is not None:
         arr = (arr >= threshold).astype(np.float64)
     return arr.astype(np.float32)
+
+
+def _read_picture(path: Path) -> np.ndarray:
+    """A Pillow-readable picture as float64 values in [0, 1] (see load_training_image)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            if mode in ("F", "I") or mode.startswith("I;16"):  # float, 16/32-bit integer
+                arr = np.asarray(im, dtype=np.float64)
+            else:  # 1-bit, 8-bit grey, palette, RGB(A), ...: 8-bit luminance
+                arr = np.asarray(im.convert("L"), dtype=np.float64)
+    except UnidentifiedImageError as exc:
+        raise ValueError(f"{str(path)!r} is not an image file Pillow can read.") from exc
+    except OSError as exc:  # e.g. a truncated file
+        raise ValueError(f"{str(path)!r} could not be read as an image: {exc}") from exc
+    logger.debug("loaded %s (mode %s, shape %s)", path, mode, arr.shape)
+    integer = mode == "I" or mode.startswith("I;16")
+    full = 65535.0 if integer and arr.size and arr.max() > 255 else 255.0
+    return _unit_range(arr, path, full)
+
+
+def _unit_range(arr: np.ndarray, path: Path, full: float) -> np.ndarray:
+    """A 2-D image scaled to [0, 1]: values in [0, 1] are kept (a 0/1 image stays
+    binary), whole numbers up to ``full`` are divided by it, anything else is refused."""
+    if arr.ndim != 2 or arr.size == 0:
+        raise ValueError(f"{str(path)!r} holds an array of shape {arr.shape}; a non-empty "
+                         "2-D image (H, W) is required.")
+    check_finite(arr, f"image {str(path)!r}")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < 0:
+        raise ValueError(f"{str(path)!r}: negative values ({lo:.4g}); expected [0, 1].")
+    if hi <= 1.0:
+        return arr
+    if hi > full or not np.array_equal(arr, np.round(arr)):
+        raise ValueError(f"{str(path)!r}: values must lie in [0, 1] or be whole numbers in "
+                         f"[0, {full:g}]; got [{lo:.4g}, {hi:.4g}].")
+    return arr / full
 
 
 def _check_window(win: Any, i: int) -> tuple[int, int, int, int]:
@@ -269,7 +320,9 @@ def extract_patches(image: np.ndarray, patch_shape: tuple[int, int], n_patches: 
     return_positions : bool, default=False
         Also return the upper-left corners ``(n_patches, 2)`` (row, col).
     max_tries : int, default=50
-        Rounds of redrawing the positions that overlap an excluded window.
+        Rounds of redrawing the positions that overlap an excluded window; crops still
+        unplaced after them are drawn uniformly among the valid positions (so crops are
+        placed whenever one valid position exists).
 
     Returns
     -------
@@ -280,20 +333,23 @@ def extract_patches(image: np.ndarray, patch_shape: tuple[int, int], n_patches: 
     Raises
     ------
     ValueError
-        If the crop does not fit the band, or no valid position is found.
+        If the crop does not fit the band, or no position avoids the excluded windows.
     """
-    image = np.asarray(image)
+    image = as_real_array(image, "image", dtype=None)
     if image.ndim != 2:
         raise ValueError(f"image must be 2-D (H, W), got shape {image.shape}.")
     check_finite(image, "image")
+    if image.size and (image.min() < 0 or image.max() > 1):
+        raise ValueError(f"image values must lie in [0, 1], got [{image.min():.4g}, "
+                         f"{image.max():.4g}]; scale it first (see load_training_image).")
     H, W = image.shape
-    try:
-        ph, pw = (int(s) for s in patch_shape)
-    except (TypeError, ValueError):
-        raise ValueError(f"patch_shape must be (h, w), got {patch_shape!r}.")
-    if not isinstance(n_patches, numbers.Integral) or n_patches < 1:
+    ph, pw = int_pair(patch_shape, "patch_shape (h, w)")
+    if (not isinstance(n_patches, numbers.Integral) or isinstance(n_patches, bool)
+            or n_patches < 1):
         raise ValueError(f"n_patches must be a positive integer, got {n_patches!r}.")
-    r0, r1 = (0, H) if rows is None else (int(rows[0]), int(rows[1]))
+    if not isinstance(max_tries, numbers.Integral) or max_tries < 0:
+        raise ValueError(f"max_tries must be an integer >= 0, got {max_tries!r}.")
+    r0, r1 = (0, H) if rows is None else int_pair(rows, "rows (start, stop)", minimum=0)
     if not (0 <= r0 < r1 <= H):
         raise ValueError(f"rows={rows!r} must satisfy 0 <= start < stop <= {H} (image height).")
     if ph < 1 or pw < 1 or ph > r1 - r0 or pw > W:
@@ -318,10 +374,19 @@ def extract_patches(image: np.ndarray, patch_shape: tuple[int, int], n_patches: 
         todo = todo[overlap.any(axis=1)]
         if todo.size == 0:
             break
-    if todo.size:
-        raise ValueError(
-            f"could not place {todo.size} of {n} crops of shape {(ph, pw)} outside the "
-            f"excluded windows after {max_tries} tries; widen rows or exclude less.")
+    if todo.size:  # few valid positions: draw the rest among all of them
+        valid = np.ones((r1 - ph + 1 - r0, W - pw + 1), dtype=bool)  # upper-left corners
+        for r, c, hh, ww in windows:  # corners whose crop would overlap the window
+            rows_hit = slice(max(r - ph + 1 - r0, 0), max(r + hh - r0, 0))
+            valid[rows_hit, max(c - pw + 1, 0):max(c + ww, 0)] = False
+        corners = np.flatnonzero(valid)
+        if corners.size == 0:
+            raise ValueError(
+                f"no crop of shape {(ph, pw)} in rows [{r0}, {r1}) avoids the excluded "
+                "windows; widen rows or exclude less.")
+        pick = corners[rng.randint(0, corners.size, todo.size)]
+        pos[todo, 0] = r0 + pick // valid.shape[1]
+        pos[todo, 1] = pick % valid.shape[1]
     ri = pos[:, 0, None] + np.arange(ph)
     ci = pos[:, 1, None] + np.arange(pw)
     patches = image[ri[:, :, None], ci[:, None, :]].astype(np.float32)

@@ -56,7 +56,14 @@ def test_make_channels_fast():
     (dict(proportion=1.5), "proportion"),
     (dict(width=(5, 2)), "width"),
     (dict(sinuosity=-1), "sinuosity"),
-    (dict(proportion=None), "n_channels"),
+    (dict(proportion=0.3, n_channels=2), "not both"),
+    (dict(n_channels=2.5), "n_channels"),
+    (dict(n_channels=(3,)), "n_channels"),
+    (dict(shape=(2.7, 8)), "shape"),
+    (dict(n_samples=True), "n_samples"),
+    (dict(orientation=np.nan), "orientation"),
+    (dict(orientation_spread=np.inf), "orientation_spread"),
+    (dict(sinuosity="a"), "sinuosity"),
 ])
 def test_make_channels_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -134,7 +141,11 @@ def test_extract_patches_reference_setup(shared_data):
     (dict(patch_shape=(300, 10)), "does not fit"),
     (dict(rows=(50, 40)), "rows"),
     (dict(n_patches=0), "n_patches"),
-    (dict(exclude=[(0, 0, 200, 100)]), "could not place"),
+    (dict(exclude=[(0, 0, 200, 100)]), "avoids the excluded windows"),
+    (dict(rows=(0, 50, 99)), "rows"),
+    (dict(rows=50), "rows"),
+    (dict(patch_shape=(2.5, 3)), "patch_shape"),
+    (dict(max_tries=-1), "max_tries"),
     (dict(exclude=[(0, 0, -1, 5)]), "non-positive"),
 ])
 def test_extract_patches_errors(kwargs, match):
@@ -142,3 +153,65 @@ def test_extract_patches_errors(kwargs, match):
     args = {"patch_shape": (20, 10), "n_patches": 5, **kwargs}
     with pytest.raises(ValueError, match=match):
         extract_patches(image, args.pop("patch_shape"), args.pop("n_patches"), **args)
+
+
+def test_make_channels_count_is_honoured():
+    # n_channels alone selects the count mode (the default proportion no longer wins)
+    one = make_channels(30, shape=(64, 64), n_channels=1, random_state=0)
+    many = make_channels(30, shape=(64, 64), n_channels=8, random_state=0)
+    assert one.mean() < 0.5 * many.mean()
+    default = make_channels(30, shape=(64, 64), random_state=0)
+    np.testing.assert_array_equal(
+        default, make_channels(30, shape=(64, 64), proportion=0.27, random_state=0))
+
+
+def test_make_channels_does_not_depend_on_chunking(monkeypatch):
+    import skvaeinv.datasets as ds
+    kw = [dict(shape=(40, 24), random_state=5),
+          dict(shape=(30, 50), n_channels=(0, 3), orientation=60, random_state=6)]
+    whole = [make_channels(25, **k) for k in kw]
+    monkeypatch.setattr(ds, "_CHUNK_PIXELS", 3 * 40 * 24)  # chunks of 3 (or 1) images
+    for k, expected in zip(kw, whole):
+        np.testing.assert_array_equal(make_channels(25, **k), expected)
+
+
+def test_extract_patches_finds_rare_valid_positions():
+    image = np.random.default_rng(0).random((100, 80))
+    # only the corners (40, 35) and (41, 35) leave a 10 x 10 crop clear of the windows
+    windows = [(0, 0, 100, 35), (0, 45, 100, 35), (0, 35, 40, 10), (51, 35, 49, 10)]
+    _, pos = extract_patches(image, (10, 10), 20, exclude=windows, random_state=0,
+                             return_positions=True)
+    assert set(map(tuple, pos.tolist())) <= {(40, 35), (41, 35)}
+    # ~7 % of the corners are valid: rejection alone would leave some crops unplaced
+    _, pos = extract_patches(image, (10, 10), 500, exclude=[(0, 0, 85, 80)], max_tries=3,
+                             random_state=0, return_positions=True)
+    assert pos[:, 0].min() >= 85 and (pos[:, 0] + 10).max() <= 100
+    with pytest.raises(ValueError, match="values must lie in"):
+        extract_patches(image * 255, (10, 10), 2)
+
+
+def test_load_training_image_scales_by_bit_depth(tmp_path):
+    rng = np.random.default_rng(0)
+    binary = (rng.random((12, 9)) > 0.5)
+    grey = rng.integers(0, 65536, (12, 9))
+    Image.fromarray(binary.astype(np.uint8)).save(tmp_path / "01.png")       # 0/1 in 8 bits
+    Image.fromarray(binary.astype(np.uint8)).convert("P").save(tmp_path / "p.png")
+    Image.fromarray(grey.astype(np.uint16)).save(tmp_path / "16.png")       # 16-bit
+    Image.fromarray(binary.astype(np.float32)).save(tmp_path / "f.tiff")    # float 0/1
+    for name in ("01.png", "p.png", "f.tiff"):
+        np.testing.assert_array_equal(load_training_image(tmp_path / name), binary)
+    img16 = load_training_image(tmp_path / "16.png")
+    np.testing.assert_allclose(img16, grey / 65535.0, rtol=1e-6)
+    np.save(tmp_path / "two.npy", 2 * binary.astype(float) + 0.5)   # neither [0, 1] nor 0..255
+    np.save(tmp_path / "c.npy", binary + 0j)
+    np.save(tmp_path / "empty.npy", np.zeros((0, 5)))
+    for name, match in [("two.npy", "whole numbers"), ("c.npy", "Complex"),
+                        ("empty.npy", "non-empty")]:
+        with pytest.raises(ValueError, match=match):
+            load_training_image(tmp_path / name)
+    (tmp_path / "cut.png").write_bytes((tmp_path / "16.png").read_bytes()[:60])
+    with pytest.raises(ValueError, match="could not be read"):
+        load_training_image(tmp_path / "cut.png")
+    for bad in (np.nan, "a", 2.0):
+        with pytest.raises(ValueError, match="threshold"):
+            load_training_image(tmp_path / "01.png", threshold=bad)
