@@ -162,6 +162,9 @@ def _cmd_train_prior(args: argparse.Namespace) -> int:
         raise InputError(str(exc)) from exc
     rows = _parse_rows(args.rows)
     exclude = [_parse_window(w) for w in args.exclude]
+    for flag, value in (("--n-images", args.n_images), ("--chunk", args.chunk)):
+        if value < 1:
+            raise InputError(f"{flag} {value}: expected a positive number of crops.")
     prior = VAEPrior(latent_dim=args.latent_dim, beta=args.beta, batch_size=args.batch_size,
                      lr=args.lr, base_channels=args.base_channels,
                      hidden_units=args.hidden_units, device=args.device,
@@ -178,7 +181,10 @@ def _cmd_train_prior(args: argparse.Namespace) -> int:
                                     random_state=args.seed * 1_000_003 + chunk)
         except ValueError as exc:
             raise InputError(str(exc)) from exc
-        prior.partial_fit(crops)
+        try:
+            prior.partial_fit(crops)
+        except ValueError as exc:  # parameters (latent size, device, ...) or crop shape
+            raise InputError(f"cannot train the prior: {exc}") from exc
         seen += n
         chunk += 1
         logger.info("%d / %d crops, loss per image %.1f, %.0f s", seen, args.n_images,

@@ -20,7 +20,8 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from skvaeinv._networks import Decoder, Encoder
-from skvaeinv._utils import as_real_array, autocast_context, check_finite, resolve_device
+from skvaeinv._utils import (as_real_array, autocast_context, check_finite, int_pair,
+                             resolve_device)
 
 __all__ = ["VAEPrior"]
 
@@ -181,17 +182,21 @@ class VAEPrior(TransformerMixin, BaseEstimator):
             shape = self.image_shape
         else:
             shape = self.image_shape_
+        if shape is not None:
+            shape = int_pair(shape, "image_shape (H, W)")
         if X.ndim == 2:
             if shape is None:
                 raise ValueError(
                     f"X has shape {X.shape} (flat images); pass image_shape=(H, W) to "
                     "VAEPrior or give X as (n_samples, H, W)."
                 )
-            h, w = (int(s) for s in shape)
+            h, w = shape
             if X.shape[1] != h * w:
+                hint = (" It looks like a single image: pass X[None], of shape (1, H, W)."
+                        if tuple(X.shape) == shape else "")
                 raise ValueError(
-                    f"X has {X.shape[1]} features per sample but image_shape={tuple(shape)} "
-                    f"needs {h * w}."
+                    f"X has {X.shape[1]} features per sample but image_shape={shape} "
+                    f"needs {h * w}.{hint}"
                 )
             X = X.reshape(-1, h, w)
         elif X.ndim == 4 and X.shape[1] == 1:
@@ -227,16 +232,20 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         return X
 
     def _validate_latents(self, Z: Any) -> np.ndarray:
-        Z = np.asarray(Z, dtype=np.float32)
+        Z = as_real_array(Z, "Z (latent vectors)")
         if Z.ndim == 1:
             Z = Z[None, :]
-        if Z.ndim != 2 or Z.shape[1] != self.latent_dim:
+        if Z.ndim != 2 or Z.shape[1] != self.latent_dim or Z.shape[0] == 0:
             raise ValueError(
-                f"latent vectors must have shape (n_samples, {self.latent_dim}); got "
-                f"{Z.shape}."
+                f"latent vectors must have shape (n_samples, {self.latent_dim}) with "
+                f"n_samples >= 1; got {Z.shape}."
             )
         check_finite(Z, "Z")
-        return Z
+        with np.errstate(over="ignore"):
+            Z32 = Z.astype(np.float32)
+        if not np.all(np.isfinite(Z32)):
+            raise ValueError("Z has values beyond the float32 range (about 3.4e38).")
+        return Z32
 
     # ------------------------------------------------------------------ training
     def _init_modules(self, image_shape: tuple[int, int], rng: np.random.RandomState) -> None:
@@ -359,7 +368,10 @@ class VAEPrior(TransformerMixin, BaseEstimator):
 
         Useful to train on a stream of fresh random crops that would not fit in memory
         at once (see ``benchmarks/train_prior.py``). The first call initialises the
-        network.
+        network; later calls use the current ``lr`` (``set_params(lr=...)`` between
+        calls changes the step size). The Adam moments live in memory only: after
+        pickling or :meth:`save` / :meth:`load`, training resumes with fresh moments, so
+        it does not repeat an uninterrupted run bit for bit.
 
         Parameters
         ----------
@@ -371,15 +383,17 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         Returns
         -------
         self : VAEPrior
+            The estimator, trained one more epoch.
         """
         first = not hasattr(self, "encoder_")
-        if first:
-            self._validate_params()
+        self._validate_params()
         X = self._validate_images(X, reset=first)
         if first:
             self._init_modules(X.shape[1:], check_random_state(self.random_state))
         elif not hasattr(self, "_optimizer"):
             self._restore_training_state()
+        for group in self._optimizer.param_groups:
+            group["lr"] = float(self.lr)
         self._train(X, 1)
         return self
 
@@ -430,7 +444,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         self.encoder_.eval()
         out = []
         for sl in self._batches(X.shape[0]):
-            mean, _ = self.encoder_(torch.from_numpy(X[sl]).to(self.device_))
+            mean, _ = self.encoder_(torch.tensor(X[sl]).to(self.device_))
             out.append(mean.float().cpu().numpy())
         return np.concatenate(out).astype(np.float64)
 
@@ -453,7 +467,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         self.decoder_.eval()
         out = []
         for sl in self._batches(Z.shape[0]):
-            out.append(self.decoder_(torch.from_numpy(Z[sl]).to(self.device_)).float().cpu()
+            out.append(self.decoder_(torch.tensor(Z[sl]).to(self.device_)).float().cpu()
                        .numpy())
         return np.concatenate(out).astype(np.float64)
 
@@ -568,7 +582,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         self.decoder_.eval()
         out = []
         for sl in self._batches(X.shape[0]):
-            x = torch.from_numpy(X[sl]).to(self.device_)
+            x = torch.tensor(X[sl]).to(self.device_)
             mean, logvar = self.encoder_(x)
             recon = self.decoder_(mean)
             sse = ((recon - x) ** 2).sum(dim=(1, 2))
@@ -681,13 +695,14 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         self.n_iter_ = state["n_iter_"]
         self.n_batches_ = state["n_batches_"]
         self.n_images_seen_ = state["n_images_seen_"]
-        saved = state.get("saved_device", "cpu")
         try:
             self.device_ = resolve_device(self.device)
         except ValueError:
             warnings.warn(
-                f"this prior was fitted on device {saved!r}, which is not available here; "
-                "it is loaded on the CPU.", RuntimeWarning, stacklevel=3)
+                f"this prior's device={self.device!r} is not available here; it is loaded "
+                "on the CPU and its device parameter set to 'cpu'.", RuntimeWarning,
+                stacklevel=3)
+            self.device = "cpu"
             self.device_ = torch.device("cpu")
         kw = dict(latent_dim=self.latent_dim, base_channels=self.base_channels,
                   hidden_units=self.hidden_units)
@@ -741,9 +756,9 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         path : str or path-like
             File written by :meth:`save`.
         device : str or None, default=None
-            Override the saved ``device`` parameter (e.g. "cpu"). With None, the saved
-            parameter is used; a prior saved on a GPU loads on the CPU, with a warning,
-            when no GPU is present.
+            Override the saved ``device`` parameter (e.g. "cpu"); an unavailable device
+            is an error. With None, the saved parameter is used; a prior saved with a
+            GPU device loads on the CPU, with a warning, when no GPU is present.
 
         Returns
         -------
@@ -766,13 +781,20 @@ class VAEPrior(TransformerMixin, BaseEstimator):
             raise ValueError(
                 f"{str(path)!r} was written by a newer skvaeinv (format version "
                 f"{state['format_version']}); upgrade skvaeinv to read it.")
-        params = dict(state["params"])
-        if params.get("image_shape") is not None:
-            params["image_shape"] = tuple(params["image_shape"])
         if device is not None:
-            params["device"] = device
-        prior = cls(**params)
-        prior._load_state(state)
+            resolve_device(device)  # a clear error for an unavailable device
+        try:
+            params = dict(state["params"])
+            if params.get("image_shape") is not None:
+                params["image_shape"] = tuple(params["image_shape"])
+            if device is not None:
+                params["device"] = device
+            prior = cls(**params)
+            prior._load_state(state)
+        except (KeyError, TypeError, RuntimeError) as exc:
+            # missing entries, unknown parameters, weights that do not fit the network
+            raise ValueError(f"{str(path)!r} is a damaged or incompatible prior file "
+                             f"({type(exc).__name__}: {exc}).") from exc
         return prior
 
     def __sklearn_tags__(self):

@@ -147,3 +147,23 @@ def test_demo_command_output(tmp_path):
     for key in ("data RMSE", "model RMSE", "accepted starts", "time"):
         assert key in r.stdout
     assert (tmp_path / "skvaeinv_demo.png").is_file()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--latent-dim", "0"], "latent_dim"),
+    (["--lr", "-1"], "'lr' parameter"),
+    (["--shape", "2", "2"], "at least"),
+    (["--device", "no-such-device"], "device"),
+    (["--n-images", "0"], "--n-images 0"),
+    (["--chunk", "0"], "--chunk 0"),
+])
+def test_train_prior_bad_parameters_are_usage_errors(tmp_path, capsys, extra, message):
+    np.save(tmp_path / "ti.npy", (np.random.default_rng(0).random((40, 30)) > 0.7) * 1.0)
+    out = tmp_path / "p.skv"
+    args = ["train-prior", str(tmp_path / "ti.npy"), "--out", str(out), "--shape", "20",
+            "12", "--n-images", "8", "--chunk", "8", "--base-channels", "2",
+            "--hidden-units", "4", "--device", "cpu", *extra]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "skvaeinv train-prior: error:" in err and message in err
+    assert "Traceback" not in err and not out.exists()

@@ -17,19 +17,40 @@ from conftest import TINY_PRIOR_KW, needs_cxx
 _TABULAR = ("sklearn's generic checks feed tabular data (n_samples, n_features) of "
             "arbitrary real values; VAEPrior takes images in [0, 1] and, for flat input, "
             "needs image_shape, so it rejects that data with a ValueError by design")
-EXPECTED_FAILED_CHECKS = {name: _TABULAR for name in [
-    "check_fit_score_takes_y", "check_estimators_overwrite_params",
-    "check_dont_overwrite_parameters", "check_estimators_fit_returns_self",
-    "check_readonly_memmap_input", "check_n_features_in_after_fitting",
-    "check_positive_only_tag_during_fit", "check_estimators_dtypes", "check_dtype_object",
-    "check_pipeline_consistency", "check_estimators_pickle",
-    "check_f_contiguous_array_estimator", "check_transformer_data_not_an_array",
-    "check_transformer_general", "check_transformer_preserve_dtypes",
-    "check_methods_sample_order_invariance", "check_methods_subset_invariance",
-    "check_dict_unchanged", "check_fit_idempotent", "check_fit_check_is_fitted",
-    "check_n_features_in", "check_fit2d_predict1d", "check_estimators_nan_inf",
-    "check_fit2d_1sample", "check_fit2d_1feature",
-]}
+#: Each check that cannot run on images, and the test of this file that checks the same
+#: property on images instead.
+_ON_IMAGES = {
+    "check_fit_score_takes_y": "test_sklearn_invariants_on_images (score(X, y=None))",
+    "check_estimators_overwrite_params": "test_sklearn_invariants_on_images",
+    "check_dont_overwrite_parameters": "test_sklearn_invariants_on_images",
+    "check_estimators_fit_returns_self": "test_sklearn_invariants_on_images",
+    "check_readonly_memmap_input": "test_read_only_input_and_lr_change_between_partial_fits",
+    "check_n_features_in_after_fitting": "test_unfitted_and_mismatched_input (images of "
+                                         "another shape are refused; image_shape_ plays "
+                                         "the part of n_features_in_)",
+    "check_n_features_in": "as check_n_features_in_after_fitting",
+    "check_positive_only_tag_during_fit": "test_fit_bad_input (values outside [0, 1])",
+    "check_estimators_dtypes": "test_sklearn_invariants_on_images (dtypes)",
+    "check_dtype_object": "test_sklearn_invariants_on_images (dtypes)",
+    "check_transformer_preserve_dtypes": "test_sklearn_invariants_on_images (dtypes: "
+                                         "float64 out, sklearn's default)",
+    "check_pipeline_consistency": "test_params_clone_pipeline",
+    "check_estimators_pickle": "test_persistence_round_trips",
+    "check_f_contiguous_array_estimator": "test_sklearn_invariants_on_images",
+    "check_transformer_data_not_an_array": "test_sklearn_invariants_on_images (lists)",
+    "check_transformer_general": "test_transform_inverse_sample_shapes_and_ranges",
+    "check_methods_sample_order_invariance": "test_sklearn_invariants_on_images",
+    "check_methods_subset_invariance": "test_sklearn_invariants_on_images",
+    "check_dict_unchanged": "test_sklearn_invariants_on_images",
+    "check_fit_idempotent": "test_sklearn_invariants_on_images",
+    "check_fit_check_is_fitted": "test_unfitted_and_mismatched_input",
+    "check_fit2d_predict1d": "test_fit_bad_input (1-D input)",
+    "check_estimators_nan_inf": "test_fit_bad_input (NaN, inf)",
+    "check_fit2d_1sample": "test_fit_bad_input (one image)",
+    "check_fit2d_1feature": "test_fit_bad_input (images too small)",
+}
+EXPECTED_FAILED_CHECKS = {name: f"{_TABULAR}; on images: {test}"
+                          for name, test in _ON_IMAGES.items()}
 EXPECTED_FAILED_CHECKS.update({
     "check_estimators_empty_data_messages": "0-feature input is rejected by the image "
                                             "check with its own wording",
@@ -343,3 +364,100 @@ def test_latent_density_bad_input(tiny_prior, tiny_images):
     with pytest.raises(NotFittedError):
         VAEPrior().fit_latent_density(tiny_images[:20])
     assert not hasattr(tiny_prior, "latent_density_")   # failed calls left it unchanged
+
+
+def test_load_device_override_and_damaged_files(tiny_prior, tmp_path):
+    tiny_prior.save(tmp_path / "p.skv")
+    with pytest.raises(ValueError, match="not a valid torch device"):
+        VAEPrior.load(tmp_path / "p.skv", device="gpu-please")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            VAEPrior.load(tmp_path / "p.skv", device="cuda")
+        # the saved parameter names a GPU: the prior loads on the CPU, with a warning
+        state = torch.load(tmp_path / "p.skv", weights_only=True)
+        state["params"]["device"] = "cuda"
+        torch.save(state, tmp_path / "gpu.skv")
+        with pytest.warns(RuntimeWarning, match="device='cuda' is not available"):
+            p = VAEPrior.load(tmp_path / "gpu.skv")
+        assert p.device == "cpu" and p.device_.type == "cpu"
+    state = torch.load(tmp_path / "p.skv", weights_only=True)
+    for damage in ("missing", "latent_dim", "unknown"):
+        bad = dict(state, params=dict(state["params"]))
+        if damage == "missing":
+            del bad["decoder"]
+        elif damage == "latent_dim":
+            bad["params"]["latent_dim"] = 7
+        else:
+            bad["params"]["no_such_parameter"] = 1
+        torch.save(bad, tmp_path / "bad.skv")
+        with pytest.raises(ValueError, match="damaged or incompatible prior file"):
+            VAEPrior.load(tmp_path / "bad.skv")
+
+
+def test_more_bad_input_messages(tiny_prior, tiny_images):
+    d = tiny_prior.latent_dim
+    for Z, match in [(np.zeros((0, d)), "n_samples >= 1"),
+                     (np.zeros((2, d)) + 1j, "Complex"),
+                     (np.full((2, d), "a"), "float array"),
+                     (np.full((2, d), 1e39), "float32 range")]:
+        with pytest.raises(ValueError, match=match):
+            tiny_prior.inverse_transform(Z)
+    with pytest.raises(ValueError, match=r"single image: pass X\[None\]"):
+        VAEPrior(image_shape=(32, 16)).fit(tiny_images[0])
+    for shape in [(512,), (32, 16, 1), (-32, -16), (32.5, 16)]:
+        with pytest.raises(ValueError, match="image_shape"):
+            VAEPrior(image_shape=shape, epochs=1, **TINY_PRIOR_KW).fit(
+                tiny_images[:4].reshape(4, -1))
+
+
+def test_read_only_input_and_lr_change_between_partial_fits(tiny_images):
+    import warnings
+
+    X = tiny_images[:32].copy()
+    X.flags.writeable = False
+    p = VAEPrior(random_state=0, **TINY_PRIOR_KW)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. torch's "NumPy array is not writable"
+        p.partial_fit(X)
+        Z = p.transform(X)
+        Z.flags.writeable = False
+        p.inverse_transform(Z)
+    before = [w.detach().clone() for w in p.decoder_.parameters()]
+    p.set_params(lr=1e-30)  # a step this small leaves every weight as it was
+    p.partial_fit(X)
+    assert all(torch.equal(a, b) for a, b in zip(before, p.decoder_.parameters()))
+    p.set_params(lr=1e-2)
+    p.partial_fit(X)
+    assert not all(torch.equal(a, b) for a, b in zip(before, p.decoder_.parameters()))
+
+
+def test_sklearn_invariants_on_images(tiny_images):
+    """What sklearn's tabular checks (see EXPECTED_FAILED_CHECKS) test, on images."""
+    import copy
+
+    X = tiny_images[:48]
+    prior = VAEPrior(epochs=1, random_state=0, **TINY_PRIOR_KW)
+    params = copy.deepcopy(prior.get_params())
+    assert prior.fit(X) is prior                               # fit returns self
+    assert prior.get_params() == params                        # parameters untouched
+    assert not any(k.endswith("_") for k in vars(VAEPrior(**params)))
+    Z = prior.transform(X)
+    state = {k: copy.deepcopy(v) for k, v in vars(prior).items()
+             if isinstance(v, (int, float, str, tuple, list, np.ndarray))}
+    prior.inverse_transform(Z), prior.score(X, None), prior.sample(3, random_state=0)
+    for k, v in state.items():                                 # dict unchanged
+        np.testing.assert_equal(getattr(prior, k), v)
+    # images are encoded one by one: order and subsets do not change the codes
+    perm = np.random.default_rng(0).permutation(len(X))
+    np.testing.assert_allclose(prior.transform(X[perm]), Z[perm], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(prior.transform(X[5:9]), Z[5:9], rtol=1e-5, atol=1e-6)
+    # fitting again from scratch gives the same prior (idempotent)
+    np.testing.assert_array_equal(prior.fit(X).transform(X), Z)
+    # dtypes, memory order, lists: the same images give the same prior
+    for other in (X.astype(np.float64), X.astype(np.uint8), X.astype(bool),
+                  np.asfortranarray(X), X.astype(object), X.tolist()):
+        fitted = VAEPrior(epochs=1, random_state=0, **TINY_PRIOR_KW).fit(other)
+        np.testing.assert_array_equal(fitted.transform(X), Z)
+    # float64 out whatever the input dtype (sklearn's default: preserves_dtype float64)
+    assert Z.dtype == np.float64
+    assert prior.inverse_transform(Z.astype(np.float32)).dtype == np.float64
