@@ -268,6 +268,9 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         spread (standard deviation) of the accepted models.
     petrophysics_ : callable
         The facies → slowness mapping used.
+    forward_ : ForwardOperator
+        A copy of ``forward`` as fitted; :meth:`predict` and :meth:`score` use it, so
+        changing ``forward`` afterwards takes effect at the next :meth:`fit`.
     n_features_in_ : int
         4 (ray coordinates).
 
