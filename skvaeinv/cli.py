@@ -1,8 +1,11 @@
 """Command line: ``skvaeinv demo | train-prior | invert``.
 
 Run ``skvaeinv --help`` or ``skvaeinv COMMAND --help``. Exit codes: 0 success,
-1 runtime failure, 2 bad usage or bad input files (with a message saying what and where),
-130 interrupted. Output files are written atomically: on failure nothing is left behind.
+1 runtime failure (e.g. a disk error while writing), 2 bad usage, bad input files or
+output paths that cannot be written (with a message saying what and where), 130
+interrupted. Output paths are checked before any long computation; output files are
+written atomically (an existing file of that name is replaced only once the new one is
+complete), never over an input file: on failure nothing is left behind.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import numbers
 import os
 import sys
 import tempfile
@@ -51,14 +55,21 @@ def _read_table(path: str | os.PathLike, name: str, n_cols: int | None) -> np.nd
     Errors name the file, the line and the problem.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"{name} file {str(path)!r} does not exist.")
+    if not path.is_file():
+        raise InputError(f"{name} file {str(path)!r} is not a file.")
     if path.suffix.lower() == ".npy":
         try:
             arr = load_plain_npy(path, name)
         except ValueError as exc:
             raise InputError(str(exc)) from exc
+        if arr.size == 0:
+            raise InputError(f"{name} file {str(path)!r} holds no data rows.")
         if n_cols == 1:
+            if arr.ndim not in (1, 2) or (arr.ndim == 2 and arr.shape[1] != 1):
+                raise InputError(f"{name} array in {str(path)!r} has shape {arr.shape}; "
+                                 "expected (n,) or (n, 1).")
             arr = arr.reshape(-1)
         elif arr.ndim != 2 or arr.shape[1] != n_cols:
             raise InputError(f"{name} array in {str(path)!r} has shape {arr.shape}; expected "
@@ -69,21 +80,24 @@ def _read_table(path: str | os.PathLike, name: str, n_cols: int | None) -> np.nd
                              f"{np.flatnonzero(bad)[:10].tolist()}.")
         return arr
     rows: list[list[float]] = []
-    with open(path, newline="") as fh:
-        text = fh.read()
-    dialect_delim = "," if "," in text else None
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
-            continue
-        fields = ([f.strip() for f in next(csv.reader([stripped]))] if dialect_delim
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            text = fh.read()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{name} file {str(path)!r} is neither .npy nor UTF-8 text "
+                         f"({exc.reason} at byte {exc.start}).") from None
+    lines = [(lineno, line.strip()) for lineno, line in enumerate(text.splitlines(), start=1)
+             if line.strip() and not line.strip().startswith("#")]
+    comma = any("," in line for _, line in lines)  # comments do not decide
+    for k, (lineno, stripped) in enumerate(lines):
+        fields = ([f.strip() for f in next(csv.reader([stripped]))] if comma
                   else stripped.split())
         try:
             values = [float(f) for f in fields]
         except ValueError:
-            if not rows and lineno == _first_content_line(text):
-                continue                      # a header line
-            raise InputError(f"{str(path)!r}, line {lineno}: cannot read {line!r} as "
+            if k == 0 and not any(_is_number(f) for f in fields):
+                continue                      # a header line: no field is a number
+            raise InputError(f"{str(path)!r}, line {lineno}: cannot read {stripped!r} as "
                              f"numbers.") from None
         want = n_cols if n_cols is not None else len(values)
         if len(values) != want:
@@ -98,29 +112,78 @@ def _read_table(path: str | os.PathLike, name: str, n_cols: int | None) -> np.nd
     return arr[:, 0] if n_cols == 1 else arr
 
 
-def _first_content_line(text: str) -> int:
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if line.strip() and not line.strip().startswith("#"):
-            return lineno
-    return 0
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_outputs(outputs: dict[str, str | None], inputs: Sequence[str | None]) -> None:
+    """Refuse, before any long computation, output paths that cannot be written or that
+    name an input file, a folder, or another output."""
+    taken = {Path(p).resolve(): "an input file" for p in inputs if p}
+    for flag, value in outputs.items():
+        if not value:
+            continue
+        path = Path(value)
+        resolved = path.resolve()
+        if resolved in taken:
+            raise InputError(f"{flag} {value!r} is {taken[resolved]}; choose another name.")
+        taken[resolved] = f"also the {flag} file"
+        if path.is_dir():
+            raise InputError(f"{flag} {value!r} is a folder; give a file name.")
+        _check_folder(path.parent, f"{flag} {value!r}")
+
+
+def _check_folder(folder: Path, what: str) -> None:
+    """``folder`` exists as a writable folder, or can be made in a writable one."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{what}: {str(existing)!r} is a file, not a folder.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{what}: no permission to write in {str(existing)!r}.")
+
+
+def _check_figure_format(value: str, flag: str) -> None:
+    """matplotlib is installed and can write ``value``'s format."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise InputError(f"{flag} needs matplotlib: pip install 'skvaeinv[plot]'.") from None
+    fmt = Path(value).suffix.lstrip(".").lower() or "png"
+    formats = Figure().canvas.get_supported_filetypes()
+    if fmt not in formats:
+        raise InputError(f"{flag} {value!r}: matplotlib cannot write '.{fmt}' files; use "
+                         f"one of {', '.join('.' + f for f in sorted(formats))}.")
 
 
 def _atomic_path(target: Path) -> Path:
-    """A temporary file next to ``target`` (renamed onto it once complete)."""
+    """A temporary file next to ``target`` (renamed onto it once complete), with the
+    permissions a plain new file gets (``mkstemp`` alone would make it owner-only)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix,
                                dir=target.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     return Path(tmp)
 
 
 def _save_figure(fig: Any, target: Path) -> None:
+    import matplotlib.pyplot as plt
+
     tmp = _atomic_path(target)
     try:
-        fig.savefig(tmp, dpi=100, format=target.suffix.lstrip(".") or "png")
+        fig.savefig(tmp, dpi=100, format=target.suffix.lstrip(".").lower() or "png")
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+        plt.close(fig)
 
 
 def _save_npz(target: Path, **arrays: Any) -> None:
@@ -156,6 +219,7 @@ def _cmd_train_prior(args: argparse.Namespace) -> int:
     from skvaeinv import VAEPrior
     from skvaeinv.datasets import extract_patches, load_training_image
 
+    _check_outputs({"--out": args.out}, [args.image])
     try:
         image = load_training_image(args.image)
     except (FileNotFoundError, ValueError) as exc:
@@ -212,6 +276,10 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     from skvaeinv.inverter import reference_schedule
     from skvaeinv.survey import Grid2D
 
+    inputs = [args.prior, args.rays, args.traveltimes]
+    _check_outputs({"--out": args.out, "--figure": args.figure}, inputs)
+    if args.figure:
+        _check_figure_format(args.figure, "--figure")
     try:
         prior = VAEPrior.load(args.prior, device=args.device)
     except (FileNotFoundError, ValueError) as exc:
@@ -221,7 +289,16 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     if len(rays) != len(tt):
         raise InputError(f"{len(rays)} rays but {len(tt)} traveltimes: the files must have "
                          "one row per ray, in the same order.")
-    grid = Grid2D(shape=prior.image_shape_, spacing=args.spacing, origin=tuple(args.origin))
+    bad = np.flatnonzero(tt <= 0)
+    if bad.size:
+        raise InputError(f"{args.traveltimes}: {bad.size} non-positive traveltime(s), the "
+                         f"first in data row {bad[0] + 1} ({tt[bad[0]]:g} ns); traveltimes "
+                         "must be > 0 ns.")
+    try:
+        grid = Grid2D(shape=prior.image_shape_, spacing=args.spacing,
+                      origin=tuple(args.origin))
+    except ValueError as exc:
+        raise InputError(f"--spacing/--origin: {exc}") from exc
     forward = _make_forward(grid, args.nonlinear, args.secondary_nodes)
     try:
         rays = forward.validate_rays(rays)
@@ -243,7 +320,7 @@ def _cmd_invert(args: argparse.Namespace) -> int:
         raise InputError(str(exc)) from exc
     wall = time.perf_counter() - t0
     out = Path(args.out)
-    ens = inv.ensemble()
+    ens = inv.ensemble(args.threshold)  # the same starts as inv.accepted_
     _save_npz(out, model=inv.model_, models=inv.models_, latents=inv.latents_,
               data_rmse=inv.data_rmse_, best_index=inv.best_index_,
               predicted=inv.predict(rays), accepted=ens.accepted,
@@ -253,11 +330,10 @@ def _cmd_invert(args: argparse.Namespace) -> int:
               history_reg_weight=inv.history_.reg_weight, slowness=inv.petrophysics_(inv.model_),
               interrupted=inv.interrupted_)
     if args.figure:
-        import matplotlib
-        matplotlib.use("Agg")
         from skvaeinv.plotting import plot_inversion
 
-        _save_figure(plot_inversion(inv, grid=grid), Path(args.figure))
+        _save_figure(plot_inversion(inv, grid=grid, threshold=args.threshold),
+                     Path(args.figure))
     print(f"{args.starts} starts, {inv.n_iter_} iterations, {wall:.1f} s; best data RMSE "
           f"{inv.data_rmse_[inv.best_index_]:.4g} ns; accepted {ens.n_accepted}; "
           f"wrote {out}" + (f" and {args.figure}" if args.figure else ""))
@@ -266,7 +342,25 @@ def _cmd_invert(args: argparse.Namespace) -> int:
 
 def demo_prior(retrain: bool = False, *, n_images: int = 200_000, seed: int = 0,
                progress: bool = False) -> Any:
-    """The demo's prior: the shipped file, or one trained now on procedural channels."""
+    """The demo's prior: the shipped file, or one trained now on procedural channels.
+
+    Parameters
+    ----------
+    retrain : bool, default=False
+        Train a prior now (on ``n_images`` procedural images) instead of loading the
+        one shipped in ``skvaeinv/data``.
+    n_images : int, default=200000
+        Procedural images to train on when retraining.
+    seed : int, default=0
+        Seed of the training images and of the network's initialisation.
+    progress : bool, default=False
+        Show a progress bar while training.
+
+    Returns
+    -------
+    prior : VAEPrior
+        A fitted prior of the demo's 65 x 33 images.
+    """
     from skvaeinv import VAEPrior
     from skvaeinv.datasets import make_channels
 
@@ -288,7 +382,42 @@ def run_demo(*, out_dir: str | os.PathLike = ".", starts: int = 8, epochs: int =
              retrain: bool = False, n_images: int = 200_000, nonlinear: bool = False,
              seed: int = 0, progress: bool = True, save_prior: str | None = None,
              figure: bool = True) -> dict:
-    """Run the demo and return its summary (used by the ``demo`` command and the tests)."""
+    """Run the demo and return its summary (used by the ``demo`` command and the tests).
+
+    A procedural truth is inverted from 625 straight (or bent) rays with the demo's
+    prior; the figure is written to ``out_dir/skvaeinv_demo.png``.
+
+    Parameters
+    ----------
+    out_dir : str or path-like, default="."
+        Folder of the figure (made if missing).
+    starts : int, default=8
+        Random starts of the inversion.
+    epochs : int, default=60
+        SGD epochs of each start.
+    retrain, n_images, seed, progress
+        As in :func:`demo_prior` (``seed`` also seeds the inversion).
+    nonlinear : bool, default=False
+        Bent rays (shortest paths) instead of straight rays.
+    save_prior : str or None, default=None
+        Also save the prior to this file.
+    figure : bool, default=True
+        Write the figure (needs matplotlib).
+
+    Returns
+    -------
+    summary : dict
+        Data and model RMSEs, acceptance, timings, the figure's path (``"figure"``),
+        and the fitted ``"inverter"`` and the ``"truth"`` image.
+    """
+    for name, value in (("starts", starts), ("epochs", epochs), ("n_images", n_images)):
+        if not isinstance(value, numbers.Integral) or value < 1:
+            raise InputError(f"{name} must be a positive integer, got {value!r}.")
+    if figure:
+        _check_folder(Path(out_dir), f"output folder {str(out_dir)!r}")
+        _check_figure_format("skvaeinv_demo.png", "the demo figure")
+    if save_prior:
+        _check_outputs({"--save-prior": save_prior}, [])
     from skvaeinv import LatentInverter
     from skvaeinv.datasets import make_channels
     from skvaeinv.inverter import reference_schedule
@@ -337,15 +466,13 @@ def run_demo(*, out_dir: str | os.PathLike = ".", starts: int = 8, epochs: int =
         "total_seconds": time.perf_counter() - t0,
     }
     if figure:
-        import matplotlib
-        matplotlib.use("Agg")
         from skvaeinv.plotting import plot_inversion
 
         path = Path(out_dir) / "skvaeinv_demo.png"
         _save_figure(plot_inversion(inv, truth=truth, grid=grid, threshold=threshold), path)
         summary["figure"] = str(path)
-    summary["_inverter"] = inv
-    summary["_truth"] = truth
+    summary["inverter"] = inv
+    summary["truth"] = truth
     return summary
 
 
@@ -375,15 +502,25 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    """The ``skvaeinv`` argument parser."""
+    """The ``skvaeinv`` argument parser.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The parser with the ``demo``, ``train-prior`` and ``invert`` commands.
+    """
     p = argparse.ArgumentParser(
         prog="skvaeinv",
         description="Crosshole traveltime tomography with a deep generative (VAE) prior.")
     p.add_argument("--version", action="version", version=f"skvaeinv {__version__}")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    # -v also after the command (SUPPRESS: the command's parser keeps the main one's)
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                         help="more log output")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    d = sub.add_parser("demo", help="train/load a small prior, invert a synthetic survey, "
+    d = sub.add_parser("demo", parents=[verbose], help="train/load a small prior, invert a synthetic survey, "
                                     "write a figure")
     d.add_argument("--out", default=".", help="folder for skvaeinv_demo.png (default: .)")
     d.add_argument("--starts", type=int, default=8, help="random starts (default 8)")
@@ -398,7 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", action="store_true", help="no progress output")
     d.set_defaults(func=_cmd_demo)
 
-    t = sub.add_parser("train-prior", help="train a VAEPrior on crops of a training image")
+    t = sub.add_parser("train-prior", parents=[verbose], help="train a VAEPrior on crops of a training image")
     t.add_argument("image", help="training image (.png or .npy, values 0..1 or 0..255)")
     t.add_argument("--shape", type=int, nargs=2, default=[129, 65], metavar=("H", "W"),
                    help="crop shape (default 129 65)")
@@ -423,14 +560,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--progress", action="store_true", help="progress bar")
     t.set_defaults(func=_cmd_train_prior)
 
-    i = sub.add_parser("invert", help="invert traveltimes with a trained prior",
+    i = sub.add_parser("invert", parents=[verbose],
+                       help="invert traveltimes with a trained prior",
                        description="Rays: CSV (or .npy) with 4 columns xs,zs,xr,zr in metres "
                        "(z positive down), one ray per row, optional header line. "
-                       "Traveltimes: one column (ns), same order.")
+                       "Traveltimes: one column (ns), same order.",
+                       epilog="The result file (.npz, np.load(path)) holds: model (best "
+                       "facies image), models, latents and data_rmse (per start), "
+                       "best_index, predicted (traveltimes of the best model), accepted "
+                       "(indices of the starts with data_rmse <= --threshold; all finite "
+                       "ones without it), ensemble_mean, channel_probability and "
+                       "ensemble_std (of the accepted models), slowness (of the best "
+                       "model, ns/m), history_data_rmse and history_z_norm (start x "
+                       "iteration), history_lr and history_reg_weight (per iteration), "
+                       "interrupted.")
     i.add_argument("--prior", required=True, help="prior file from train-prior")
     i.add_argument("--rays", required=True, help="rays file (.csv or .npy)")
     i.add_argument("--traveltimes", required=True, help="traveltimes file (.csv or .npy)")
-    i.add_argument("--out", required=True, help="result file (.npz)")
+    i.add_argument("--out", required=True,
+                   help="result file (.npz; replaced if it exists; contents below)")
     i.add_argument("--figure", default=None, help="also write a summary figure (.png)")
     i.add_argument("--nonlinear", action="store_true", help="shortest-path (bent rays)")
     i.add_argument("--secondary-nodes", type=int, default=3)
@@ -465,7 +613,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``skvaeinv`` console script."""
+    """Parse the command line and run the command.
+
+    Parameters
+    ----------
+    argv : sequence of str or None, default=None
+        Arguments without the program name; None reads ``sys.argv``.
+
+    Returns
+    -------
+    int
+        Exit code: 0 success, 1 runtime failure, 2 bad usage or input, 130 interrupted.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose + (args.command == "demo"), 2)
@@ -478,6 +637,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         print(f"skvaeinv {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. a full disk or a folder that vanished while writing
+        print(f"skvaeinv {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"skvaeinv {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -487,7 +649,8 @@ def run() -> int:
     """Entry point of the ``skvaeinv`` console script and ``python -m skvaeinv``.
 
     The command line owns its process, so it first keeps freed memory for reuse
-    (:func:`skvaeinv.runtime.tune_allocator`), then runs :func:`main`.
+    (:func:`skvaeinv.runtime.tune_allocator`) and selects matplotlib's file-only
+    ``Agg`` backend unless ``MPLBACKEND`` is set, then runs :func:`main`.
 
     Returns
     -------
@@ -495,6 +658,7 @@ def run() -> int:
         The exit code of :func:`main`.
     """
     tune_allocator()
+    os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files, never to a screen
     return main()
 
 

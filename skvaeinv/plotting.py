@@ -7,10 +7,12 @@ Every function draws on given axes (or makes a new figure) and returns the figur
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from sklearn.exceptions import NotFittedError
 
 __all__ = ["plot_survey", "plot_models", "plot_history", "plot_ensemble", "plot_inversion"]
 
@@ -22,6 +24,25 @@ def _plt():
         raise ImportError(
             "skvaeinv.plotting needs matplotlib: pip install 'skvaeinv[plot]'") from exc
     return plt
+
+
+def _check_image(img: Any, name: str, grid: Any = None) -> np.ndarray:
+    """``img`` as a 2-D float array (of the grid's shape when a grid is given)."""
+    img = np.asarray(img, dtype=float)
+    if img.ndim != 2 or img.size == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D image (H, W), got shape "
+                         f"{img.shape}.")
+    if grid is not None and tuple(img.shape) != tuple(grid.shape):
+        raise ValueError(f"{name} has shape {img.shape} but the grid has {tuple(grid.shape)} "
+                         "cells (nz, nx); pass the image of this grid.")
+    return img
+
+
+def _check_axes(axes: Any, needed: int, what: str) -> np.ndarray:
+    axes = np.ravel(axes)
+    if axes.size < needed:
+        raise ValueError(f"{what} needs {needed} axes, got {axes.size}.")
+    return axes
 
 
 def _extent(grid: Any, shape: tuple[int, int]) -> list[float]:
@@ -64,9 +85,15 @@ def plot_survey(grid: Any, rays: np.ndarray, *, model: np.ndarray | None = None,
     fig : matplotlib Figure
     """
     plt = _plt()
+    if not hasattr(grid, "extent"):
+        raise TypeError(f"grid must be a Grid2D, got {type(grid).__name__}.")
     rays = np.asarray(rays, dtype=float)
     if rays.ndim != 2 or rays.shape[1] != 4:
         raise ValueError(f"rays must have shape (n_rays, 4), got {rays.shape}.")
+    if not isinstance(max_rays, numbers.Integral) or max_rays < 1:
+        raise ValueError(f"max_rays must be a positive integer, got {max_rays!r}.")
+    if model is not None:
+        model = _check_image(model, "model", grid)
     if ax is None:
         _, ax = plt.subplots(figsize=(3.5, 6))
     x0, x1, z0, z1 = grid.extent
@@ -123,9 +150,14 @@ def plot_models(models: np.ndarray, *, grid: Any = None,
     models = np.asarray(models, dtype=float)
     if models.ndim == 2:
         models = models[None]
-    if models.ndim != 3:
-        raise ValueError(f"models must have shape (n, H, W), got {models.shape}.")
+    if models.ndim != 3 or models.size == 0:
+        raise ValueError(f"models must be a non-empty array of shape (n, H, W), got "
+                         f"{models.shape}.")
     n = len(models)
+    if titles is not None and len(titles) != n:
+        raise ValueError(f"titles has {len(titles)} entries for {n} images.")
+    if grid is not None:
+        _check_image(models[0], "models[0]", grid)
     ncols = max(1, min(ncols, n))
     nrows = int(np.ceil(n / ncols))
     h, w = models.shape[1:]
@@ -162,16 +194,22 @@ def plot_history(history: Any, *, starts: Sequence[int] | None = None,
     fig : matplotlib Figure
     """
     plt = _plt()
+    if hasattr(history, "fit") and not hasattr(history, "history_"):
+        raise NotFittedError(f"this {type(history).__name__} is not fitted yet: call fit "
+                             "before plotting its history.")
     history = getattr(history, "history_", history)
     for name in ("data_rmse", "z_norm", "lr", "reg_weight"):
         if not hasattr(history, name):
             raise TypeError(f"history has no {name!r}; pass LatentInverter.history_.")
     rmse = np.asarray(history.data_rmse, dtype=float)
     znorm = np.asarray(history.z_norm, dtype=float)
-    idx = np.arange(rmse.shape[0]) if starts is None else np.asarray(starts)
+    idx = np.arange(rmse.shape[0]) if starts is None else np.asarray(starts, dtype=int)
+    if idx.size and (idx.min() < -rmse.shape[0] or idx.max() >= rmse.shape[0]):
+        raise ValueError(f"starts {idx.tolist()} include a start outside 0..."
+                         f"{rmse.shape[0] - 1}.")
     if axes is None:
         fig, axes = plt.subplots(1, 4, figsize=(14, 3))
-    axes = np.ravel(axes)
+    axes = _check_axes(axes, 4, "plot_history")
     it = np.arange(rmse.shape[1])
     alpha = max(0.15, min(1.0, 5.0 / max(len(idx), 1)))
     for i in idx:
@@ -217,6 +255,11 @@ def plot_ensemble(ensemble: Any, *, grid: Any = None, truth: np.ndarray | None =
     fig : matplotlib Figure
     """
     plt = _plt()
+    if truth is not None:
+        truth = _check_image(truth, "truth", grid)
+        if truth.shape != np.shape(ensemble.mean):
+            raise ValueError(f"truth has shape {truth.shape} but the ensemble's images "
+                             f"have {np.shape(ensemble.mean)}.")
     panels = [(ensemble.mean, f"mean of {ensemble.n_accepted}", "gray_r", 0, 1),
               (ensemble.channel_probability, "channel probability", "viridis", 0, 1),
               (ensemble.std, "std", "magma", 0, None)]
@@ -224,7 +267,7 @@ def plot_ensemble(ensemble: Any, *, grid: Any = None, truth: np.ndarray | None =
         panels.insert(0, (truth, "truth", "gray_r", 0, 1))
     if axes is None:
         fig, axes = plt.subplots(1, len(panels), figsize=(2.2 * len(panels) + 1, 4))
-    axes = np.ravel(axes)
+    axes = _check_axes(axes, len(panels), "plot_ensemble")
     for ax, (img, title, cmap, lo, hi) in zip(axes, panels):
         im = _image(ax, img, grid, title, cmap=cmap, vmin=lo, vmax=hi)
         ax.figure.colorbar(im, ax=ax, fraction=0.08)
@@ -247,9 +290,11 @@ def plot_inversion(inverter: Any, *, truth: np.ndarray | None = None, grid: Any 
     truth : ndarray of shape (H, W), optional
         True model, drawn as an extra first panel.
     grid : Grid2D, optional
-        Defaults to the inverter's ``forward.grid`` when it has one.
+        Defaults to the grid of the operator the inverter was fitted with, when it has
+        one.
     threshold : float, optional
-        Acceptance threshold for the ensemble (default: the inverter's own).
+        Acceptance threshold for the ensemble (default: the inverter's own
+        ``acceptance_threshold``; None there accepts every start with a finite RMSE).
 
     Returns
     -------
@@ -257,9 +302,14 @@ def plot_inversion(inverter: Any, *, truth: np.ndarray | None = None, grid: Any 
     """
     plt = _plt()
     if not hasattr(inverter, "model_"):
-        raise ValueError("plot_inversion needs a fitted LatentInverter (call fit first).")
-    grid = grid if grid is not None else getattr(inverter.forward, "grid", None)
-    ens = inverter.ensemble(threshold) if threshold is not None else inverter.ensemble()
+        raise NotFittedError("plot_inversion needs a fitted LatentInverter (call fit first).")
+    if grid is None:
+        grid = getattr(getattr(inverter, "forward_", inverter.forward), "grid", None)
+    if truth is not None:
+        truth = _check_image(truth, "truth", grid)
+    if threshold is None:
+        threshold = getattr(inverter, "acceptance_threshold", None)
+    ens = inverter.ensemble(threshold)
     fig = plt.figure(figsize=(13, 5))
     gs = fig.add_gridspec(2, 5)
     k = 0

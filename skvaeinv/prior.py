@@ -771,9 +771,17 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises several types for corrupt/unsafe files
+            lines = str(exc).strip().splitlines()
+            if isinstance(exc, EOFError) or not lines:
+                reason = ("the file is empty or cut short" if isinstance(exc, EOFError)
+                          else type(exc).__name__)
+            elif "weights only" in lines[0].lower() or "weights_only" in lines[0]:
+                reason = "it holds objects other than tensors and plain values"
+            else:
+                reason = lines[0]
             raise ValueError(
                 f"{str(path)!r} is not a readable skvaeinv prior file "
-                f"(expected a file written by VAEPrior.save): {exc}") from exc
+                f"(expected a file written by VAEPrior.save): {reason}.") from exc
         if not isinstance(state, dict) or state.get("format") != "skvaeinv.VAEPrior":
             raise ValueError(f"{str(path)!r} is not a skvaeinv prior file "
                              "(written by VAEPrior.save).")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import numbers
 import os
 import sys
 
@@ -71,8 +72,9 @@ def tune_allocator(mmap_threshold: int = MAX_MMAP_THRESHOLD,
     """
     for name, value in (("mmap_threshold", mmap_threshold),
                         ("trim_threshold", trim_threshold)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
             raise ValueError(f"{name} must be a positive integer (bytes); got {value!r}.")
+    mmap_threshold, trim_threshold = int(mmap_threshold), int(trim_threshold)
     if mmap_threshold > MAX_MMAP_THRESHOLD:
         raise ValueError(f"mmap_threshold={mmap_threshold} exceeds glibc's limit of "
                          f"{MAX_MMAP_THRESHOLD} bytes (32 MiB); pass a smaller value.")

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -167,3 +168,101 @@ def test_train_prior_bad_parameters_are_usage_errors(tmp_path, capsys, extra, me
     err = capsys.readouterr().err
     assert "skvaeinv train-prior: error:" in err and message in err
     assert "Traceback" not in err and not out.exists()
+
+
+def _invert_args(d, out, *extra, tt="tt.csv"):
+    return ["invert", "--prior", str(d / "prior.skv"), "--rays", str(d / "rays.csv"),
+            "--traveltimes", str(d / tt), "--out", str(out), "--starts", "2", "--epochs",
+            "1", "--batch-size", "20", *extra]
+
+
+def test_invert_threshold_reaches_the_result_and_figure(survey_files, capsys):
+    d, rays, tt = survey_files
+    out, fig = d / "res.npz", d / "fig.png"
+    with pytest.warns(UserWarning, match="ensemble is empty"):
+        assert cli.main(_invert_args(d, out, "--threshold", "1e-9", "--figure",
+                                     str(fig))) == 0
+    assert "accepted 0" in capsys.readouterr().out
+    res = np.load(out)
+    assert res["accepted"].size == 0 and np.isnan(res["ensemble_mean"]).all()
+    assert fig.stat().st_size > 1000
+    import stat
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (out, fig):  # the permissions of a plain new file, not owner-only
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_invert_refuses_bad_outputs_before_running(survey_files, capsys, monkeypatch):
+    d, rays, tt = survey_files
+    import skvaeinv
+
+    def never(*args, **kwargs):
+        raise AssertionError("the inversion ran")
+    monkeypatch.setattr(skvaeinv.LatentInverter, "fit", never)
+    (d / "folder.npz").mkdir()
+    rays_text = (d / "rays.csv").read_text()
+    cases = [
+        (_invert_args(d, d / "rays.csv"), "is an input file"),
+        (_invert_args(d, d / "rays.csv" / "o.npz"), "is a file, not a folder"),
+        (_invert_args(d, d / "folder.npz"), "is a folder"),
+        (_invert_args(d, d / "o.npz", "--figure", str(d / "o.npz")), "also the --out"),
+        (_invert_args(d, d / "o.npz", "--figure", str(d / "f.xyz")), "cannot write '.xyz'"),
+        (_invert_args(d, d / "o.npz", "--spacing", "0"), "--spacing"),
+        (_invert_args(d, d / "o.npz", "--origin", "nan", "0"), "--origin"),
+    ]
+    for args, message in cases:
+        assert cli.main(args) == 2, args
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (args, err)
+    assert (d / "rays.csv").read_text() == rays_text
+    assert not (d / "o.npz").exists()
+
+
+def test_read_table_edge_cases(tmp_path):
+    # a comma in a comment does not make a blank-separated file comma-separated
+    (tmp_path / "c.txt").write_text("# survey A, borehole 1 to 2\n1 2 3 4\n5 6 7 8\n")
+    assert cli._read_table(tmp_path / "c.txt", "rays", 4).shape == (2, 4)
+    # a typo in the first data row is an error, not a header
+    (tmp_path / "typo.csv").write_text("O.5,0.5,1.6,0.5\n0,0.7,1.6,0.5\n")
+    with pytest.raises(cli.InputError, match="line 1"):
+        cli._read_table(tmp_path / "typo.csv", "rays", 4)
+    np.save(tmp_path / "empty.npy", np.zeros((0, 4)))
+    np.save(tmp_path / "tt2.npy", np.ones((5, 2)))
+    (tmp_path / "latin.csv").write_bytes("t\xe9\n1.0\n".encode("latin-1"))
+    for name, n_cols, match in [("empty.npy", 4, "no data rows"),
+                                ("tt2.npy", 1, r"expected \(n,\) or \(n, 1\)"),
+                                ("latin.csv", 1, "UTF-8"), (".", 1, "not a file")]:
+        with pytest.raises(cli.InputError, match=match):
+            cli._read_table(tmp_path / name, "x", n_cols)
+
+
+def test_invert_non_positive_traveltime_names_the_row(survey_files, capsys):
+    d, rays, tt = survey_files
+    bad = tt.copy()
+    bad[4] = -1.0
+    np.savetxt(d / "neg.csv", bad)
+    assert cli.main(_invert_args(d, d / "o.npz", tt="neg.csv")) == 2
+    assert "first in data row 5 (-1 ns)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--epochs", "0"], "epochs must be a positive integer"),
+    (["--starts", "0"], "starts must be a positive integer"),
+    (["--retrain", "--n-images", "0"], "n_images must be a positive integer"),
+])
+def test_demo_bad_arguments(tmp_path, capsys, extra, message):
+    assert cli.main(["demo", "--out", str(tmp_path), "--quiet", *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_demo_refuses_a_file_as_output_folder(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert cli.main(["demo", "--out", str(tmp_path / "file"), "--quiet"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_verbose_flag_after_the_command(tmp_path):
+    args = cli.build_parser().parse_args(["demo", "-v", "--out", str(tmp_path)])
+    assert args.verbose == 1
+    assert cli.build_parser().parse_args(["-v", "demo"]).verbose == 1

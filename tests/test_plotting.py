@@ -78,3 +78,44 @@ def test_plot_ensemble_and_inversion(tmp_path, tiny_prior):
     _saved(fig, tmp_path / "inversion.png")
     with pytest.raises(ValueError, match="fitted"):
         plotting.plot_inversion(LatentInverter(tiny_prior, StraightRay(grid)))
+    # the ensemble panel follows the inverter's own acceptance threshold by default
+    strict = LatentInverter(tiny_prior, StraightRay(grid), n_starts=3, epochs=1,
+                            batch_size=20, device="cpu", random_state=0,
+                            acceptance_threshold=1e-12)
+    with pytest.warns(UserWarning, match="ensemble is empty"):
+        strict.fit(rays, y)
+    with pytest.warns(UserWarning, match="ensemble is empty"):
+        fig = plotting.plot_inversion(strict)
+    assert any("0/3 starts" in ax.get_title() for ax in fig.axes)
+    plt.close(fig)
+
+
+def test_plotting_bad_input():
+    from sklearn.exceptions import NotFittedError
+
+    from skvaeinv import LatentInverter
+
+    grid = Grid2D((20, 10), spacing=0.5)
+    rays = crosshole(grid, depths=np.arange(1, 10, 2.0))
+    h = SGDHistory(data_rmse=np.ones((2, 5)), batch_rmse=np.ones((2, 5)),
+                   z_norm=np.ones((2, 5)), cost=np.ones((2, 5)), lr=np.ones(5),
+                   reg_weight=np.ones(5), epoch=np.arange(5))
+    _, two = plt.subplots(1, 2)
+    cases = [
+        (lambda: plotting.plot_models(np.zeros((0, 5, 5))), ValueError, "non-empty"),
+        (lambda: plotting.plot_models(np.zeros((3, 5, 5)), titles=["a"]), ValueError,
+         "1 entries for 3"),
+        (lambda: plotting.plot_models(np.zeros((3, 5, 5)), grid=grid), ValueError,
+         "the grid has"),
+        (lambda: plotting.plot_survey(grid, rays, max_rays=0), ValueError, "max_rays"),
+        (lambda: plotting.plot_survey(None, rays), TypeError, "Grid2D"),
+        (lambda: plotting.plot_survey(grid, rays, model=np.zeros((5, 5))), ValueError,
+         "the grid has"),
+        (lambda: plotting.plot_history(h, axes=two), ValueError, "needs 4 axes"),
+        (lambda: plotting.plot_history(h, starts=[10]), ValueError, "outside"),
+        (lambda: plotting.plot_history(LatentInverter()), NotFittedError, "not fitted"),
+    ]
+    for call, error, match in cases:
+        with pytest.raises(error, match=match):
+            call()
+    plt.close("all")
