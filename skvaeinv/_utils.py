@@ -90,13 +90,20 @@ def as_real_array(values: Any, name: str, dtype: Any = np.float64) -> np.ndarray
 
     Complex input is refused rather than silently losing its imaginary part.
     """
-    if np.iscomplexobj(values):
-        raise ValueError(f"Complex data not supported: {name} must be real; pass "
-                         f"np.real(...) or np.abs(...) if that is what you mean.")
     try:
+        if np.iscomplexobj(values):
+            raise ValueError(f"Complex data not supported: {name} must be real; pass "
+                             f"np.real(...) or np.abs(...) if that is what you mean.")
         return np.asarray(values, dtype=dtype)
-    except (TypeError, ValueError) as exc:
+    except ValueError as exc:
+        if str(exc).startswith("Complex data"):
+            raise
         raise ValueError(f"{name} could not be converted to a float array: {exc}") from exc
+    except TypeError as exc:
+        raise ValueError(f"{name} could not be converted to a float array: {exc}") from exc
+    except RuntimeError as exc:  # e.g. a torch tensor that requires grad
+        raise ValueError(f"{name} could not be converted to a numpy array ({exc}); pass "
+                         "tensor.detach() for a torch tensor.") from exc
 
 
 def int_pair(value: Any, name: str, *, minimum: int = 1) -> tuple[int, int]:

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from skvaeinv._utils import as_real_array
+
 __all__ = ["LinearVelocity", "check_petrophysics"]
 
 
@@ -131,7 +133,37 @@ class LinearVelocity:
         return self.v_matrix + (self.v_channel - self.v_matrix) * m
 
     def __call__(self, m: Any) -> Any:
-        """Slowness ``1 / v(m)`` (ns/m) of a facies image; numpy or torch, any shape."""
+        """Slowness ``1 / v(m)`` (ns/m) of a facies image.
+
+        Parameters
+        ----------
+        m : float, array-like or torch.Tensor
+            Facies values in [0, 1] (1 = channel), of any shape. Numpy input (and
+            lists, numbers) is checked to be finite and in [0, 1]; torch tensors are
+            not checked (they are the inversion's differentiable path).
+
+        Returns
+        -------
+        s : float, ndarray or torch.Tensor
+            Slowness (ns/m), of the same shape as ``m`` (numpy for non-tensor input).
+
+        Raises
+        ------
+        ValueError
+            For numpy facies outside [0, 1] or non-finite, or invalid velocities.
+        """
+        if not isinstance(m, torch.Tensor):
+            m = as_real_array(m, "facies m")
+            if not np.all(np.isfinite(m)):
+                raise ValueError("facies values must be finite and lie in [0, 1] "
+                                 "(1 = channel); got NaN or infinite values.")
+            if m.size and (m.min() < 0 or m.max() > 1):
+                raise ValueError(
+                    f"facies values must be finite and lie in [0, 1] (1 = channel); got "
+                    f"values in [{m.min():.4g}, {m.max():.4g}]. Rescale the image first "
+                    "(e.g. m / 255 for an 8-bit picture).")
+            if m.ndim == 0:
+                return float(1.0 / self.velocity(float(m)))
         return 1.0 / self.velocity(m)
 
     def __repr__(self) -> str:
@@ -181,10 +213,12 @@ def check_petrophysics(petrophysics: Any) -> Callable[[Any], Any]:
                 f"petrophysics={petrophysics!r}: both velocities of the (v_matrix, v_channel) "
                 "velocity pair must be positive finite numbers (m/ns)."
             ) from exc
+        _check_contrast(h, petrophysics)
         return h
     if callable(petrophysics):
         if isinstance(petrophysics, LinearVelocity):
             petrophysics._check()
+            _check_contrast(petrophysics, petrophysics)
         return petrophysics
     raise ValueError(
         f"petrophysics={petrophysics!r} is not supported; expected None, a callable "
@@ -192,8 +226,28 @@ def check_petrophysics(petrophysics: Any) -> Callable[[Any], Any]:
     )
 
 
+def _check_contrast(h: LinearVelocity, given: Any) -> None:
+    if h.v_channel == h.v_matrix:
+        raise ValueError(
+            f"petrophysics={given!r}: the channel and matrix velocities are equal, so the "
+            "traveltimes would not depend on the facies; give two different velocities.")
+
+
 def apply_numpy(petrophysics: Callable[[Any], Any], m: np.ndarray) -> np.ndarray:
-    """Apply a mapping to a numpy array, through torch if it does not take numpy."""
+    """Apply a mapping to a numpy array, through torch if it does not take numpy.
+
+    Parameters
+    ----------
+    petrophysics : callable
+        A facies → slowness mapping (see :func:`check_petrophysics`).
+    m : ndarray
+        Facies values in [0, 1].
+
+    Returns
+    -------
+    ndarray of float64
+        Slowness of each value of ``m``.
+    """
     m = np.asarray(m, dtype=np.float64)
     if isinstance(petrophysics, LinearVelocity):
         return petrophysics(m)

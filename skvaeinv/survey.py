@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from skvaeinv._utils import as_real_array
+
 __all__ = ["Grid2D", "crosshole", "rays_from_sensors"]
 
 #: Relative tolerance (in units of the cell size) for "on the grid boundary" tests.
@@ -233,7 +235,7 @@ def _check_grid(grid: Any) -> Grid2D:
 
 
 def _as_1d(values: Any, name: str) -> np.ndarray:
-    arr = np.atleast_1d(np.asarray(values, dtype=float))
+    arr = np.atleast_1d(as_real_array(values, name))
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(f"{name} has shape {np.shape(values)}; expected a non-empty 1-D array.")
     if not np.isfinite(arr).all():
@@ -317,7 +319,7 @@ def rays_from_sensors(sensors: Any, s_idx: Any, g_idx: Any) -> np.ndarray:
     >>> rays_from_sensors([[0, 1], [6.5, 2]], [0, 0], [1, 1]).shape
     (2, 4)
     """
-    sens = np.asarray(sensors, dtype=float)
+    sens = as_real_array(sensors, "sensors")
     if sens.ndim != 2 or sens.shape[1] != 2:
         raise ValueError(f"sensors has shape {sens.shape}; expected (n_sensors, 2) as (x, z).")
     if not np.isfinite(sens).all():
@@ -327,7 +329,8 @@ def rays_from_sensors(sensors: Any, s_idx: Any, g_idx: Any) -> np.ndarray:
     for name, val in (("s_idx", s_idx), ("g_idx", g_idx)):
         arr = np.atleast_1d(np.asarray(val))
         if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer) and not (
-            np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr))
+            np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr))
+            and np.all(arr == np.round(arr))
         ):
             raise ValueError(f"{name} must be a 1-D array of integer sensor indices.")
         arr = arr.astype(np.int64)

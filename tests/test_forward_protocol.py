@@ -149,3 +149,91 @@ def test_missing_jacobian_is_reported():
 
     with pytest.raises(NotImplementedError, match="_jacobian"):
         Incomplete(GRID).traveltimes(_slowness(), RAYS)
+
+
+def test_pickling_keeps_the_originals_caches():
+    import copy
+    import pickle
+
+    s = np.random.default_rng(0).uniform(1, 2, GRID.n_cells)
+    for op in (StraightRay(GRID), ShortestPath(GRID, secondary_nodes=1),
+               MatrixOperator(straight_ray_kernel(GRID, RAYS), GRID, rays=RAYS)):
+        expected = op.traveltimes(s, RAYS)
+        caches = {k: v for k, v in vars(op).items() if k in op._cache_attrs}
+        assert caches
+        for copied in (pickle.loads(pickle.dumps(op)), copy.deepcopy(op)):
+            assert not any(k in op._cache_attrs for k in vars(copied))
+            np.testing.assert_array_equal(copied.traveltimes(s, RAYS), expected)
+        assert all(vars(op)[k] is v for k, v in caches.items())  # still there
+
+
+def test_operator_shared_between_threads():
+    import sys
+    import threading
+
+    op = StraightRay(GRID)
+    surveys = [RAYS[i:] for i in range(12)]  # more ray sets than the cache holds
+    expected = [straight_ray_kernel(GRID, r).sum(axis=1) for r in surveys]
+    errors = []
+
+    def work(seed):
+        rng = np.random.default_rng(seed)
+        try:
+            for _ in range(300):
+                k = rng.integers(len(surveys))
+                got = op.traveltimes(np.ones(GRID.n_cells), surveys[k])
+                np.testing.assert_allclose(got, np.ravel(expected[k]))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors, errors[0]
+
+
+def test_more_boundary_checks():
+    import torch
+
+    from skvaeinv.forward import TorchForward
+    from skvaeinv.petrophysics import LinearVelocity, check_petrophysics
+    from skvaeinv.survey import rays_from_sensors
+
+    with pytest.raises(ValueError, match="outside the grid"):
+        straight_ray_kernel(GRID, [[-5.0, 1.0, 20.0, 1.0]])
+    with pytest.raises(ValueError, match="floating point dtype"):
+        TorchForward(StraightRay(GRID), RAYS, dtype=torch.int64)
+    with pytest.raises(ValueError, match="not a valid torch device"):
+        TorchForward(StraightRay(GRID), RAYS, device="gpu")
+    rays = RAYS.copy()
+    bridge = TorchForward(ShortestPath(GRID, secondary_nodes=1), rays)
+    rays[:] = rays[::-1]  # the bridge keeps its own copy of the survey
+    np.testing.assert_array_equal(bridge.rays, RAYS)
+    assert bridge(torch.ones(0, GRID.n_cells)).shape == (0, len(RAYS))
+    assert ShortestPath(GRID).traveltimes(np.ones((0, GRID.n_cells)), RAYS).shape == \
+        (0, len(RAYS))
+    for kw, match in [(dict(n_jobs=0), "n_jobs"), (dict(secondary_nodes=True), "bool")]:
+        with pytest.raises(ValueError, match=match):
+            ShortestPath(GRID, **kw).traveltimes(np.ones(GRID.n_cells), RAYS)
+    with pytest.raises(ValueError, match="detach"):
+        StraightRay(GRID).traveltimes(torch.ones(GRID.n_cells, requires_grad=True), RAYS)
+    with pytest.raises(ValueError, match="rays could not be converted"):
+        StraightRay(GRID).validate_rays([[0, 1, 2], [0, 1, 2, 3]])
+    with pytest.raises(ValueError, match="depths could not be converted"):
+        crosshole(GRID, "abc")
+    with pytest.raises(ValueError, match="s_idx"):
+        rays_from_sensors([[0, 1], [2, 1]], [np.inf], [1])
+    # facies outside [0, 1] and velocity pairs without contrast
+    h = LinearVelocity()
+    assert h(0.5) == pytest.approx(1 / 0.07) and h([0, 1]).shape == (2,)
+    for bad in (4.0, np.array([0, 255]), np.array([np.nan])):
+        with pytest.raises(ValueError, match=r"lie in \[0, 1\]"):
+            h(bad)
+    with pytest.raises(ValueError, match="velocities are equal"):
+        check_petrophysics((0.06, 0.06))

@@ -11,6 +11,7 @@ for free. A nonlinear operator usually also overrides ``_traveltimes_and_jacobia
 (one computation for both) and, if that is cheaper, ``_traveltimes``::
 
     class ConstantKernel(ForwardOperator):
+        # one fixed sensitivity row per ray, for surveys of exactly these rays
         is_linear = True
 
         def __init__(self, grid, matrix):
@@ -18,7 +19,7 @@ for free. A nonlinear operator usually also overrides ``_traveltimes_and_jacobia
             self.matrix = matrix
 
         def _jacobian(self, slowness, rays):
-            return scipy.sparse.csr_matrix(self.matrix)[rays_to_rows(rays)]
+            return scipy.sparse.csr_matrix(self.matrix)[: len(rays)]
 
 :class:`MatrixOperator` is exactly that, for any precomputed sensitivity matrix.
 """
@@ -26,6 +27,7 @@ for free. A nonlinear operator usually also overrides ``_traveltimes_and_jacobia
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from typing import Any
 
@@ -78,7 +80,8 @@ class ForwardOperator(BaseEstimator):
         self.grid = grid
 
     def __getstate__(self) -> dict:
-        state = super().__getstate__()
+        # a copy: BaseEstimator may hand back the live __dict__, whose caches must stay
+        state = dict(super().__getstate__())
         for name in self._cache_attrs:
             state.pop(name, None)
         return state
@@ -101,6 +104,8 @@ class ForwardOperator(BaseEstimator):
         grid = self._check_grid()
         S, batched = self._validate_slowness(slowness, grid)
         R = self.validate_rays(rays)
+        if S.shape[0] == 0:  # an empty batch of models
+            return np.empty((0, R.shape[0]))
         T = self._traveltimes(S, R)
         return T if batched else T[0]
 
@@ -249,23 +254,27 @@ def _rays_key(rays: np.ndarray) -> bytes:
 
 
 class _LRU:
-    """A tiny least-recently-used cache (kept out of get_params)."""
+    """A tiny least-recently-used cache (kept out of get_params), safe to share
+    between threads (an operator may be called from several at once)."""
 
     def __init__(self, maxsize: int = 4) -> None:
         self.maxsize = maxsize
         self._data: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
 
     def get(self, key: Any) -> Any:
-        if key in self._data:
-            self._data.move_to_end(key)
-            return self._data[key]
-        return None
+        with self._lock:
+            if key in self._data:
+                self._data.move_to_end(key)
+                return self._data[key]
+            return None
 
     def put(self, key: Any, value: Any) -> None:
-        self._data[key] = value
-        self._data.move_to_end(key)
-        while len(self._data) > self.maxsize:
-            self._data.popitem(last=False)
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
 
 
 def _cache(obj: Any, name: str, maxsize: int = 4) -> _LRU:

@@ -12,6 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .._utils import resolve_device
 from ._base import ForwardOperator
 
 __all__ = ["TorchForward"]
@@ -164,11 +165,15 @@ class TorchForward:
                 f"operator={operator!r} is not valid; expected a skvaeinv.forward."
                 "ForwardOperator (e.g. StraightRay or ShortestPath)."
             )
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(f"dtype={dtype!r} is not valid; expected a torch floating "
+                             "point dtype such as torch.float32 or torch.float64.")
         self.operator = operator
-        self.rays = operator.validate_rays(rays)
+        # a copy: later edits of the caller's array must not change this survey
+        self.rays = operator.validate_rays(rays).copy()
         self.n_rays = int(self.rays.shape[0])
         self.n_cells = int(operator.grid.n_cells)
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.dtype = dtype
         if kernel not in ("auto", "dense", "sparse"):
             raise ValueError(f"kernel must be 'auto', 'dense' or 'sparse', got {kernel!r}.")
@@ -266,6 +271,8 @@ class TorchForward:
                 return slowness @ K.t()
             rows = K[idx.to(K.device)]  # (B, k, N)
             return torch.bmm(rows, slowness.unsqueeze(-1)).squeeze(-1)
+        if slowness.shape[0] == 0:  # no models: no paths to compute
+            return slowness.new_zeros((0, self.n_rays if idx is None else idx.shape[-1]))
         if idx is None:
             idx_np = np.broadcast_to(np.arange(self.n_rays), (slowness.shape[0], self.n_rays))
         else:

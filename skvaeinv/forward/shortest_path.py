@@ -239,7 +239,7 @@ def _snap(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _node_of(lay: _Layout, points: np.ndarray) -> np.ndarray:
-    """Graph node at each point (within ``1e-6 × spacing``), or -1 when none."""
+    """Graph node at each point (within ``1e-6 · max(1, |q|)`` cells, ``q`` the coordinate in cells), or -1 when none."""
     g, n = lay.grid, lay.n
     nz, nx, h = g.nz, g.nx, g.spacing
     qx, ix_int = _snap((points[:, 0] - g.origin[0]) / h)
@@ -482,7 +482,7 @@ class ShortestPath(ForwardOperator):
       The times agree with ``"scipy"`` to rounding (~1e-15). Where several paths are
       equally short, the two backends may follow different ones: the same time, a
       different Jacobian row (both exact, ``t = J s``).
-    - Sensors on a grid node or a secondary node (within ``1e-6 × spacing``) use
+    - Sensors on a grid node or a secondary node (within ``1e-6 · max(1, |q|)`` cells, ``q`` the coordinate in cells) use
       that node, which is pyGIMLi's behaviour for sensors on nodes. Any other sensor
       is added as an extra node joined by straight edges to all nodes of the cell(s)
       containing it; pyGIMLi instead moves such a sensor to the nearest grid node.
@@ -512,7 +512,8 @@ class ShortestPath(ForwardOperator):
         "grid": [Grid2D],
         "secondary_nodes": [Interval(numbers.Integral, 0, None, closed="left")],
         "backend": [StrOptions({"auto", "numba", "scipy", "ttcrpy"})],
-        "n_jobs": [None, numbers.Integral],
+        "n_jobs": [None, Interval(numbers.Integral, None, -1, closed="right"),
+                   Interval(numbers.Integral, 1, None, closed="left")],
     }
 
     def __init__(
@@ -527,6 +528,9 @@ class ShortestPath(ForwardOperator):
     # -- preparation -------------------------------------------------------------------
     def _check_params(self) -> None:
         self._validate_params()
+        if isinstance(self.secondary_nodes, bool):
+            raise ValueError(f"secondary_nodes={self.secondary_nodes!r} must be an integer "
+                             ">= 0 (nodes added on each cell edge), not a bool.")
         if self.backend == "ttcrpy":
             _import_ttcrpy()
         elif self.backend == "numba":

@@ -35,13 +35,20 @@ def straight_ray_kernel(grid: Grid2D, rays: np.ndarray) -> sp.csr_matrix:
     ----------
     grid : Grid2D
         The model grid.
-    rays : ndarray of shape (n_rays, 4)
-        Validated rays (``xs, zs, xr, zr``) inside the grid.
+    rays : array-like of shape (n_rays, 4)
+        Rays (``xs, zs, xr, zr``) inside the grid; checked as
+        :meth:`StraightRay.validate_rays` does (finite, inside the grid's extent).
 
     Returns
     -------
     J : scipy.sparse.csr_matrix of shape (n_rays, grid.n_cells)
+        Length (m) of every ray in every cell.
     """
+    return _kernel(grid, StraightRay(grid).validate_rays(rays))
+
+
+def _kernel(grid: Grid2D, rays: np.ndarray) -> sp.csr_matrix:
+    """:func:`straight_ray_kernel` of validated rays."""
     n = rays.shape[0]
     nz, nx = grid.shape
     h = grid.spacing
@@ -129,6 +136,6 @@ class StraightRay(ForwardOperator):
         key = (grid, _rays_key(rays))
         J = cache.get(key)
         if J is None:
-            J = straight_ray_kernel(grid, rays)
+            J = _kernel(grid, rays)
             cache.put(key, J)
         return J
