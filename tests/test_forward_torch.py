@@ -168,3 +168,13 @@ def test_torch_sparse_notices_are_silenced_and_nothing_else():
             warnings.warn("Sparse CSR tensor support is in beta state", UserWarning)
             warnings.warn("slowness has NaN", UserWarning)
     assert [str(w.message) for w in seen] == ["slowness has NaN"]
+
+
+def test_sparse_kernel_takes_half_precision_slowness():
+    s = torch.rand(2, GRID.n_cells, dtype=torch.float64) + 1.0
+    bridge = TorchForward(StraightRay(GRID), RAYS, kernel="sparse")
+    expected = bridge(s.float())
+    for dtype in (torch.bfloat16, torch.float16):
+        got = bridge(s.to(dtype))
+        assert got.dtype == dtype
+        torch.testing.assert_close(got.float(), expected, rtol=2e-2, atol=0)

@@ -303,6 +303,12 @@ class MatrixOperator(ForwardOperator):
         are addressed by the rays' position: then only rays arrays of exactly
         ``n_rays_total`` rows are accepted and row ``i`` is ray ``i``.
 
+    Notes
+    -----
+    ``matrix`` and ``rays`` are read once and kept (the cache is keyed on the objects,
+    not their contents): after editing them in place, pass them again with
+    ``set_params(matrix=..., rays=...)`` (a new array) for the operator to see it.
+
     Examples
     --------
     >>> import numpy as np
@@ -330,6 +336,8 @@ class MatrixOperator(ForwardOperator):
             return hit
         grid = self._check_grid()
         M = sp.csr_matrix(self.matrix, dtype=np.float64)
+        if not np.all(np.isfinite(M.data)):
+            raise ValueError("matrix contains NaN or infinite sensitivities.")
         if M.shape[1] != grid.n_cells:
             raise ValueError(
                 f"matrix has shape {M.shape}; expected (n_rays, {grid.n_cells}) for {grid!r}."

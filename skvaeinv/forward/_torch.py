@@ -258,6 +258,9 @@ class TorchForward:
         torch.Tensor of shape (B, k) or (B, n_rays)
         """
         idx = self._check(slowness, ray_index)
+        if self._sparse and slowness.dtype in (torch.bfloat16, torch.float16):
+            # torch has no half-precision sparse products on every device: float32 here
+            return self(slowness.float(), ray_index).to(slowness.dtype)
         if self._kernel is not None:
             K, KT = self._kernel, self._kernel_t
             if K.dtype != slowness.dtype or K.device != slowness.device:
