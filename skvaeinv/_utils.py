@@ -148,8 +148,23 @@ def torch_generator(seed: int | np.random.Generator | Any, device: torch.device 
 def load_plain_npy(path: Any, what: str) -> np.ndarray:
     """Load a ``.npy`` file safely (``allow_pickle=False``) as a float64 array.
 
-    Raises a ValueError naming ``what`` and the file when it holds pickled objects or is
-    not a numeric array.
+    Parameters
+    ----------
+    path : str or path-like
+        The ``.npy`` file.
+    what : str
+        What the file holds, for error messages (e.g. "training image").
+
+    Returns
+    -------
+    ndarray of float64
+        The array.
+
+    Raises
+    ------
+    ValueError
+        Naming ``what`` and the file, when it holds pickled objects or is not a real
+        numeric array.
     """
     try:
         arr = np.load(path, allow_pickle=False)

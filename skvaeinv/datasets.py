@@ -327,6 +327,7 @@ def extract_patches(image: np.ndarray, patch_shape: tuple[int, int], n_patches: 
     Returns
     -------
     patches : ndarray of shape (n_patches, h, w), float32
+        The crops, in drawing order.
     positions : ndarray of shape (n_patches, 2)
         Only if ``return_positions``.
 

@@ -191,6 +191,7 @@ def check_petrophysics(petrophysics: Any) -> Callable[[Any], Any]:
     Returns
     -------
     callable
+        The mapping facies → slowness (ns/m), for numpy arrays and torch tensors.
 
     Raises
     ------

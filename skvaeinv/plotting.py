@@ -83,6 +83,7 @@ def plot_survey(grid: Any, rays: np.ndarray, *, model: np.ndarray | None = None,
     Returns
     -------
     fig : matplotlib Figure
+        The figure drawn on (new, or the one holding the given axes).
     """
     plt = _plt()
     if not hasattr(grid, "extent"):
@@ -145,6 +146,7 @@ def plot_models(models: np.ndarray, *, grid: Any = None,
     Returns
     -------
     fig : matplotlib Figure
+        The figure drawn on (new, or the one holding the given axes).
     """
     plt = _plt()
     models = np.asarray(models, dtype=float)
@@ -192,6 +194,7 @@ def plot_history(history: Any, *, starts: Sequence[int] | None = None,
     Returns
     -------
     fig : matplotlib Figure
+        The figure drawn on (new, or the one holding the given axes).
     """
     plt = _plt()
     if hasattr(history, "fit") and not hasattr(history, "history_"):
@@ -253,6 +256,7 @@ def plot_ensemble(ensemble: Any, *, grid: Any = None, truth: np.ndarray | None =
     Returns
     -------
     fig : matplotlib Figure
+        The figure drawn on (new, or the one holding the given axes).
     """
     plt = _plt()
     if truth is not None:
@@ -299,6 +303,7 @@ def plot_inversion(inverter: Any, *, truth: np.ndarray | None = None, grid: Any 
     Returns
     -------
     fig : matplotlib Figure
+        The figure drawn on (new, or the one holding the given axes).
     """
     plt = _plt()
     if not hasattr(inverter, "model_"):

@@ -575,6 +575,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         Returns
         -------
         scores : ndarray of shape (n_samples,)
+            Per-image score (higher is better): minus the loss above.
         """
         check_is_fitted(self, "encoder_")
         X = self._validate_images(X, reset=False)
@@ -603,6 +604,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         Returns
         -------
         score : float
+            Mean of :meth:`score_samples` over ``X`` (higher is better).
         """
         return float(np.mean(self.score_samples(X)))
 

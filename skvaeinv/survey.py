@@ -186,6 +186,7 @@ class Grid2D:
         Returns
         -------
         index : ndarray of int, shape (n,)
+            Flat (row-major) index of the cell holding each point.
         """
         pts = np.atleast_2d(np.asarray(points, dtype=float))
         inside = self.contains(pts)

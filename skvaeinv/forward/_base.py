@@ -100,6 +100,7 @@ class ForwardOperator(BaseEstimator):
         Returns
         -------
         times : ndarray of shape (n_rays,) or (B, n_rays)
+            Traveltimes (slowness units × m; ns for ns/m), one row per model if batched.
         """
         grid = self._check_grid()
         S, batched = self._validate_slowness(slowness, grid)

@@ -256,6 +256,7 @@ class TorchForward:
         Returns
         -------
         torch.Tensor of shape (B, k) or (B, n_rays)
+            Traveltimes of the selected rays through each model, differentiable in ``slowness``.
         """
         idx = self._check(slowness, ray_index)
         if self._sparse and slowness.dtype in (torch.bfloat16, torch.float16):
