@@ -57,6 +57,37 @@ def slowness(m: np.ndarray) -> np.ndarray:
     return 1.0 / (0.06 + 0.02 * (1.0 - m))
 
 
+def _cpu_details() -> dict:
+    """CPU model and the vector extensions that decide float32/bfloat16 speed.
+
+    The shared machines differ between sessions (e.g. Zen 4 with AVX-512 BF16 one day,
+    Zen 3 with AVX2 only the next): timings are comparable only on the same kind.
+    """
+    import torch
+
+    out = {"cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return out
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            if fields:
+                break  # the first processor is enough
+            continue
+        fields.setdefault(key.strip(), value.strip())
+    flags = set(fields.get("flags", "").split())
+    out.update({
+        "cpu_model": fields.get("model name"),
+        "cpu_family_model": f"{fields.get('cpu family')}/{fields.get('model')}",
+        "cpu_flags": sorted(flags & {"avx2", "fma", "avx512f", "avx512_bf16",
+                                     "avx512_vnni", "amx_bf16", "amx_tile"}),
+    })
+    return out
+
+
 def machine_info() -> dict:
     import os
 
@@ -66,6 +97,7 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
+        **_cpu_details(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

@@ -100,7 +100,11 @@ def main() -> None:
         f"{', '.join(f'{t:.2f}' for t in times['skvaeinv'])} |",
         f"| reference (all channels at once, logical_or.accumulate) | "
         f"{best['reference']:.2f} | {', '.join(f'{t:.2f}' for t in times['reference'])} |",
-        "", f"Speed-up {result['speedup']:.2f}x; identical images: {identical}.",
+        "", f"Speed-up {result['speedup']:.2f}x; identical images: {identical}.", "",
+        f"Machine: {result['machine'].get('cpu_model')} (family/model "
+        f"{result['machine'].get('cpu_family_model')}, "
+        f"{', '.join(result['machine'].get('cpu_flags', []))}), "
+        f"{result['machine']['cpu_count']} cores.",
     ]
     write_results("datasets_speed", result, "\n".join(md) + "\n")
     print("\n".join(md))
