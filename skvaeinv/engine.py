@@ -1,8 +1,9 @@
 """Batched multi-start stochastic gradient descent in a generator's latent space.
 
 This module is the numerical core of :class:`skvaeinv.LatentInverter`; it imports
-neither scikit-learn nor the rest of the package, so it can be used (and tested) with
-any torch decoder and any forward callable.
+neither scikit-learn nor the rest of the package (only the torch helpers of
+``skvaeinv._utils``), so it can be used (and tested) with any torch decoder and any
+forward callable.
 
 The method (Lopez-Alvis et al., 2021) minimises, for every start ``b`` independently,
 
@@ -54,7 +55,6 @@ and flagged, the others go on.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -64,6 +64,8 @@ from typing import Any
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from skvaeinv._utils import autocast_context, resolve_precision
 
 __all__ = ["chi_mean", "learning_rate", "reg_weight_at", "SGDHistory", "EngineResult",
            "run_latent_sgd"]
@@ -358,14 +360,6 @@ class EngineResult:
     history: SGDHistory = field(repr=False)
 
 
-def _autocast(device: torch.device, precision: str) -> Any:
-    if precision == "float32":
-        return contextlib.nullcontext()
-    if precision == "bfloat16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    raise ValueError(f"precision={precision!r} is not supported; use 'float32' or 'bfloat16'.")
-
-
 def _check_config(*, epochs: int, batch_size: int, n_rays: int, lr: float, lr_decay: float,
                   lr_step: int, reg: str | None, reg_weight: float, reg_decay: float,
                   optimizer: str, track_every: int, ring_radius: float | None = None
@@ -485,8 +479,10 @@ def run_latent_sgd(
     device : str or torch.device, default="cpu"
         Torch device of the run: the latent vectors, data and weights are placed there,
         and ``decoder`` and ``forward`` receive tensors on it.
-    precision : {"float32", "bfloat16"}, default="float32"
+    precision : {"float32", "bfloat16", "auto"}, default="float32"
         Autocast precision of the decoder; petrophysics, forward and cost are float32.
+        "auto" is bfloat16 where ``device`` has native bfloat16 kernels, float32
+        elsewhere; "bfloat16" without them warns (emulated, 10-20x slower).
     compile : bool, default=False
         Run the decoder through :func:`torch.compile` (in this process; a few seconds
         of compilation, then about 1.3-1.7x faster iterations for the study's network
@@ -526,6 +522,7 @@ def run_latent_sgd(
                   lr_decay=lr_decay, lr_step=lr_step, reg=reg, reg_weight=reg_weight,
                   reg_decay=reg_decay, optimizer=optimizer, track_every=track_every,
                   ring_radius=ring_radius)
+    precision = resolve_precision(precision, dev)
     if sample_weight is None:
         w = torch.ones(n_rays, dtype=f32, device=dev)
     else:
@@ -571,7 +568,7 @@ def run_latent_sgd(
     run_decoder = torch.compile(decoder) if compile else decoder
 
     def decode(zz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with _autocast(dev, precision):
+        with autocast_context(dev, precision):
             x = run_decoder(zz)
         x = x.to(f32)
         if x.ndim == 4 and x.shape[1] == 1:

@@ -23,7 +23,7 @@ from sklearn.utils.validation import (_check_sample_weight, check_consistent_len
                                       validate_data)
 from threadpoolctl import threadpool_limits
 
-from skvaeinv._utils import resolve_device
+from skvaeinv._utils import SlowPrecisionWarning, resolve_device, resolve_precision
 from skvaeinv.engine import EngineResult, SGDHistory, run_latent_sgd
 from skvaeinv.petrophysics import apply_numpy, check_petrophysics
 
@@ -214,9 +214,13 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         Torch device; ``"auto"`` picks CUDA when available. On an accelerator all
         chunks run in this process; a nonlinear operator still runs on the CPU and only
         its Jacobian rows travel.
-    precision : {"float32", "bfloat16"}, default="float32"
+    precision : {"float32", "bfloat16", "auto"}, default="float32"
         Autocast precision of the decoder (bfloat16 is about twice as fast on CPUs with
-        AVX-512 BF16 and on GPUs; note that it also rounds the decoder's input).
+        AVX-512 BF16 and on GPUs; note that it also rounds the decoder's input). On
+        CPUs without native bfloat16 kernels (AVX2 only) torch emulates it, 10-20x
+        slower than float32, and ``fit`` warns
+        (``skvaeinv.runtime.SlowPrecisionWarning``). "auto": bfloat16 where the device
+        has native kernels, float32 elsewhere (results then depend on the machine).
         Petrophysics, forward and costs are always float32.
     compile : bool, default=False
         Compile the decoder with :func:`torch.compile` in every process that runs
@@ -325,7 +329,7 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         "n_jobs": [Interval(Integral, None, -1, closed="right"),
                    Interval(Integral, 1, None, closed="left"), None],
         "device": [str, torch.device],
-        "precision": [StrOptions({"float32", "bfloat16"})],
+        "precision": [StrOptions({"float32", "bfloat16", "auto"})],
         "compile": ["boolean"],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -510,6 +514,7 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         rays, y, w = self._check_inputs(X, y, sample_weight)
         petrophysics = check_petrophysics(self.petrophysics)
         device = resolve_device(self.device)
+        precision = resolve_precision(self.precision, device, stacklevel=3)
         latent_dim, image_shape = self._check_prior()
         n_starts = int(self.n_starts)
 
@@ -534,7 +539,7 @@ class LatentInverter(RegressorMixin, BaseEstimator):
             reg_weight=self.reg_weight, reg_decay=self.reg_decay,
             ring_radius=self.ring_radius, optimizer=self.optimizer,
             batch_groups=_batch_groups(rays, self.batching), linear=linear,
-            track_every=track_every, precision=self.precision, compile=self.compile,
+            track_every=track_every, precision=precision, compile=self.compile,
             log_every=log_every, progress=bool(self.verbose),
         )
         decoder = self.prior.get_decoder(device)
@@ -825,7 +830,9 @@ def _fit_chunk(decoder: torch.nn.Module, operator: Any, rays: np.ndarray, y: np.
 
     dev = torch.device(device)
     context = _one_thread() if dev.type == "cpu" else contextlib.nullcontext()
-    with context:
+    with context, warnings.catch_warnings():
+        # fit resolved ``precision`` and warned already, in the caller's process
+        warnings.simplefilter("ignore", SlowPrecisionWarning)
         forward = TorchForward(operator, rays, device=dev, dtype=torch.float32)
         return run_latent_sgd(decoder, forward, y, z0, rngs, petrophysics=petrophysics,
                               sample_weight=w, device=dev, log_prefix=log_prefix, **settings)

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from skvaeinv._networks import Decoder, Encoder
 from skvaeinv._utils import (as_real_array, autocast_context, check_finite, int_pair,
-                             resolve_device)
+                             resolve_device, resolve_precision)
 
 __all__ = ["VAEPrior"]
 
@@ -71,9 +71,14 @@ class VAEPrior(TransformerMixin, BaseEstimator):
     device : str, default="auto"
         Torch device for training and encoding/decoding: "auto" (CUDA if available, else
         CPU), "cpu", "cuda" or "cuda:N".
-    precision : {"float32", "bfloat16"}, default="float32"
+    precision : {"float32", "bfloat16", "auto"}, default="float32"
         Arithmetic for training. "bfloat16" uses autocast (mixed precision; weights stay
-        float32) and is about twice as fast on CPUs with AVX-512 BF16 and on GPUs.
+        float32) and is about twice as fast on CPUs with AVX-512 BF16 and on GPUs; on
+        CPUs without native bfloat16 kernels (AVX2 only) torch emulates it, 10-20x
+        slower than float32, and fitting warns (``skvaeinv.runtime.SlowPrecisionWarning``).
+        "auto" trains in bfloat16 where the device has native kernels
+        (:func:`skvaeinv.runtime.has_native_bfloat16`) and in float32 elsewhere, so its
+        results depend on the machine.
     compile : bool, default=False
         Compile the training step with :func:`torch.compile`; the layers then run in a
         fusable form (see ``skvaeinv._networks.run_layers``) with the same function.
@@ -148,7 +153,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         "base_channels": [Interval(numbers.Integral, 1, None, closed="left")],
         "hidden_units": [Interval(numbers.Integral, 1, None, closed="left")],
         "device": [str, torch.device],
-        "precision": [StrOptions({"float32", "bfloat16"})],
+        "precision": [StrOptions({"float32", "bfloat16", "auto"})],
         "compile": ["boolean"],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -284,7 +289,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
     def _loss_terms(self, x: torch.Tensor, eps: torch.Tensor | None
                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed squared error and mean KL of a batch (float32); ``eps`` = noise."""
-        with autocast_context(self.device_, self.precision):
+        with autocast_context(self.device_, self._training_precision):
             mean, logvar = self.encoder_(x)
             z = mean if eps is None else mean + eps * torch.exp(0.5 * logvar)
             recon = self.decoder_(z)
@@ -406,6 +411,10 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         self._torch_gen.manual_seed(int(rng.randint(0, 2**31 - 1)) + self.n_batches_)
 
     def _train(self, X: np.ndarray, epochs: int) -> None:
+        # "auto" -> bfloat16 where the device has native kernels; a warning for bfloat16
+        # where it would be emulated (stacklevel: the caller of fit / partial_fit)
+        self._training_precision = resolve_precision(self.precision, self.device_,
+                                                     stacklevel=3)
         pbar = None
         if self.verbose:
             pbar = tqdm(total=epochs * X.shape[0], unit="img", desc="VAEPrior",
@@ -720,7 +729,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
     def __getstate__(self) -> dict:
         state = {k: v for k, v in self.__dict__.items()
                  if k not in ("encoder_", "decoder_", "_optimizer", "_torch_gen", "_rng",
-                              "device_", "_compiled_loss")}
+                              "device_", "_compiled_loss", "_training_precision")}
         if hasattr(self, "encoder_"):
             state["_torch_state"] = self._state()
         return state

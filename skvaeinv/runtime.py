@@ -1,4 +1,8 @@
-"""Process-level settings that make CPU training and inversion faster.
+"""What makes CPU training and inversion fast: process settings and machine facts.
+
+:func:`has_native_bfloat16` tells whether ``precision="bfloat16"`` pays off on a device
+(``precision="auto"`` uses it to choose); asking for bfloat16 where it is emulated
+raises a :class:`SlowPrecisionWarning`, which can be filtered like any warning.
 
 The library itself never changes process-wide state; an application (a script, the
 ``skvaeinv`` command line, the benchmarks) opts in by calling :func:`tune_allocator`
@@ -22,7 +26,9 @@ import numbers
 import os
 import sys
 
-__all__ = ["tune_allocator"]
+from skvaeinv._utils import SlowPrecisionWarning, has_native_bfloat16
+
+__all__ = ["tune_allocator", "has_native_bfloat16", "SlowPrecisionWarning"]
 
 logger = logging.getLogger(__name__)
 
