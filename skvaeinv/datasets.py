@@ -37,7 +37,8 @@ def _as_range(value: Any, name: str, *, positive: bool = True) -> tuple[float, f
         try:
             lo, hi = (float(v) for v in value)
         except (TypeError, ValueError):
-            raise ValueError(f"{name} must be a number or a (low, high) pair, got {value!r}.")
+            raise ValueError(f"{name} must be a number or a (low, high) pair, "
+                             f"got {value!r}.") from None
     if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi or (positive and lo <= 0):
         raise ValueError(
             f"{name}={value!r} is invalid: expected {'positive ' if positive else ''}finite "
@@ -288,7 +289,8 @@ def _check_window(win: Any, i: int) -> tuple[int, int, int, int]:
     try:
         r, c, hh, ww = (int(v) for v in win)
     except (TypeError, ValueError):
-        raise ValueError(f"exclude[{i}]={win!r} must be a window (row, col, height, width).")
+        raise ValueError(f"exclude[{i}]={win!r} must be a window (row, col, height, "
+                         "width).") from None
     if hh <= 0 or ww <= 0:
         raise ValueError(f"exclude[{i}]={win!r} has a non-positive height or width.")
     return r, c, hh, ww
