@@ -116,7 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-images", type=int, default=1_000_000, help="training crops in all")
     ap.add_argument("--chunk", type=int, default=20_000, help="crops per partial_fit call")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--precision", default="bfloat16", choices=["float32", "bfloat16"])
+    ap.add_argument("--precision", default="bfloat16", choices=["float32", "bfloat16", "auto"],
+                    help="training arithmetic; bfloat16 is the committed prior's recipe "
+                         "(10-20x slower than float32 where the CPU lacks native bfloat16, "
+                         "e.g. AVX2 only: use auto there)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the training step")
     ap.add_argument("--out", default="benchmarks/priors/reference_prior.skv")
     ap.add_argument("--resume", action="store_true", help="continue from --out")
