@@ -486,7 +486,8 @@ def run_latent_sgd(
     compile : bool, default=False
         Run the decoder through :func:`torch.compile` (in this process; a few seconds
         of compilation, then about 1.3-1.7x faster iterations for the study's network
-        on a CPU). Needs a C++ compiler on the CPU.
+        on an AVX-512 CPU, none measured on an AVX2-only one). Needs a C++ compiler on
+        the CPU.
     adam_betas : tuple of two floats, default=(0.9, 0.999)
         Adam's decay rates of the first and second moment estimates (used only with
         ``optimizer="adam"``).
