@@ -227,8 +227,9 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         starts: a few seconds of compilation per process, then about 1.3-1.7x faster
         iterations with the study's network on an AVX-512 CPU (see
         ``benchmarks/results/sgd_speed.md``); on an AVX2-only CPU (Zen 3, float32) no
-        gain was measured (``sgd_speed_float32_zen3.md``). Needs a C++ compiler (CPU) or Triton
-        (CUDA; not tested on a GPU yet). Worth it for long runs, not for tiny ones.
+        gain was measured (``sgd_speed_float32_zen3.md``). Needs a C++ compiler (CPU)
+        or Triton (CUDA; not tested on a GPU yet). Worth it for long runs, not for tiny
+        ones.
     random_state : int, RandomState instance or None, default=None
         Seeds the starts: one :class:`numpy.random.SeedSequence` child per start draws
         its initial vector and its mini-batch orders. On the CPU, results are then
