@@ -143,6 +143,30 @@ def test_matrix_operator_subsets_and_errors():
         MatrixOperator(np.ones((9, 5)), GRID).traveltimes(s, RAYS)
 
 
+def test_matrix_operator_sees_every_new_matrix():
+    # the cache is matched by identity: a new array that reuses a freed one's id (which
+    # happens within a few tries) must not be served the old matrix's results
+    grid = Grid2D((1, 2), 1.0)
+    ray = np.array([[0.0, 0.5, 1.0, 0.5]])
+    s = np.array([1.0, 10.0])
+    op = MatrixOperator(np.array([[1.0, 0.0]]), grid)
+    for k in range(50):
+        first, second = (1.0, 0.0) if k % 2 else (0.0, 1.0)
+        op.set_params(matrix=np.array([[5.0, 5.0]]))  # replaced before being used
+        op.set_params(matrix=np.array([[first, second]]))
+        np.testing.assert_array_equal(op.traveltimes(s, ray), [first + 10.0 * second])
+
+
+def test_matrix_operator_reads_negative_zero_as_zero():
+    K = straight_ray_kernel(GRID, RAYS)
+    op = MatrixOperator(K, GRID, rays=RAYS)
+    rays = RAYS[:3].copy()
+    assert (rays[:, 0] == 0).all()
+    rays[:, 0] = -0.0
+    np.testing.assert_allclose(op.traveltimes(_slowness(), rays),
+                               StraightRay(GRID).traveltimes(_slowness(), rays))
+
+
 def test_missing_jacobian_is_reported():
     class Incomplete(ForwardOperator):
         is_linear = True

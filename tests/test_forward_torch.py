@@ -62,6 +62,17 @@ def test_float32_default_and_shared_index():
     np.testing.assert_allclose(t.numpy(), t64.numpy(), rtol=1e-6)
 
 
+@pytest.mark.parametrize("kernel", ["dense", "sparse"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, np.int64])
+def test_any_integer_ray_index_dtype(kernel, dtype):
+    # uint8 must not be read as a boolean mask, int16 not be refused by torch
+    fwd = TorchForward(StraightRay(GRID), RAYS, dtype=torch.float64, kernel=kernel)
+    S = _slowness(2)
+    idx = np.array([[0, 3], [5, 1]])
+    expected = fwd(S, torch.from_numpy(idx))
+    torch.testing.assert_close(fwd(S, idx.astype(dtype)), expected, rtol=0, atol=0)
+
+
 def test_user_operator_through_bridge():
     from skvaeinv.forward import straight_ray_kernel
 

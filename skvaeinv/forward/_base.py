@@ -254,6 +254,11 @@ def _rays_key(rays: np.ndarray) -> bytes:
     return h.digest()
 
 
+def _row_key(row: np.ndarray) -> bytes:
+    """Bytes of one validated ray, with -0.0 read as 0.0 (equal coordinates, one key)."""
+    return (row + 0.0).tobytes()
+
+
 class _LRU:
     """A tiny least-recently-used cache (kept out of get_params), safe to share
     between threads (an operator may be called from several at once)."""
@@ -306,9 +311,10 @@ class MatrixOperator(ForwardOperator):
 
     Notes
     -----
-    ``matrix`` and ``rays`` are read once and kept (the cache is keyed on the objects,
-    not their contents): after editing them in place, pass them again with
-    ``set_params(matrix=..., rays=...)`` (a new array) for the operator to see it.
+    ``matrix`` and ``rays`` are read once and kept while the operator holds the same
+    objects (the cache is matched by identity, not by contents): after editing them in
+    place, pass them again with ``set_params(matrix=..., rays=...)`` (a new array) for
+    the operator to see it.
 
     Examples
     --------
@@ -330,11 +336,13 @@ class MatrixOperator(ForwardOperator):
         self.rays = rays
 
     def _prepared(self) -> tuple[sp.csr_matrix, dict | None]:
-        key = (id(self.matrix), id(self.rays), self.grid)
+        # The entry keeps the objects themselves and is matched by identity: an id
+        # alone could be reused by a new array once the old one is freed.
         cache = _cache(self, "_matrix_cache", 1)
-        hit = cache.get(key)
-        if hit is not None:
-            return hit
+        hit = cache.get("prepared")
+        if hit is not None and hit[0] is self.matrix and hit[1] is self.rays \
+                and hit[2] == self.grid:
+            return hit[3], hit[4]
         grid = self._check_grid()
         M = sp.csr_matrix(self.matrix, dtype=np.float64)
         if not np.all(np.isfinite(M.data)):
@@ -350,8 +358,8 @@ class MatrixOperator(ForwardOperator):
                 raise ValueError(
                     f"rays has {R.shape[0]} rows but matrix has {M.shape[0]}; they must match."
                 )
-            lookup = {row.tobytes(): i for i, row in enumerate(R)}
-        cache.put(key, (M, lookup))
+            lookup = {_row_key(row): i for i, row in enumerate(R)}
+        cache.put("prepared", (self.matrix, self.rays, self.grid, M, lookup))
         return M, lookup
 
     def _jacobian(self, slowness: np.ndarray | None, rays: np.ndarray) -> sp.csr_matrix:
@@ -363,7 +371,7 @@ class MatrixOperator(ForwardOperator):
                     f"MatrixOperator needs all {M.shape[0]} rays in order."
                 )
             return M.copy()
-        rows = np.array([lookup.get(r.tobytes(), -1) for r in rays], dtype=np.int64)
+        rows = np.array([lookup.get(_row_key(r), -1) for r in rays], dtype=np.int64)
         if (rows < 0).any():
             raise ValueError(
                 f"rays rows {_format_rows(np.flatnonzero(rows < 0))} are not rays of this "

@@ -239,7 +239,7 @@ class TorchForward:
                 f"ray_index values must lie in [0, {self.n_rays - 1}]; got "
                 f"[{int(idx.min())}, {int(idx.max())}]."
             )
-        return idx
+        return idx.long()  # any integer dtype; torch indexes with int64 (uint8 = a mask)
 
     # -- public ---------------------------------------------------------------------
     def __call__(self, slowness: torch.Tensor, ray_index: Any = None) -> torch.Tensor:
