@@ -201,6 +201,9 @@ class Decoder(nn.Module):
         super().__init__()
         self.image_shape = tuple(int(s) for s in image_shape)
         self.padded_shape = tuple(padded_size(s) for s in self.image_shape)
+        #: The size parameters this network was built with.
+        self.architecture = dict(latent_dim=int(latent_dim), base_channels=int(base_channels),
+                                 hidden_units=int(hidden_units))
         ch = [base_channels * 2**i for i in range(4)][::-1] + [1]
         self.bottleneck = (ch[0], *(_bottleneck_size(s) for s in self.padded_shape))
         self.fc = nn.Sequential(

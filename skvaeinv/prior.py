@@ -114,7 +114,8 @@ class VAEPrior(TransformerMixin, BaseEstimator):
     n_images_seen_ : int
         Number of images processed during training.
     latent_density_ : sklearn.mixture.GaussianMixture
-        Only after :meth:`fit_latent_density`: a mixture fitted to the latent codes of
+        Only after :meth:`fit_latent_density` (until the next :meth:`fit`): a mixture
+        fitted to the latent codes of
         real images, used by ``sample(..., source="density")``.
 
     See Also
@@ -269,10 +270,31 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         self._torch_gen = torch.Generator(device=self.device_)
         self._torch_gen.manual_seed(int(rng.randint(0, 2**31 - 1)))
         self._rng = rng
+        # a latent density fitted to the codes of an earlier network does not apply
+        self.__dict__.pop("latent_density_", None)
         self.loss_curve_ = []
         self.n_iter_ = 0
         self.n_batches_ = 0
         self.n_images_seen_ = 0
+
+    def _check_fitted(self) -> None:
+        """NotFittedError before fit; ValueError if the network's size parameters changed.
+
+        ``latent_dim``, ``base_channels`` and ``hidden_units`` describe the fitted
+        network; after ``set_params`` changes one of them, the fitted network no longer
+        matches its parameters, and using (or saving) it would fail or write a file
+        that cannot be loaded.
+        """
+        check_is_fitted(self, "decoder_")
+        fitted = self.decoder_.architecture
+        changed = [f"{k}={getattr(self, k)!r}" for k, v in fitted.items()
+                   if getattr(self, k) != v]
+        if changed:
+            now = ", ".join(f"{k}={v!r}" for k, v in fitted.items())
+            raise ValueError(
+                f"{', '.join(changed)} changed after fit, but the fitted network has "
+                f"{now}: call fit again to train a network of the new size, or set the "
+                "parameter back.")
 
     def _make_optimizer(self) -> torch.optim.Adam:
         """Adam over both networks, as one fused kernel where torch has one for the device.
@@ -392,6 +414,8 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         """
         first = not hasattr(self, "encoder_")
         self._validate_params()
+        if not first:
+            self._check_fitted()
         X = self._validate_images(X, reset=first)
         if first:
             self._init_modules(X.shape[1:], check_random_state(self.random_state))
@@ -448,7 +472,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         Z : ndarray of shape (n_samples, latent_dim)
             Latent means ``E[z | x]``.
         """
-        check_is_fitted(self, "encoder_")
+        self._check_fitted()
         X = self._validate_images(X, reset=False)
         self.encoder_.eval()
         out = []
@@ -471,7 +495,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         images : ndarray of shape (n_samples, H, W)
             Decoded images with values in [0, 1].
         """
-        check_is_fitted(self, "decoder_")
+        self._check_fitted()
         Z = self._validate_latents(Z)
         self.decoder_.eval()
         out = []
@@ -508,7 +532,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         """
         from sklearn.mixture import GaussianMixture
 
-        check_is_fitted(self, "encoder_")
+        self._check_fitted()
         if not isinstance(n_components, numbers.Integral) or n_components < 1:
             raise ValueError(
                 f"n_components must be a positive integer, got {n_components!r}.")
@@ -546,7 +570,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         images : ndarray of shape (n_samples, H, W)
             Images with values in [0, 1].
         """
-        check_is_fitted(self, "decoder_")
+        self._check_fitted()
         if not isinstance(n_samples, numbers.Integral) or n_samples < 1:
             raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
         return self.inverse_transform(
@@ -586,7 +610,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         scores : ndarray of shape (n_samples,)
             Per-image score (higher is better): minus the loss above.
         """
-        check_is_fitted(self, "encoder_")
+        self._check_fitted()
         X = self._validate_images(X, reset=False)
         self.encoder_.eval()
         self.decoder_.eval()
@@ -631,7 +655,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
             Sum over pixels of the squared difference between each image and its
             reconstruction from the posterior mean.
         """
-        check_is_fitted(self, "encoder_")
+        self._check_fitted()
         X = self._validate_images(X, reset=False)
         recon = self.inverse_transform(self.transform(X))
         return ((recon - X) ** 2).sum(axis=(1, 2))
@@ -651,7 +675,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
             [0, 1], in eval mode, with ``requires_grad=False`` on every weight (gradients
             flow to the input only). Picklable, so it can travel to joblib workers.
         """
-        check_is_fitted(self, "decoder_")
+        self._check_fitted()
         dev = resolve_device(device)
         dec = copy.deepcopy(self.decoder_).to(dev).eval()
         for p in dec.parameters():
@@ -671,7 +695,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         feature_names_out : ndarray of str objects of shape (latent_dim,)
             ``["z0", "z1", ..., f"z{latent_dim - 1}"]``.
         """
-        check_is_fitted(self, "encoder_")
+        self._check_fitted()
         return np.asarray([f"z{i}" for i in range(self.latent_dim)], dtype=object)
 
     # ------------------------------------------------------------------ persistence
@@ -752,7 +776,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         path : str or path-like
             Destination, conventionally with suffix ``.skv``.
         """
-        check_is_fitted(self, "decoder_")
+        self._check_fitted()
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
         torch.save(self._state(), tmp)

@@ -366,6 +366,41 @@ def test_latent_density_bad_input(tiny_prior, tiny_images):
     assert not hasattr(tiny_prior, "latent_density_")   # failed calls left it unchanged
 
 
+def test_refit_drops_the_latent_density(tiny_images):
+    X = tiny_images[:40]
+    p = VAEPrior(epochs=1, random_state=0, **TINY_PRIOR_KW).fit(X)
+    p.fit_latent_density(X, n_components=2, random_state=0)
+    # the mixture follows the codes of the network it was fitted with: a new network
+    # (here also of another latent size) must not sample from it
+    p.set_params(latent_dim=3).fit(X)
+    assert not hasattr(p, "latent_density_")
+    with pytest.raises(NotFittedError, match="fit_latent_density"):
+        p.sample(2, source="density")
+    q = VAEPrior(epochs=1, random_state=0, **TINY_PRIOR_KW)
+    q.partial_fit(X)
+    q.fit_latent_density(X, n_components=2, random_state=0)
+    q.partial_fit(X)   # more training of the same network keeps it
+    assert hasattr(q, "latent_density_")
+
+
+@pytest.mark.parametrize("param", ["latent_dim", "base_channels", "hidden_units"])
+def test_network_size_changed_after_fit(tiny_prior, tiny_images, tmp_path, param):
+    import copy
+
+    p = copy.deepcopy(tiny_prior)
+    p.set_params(**{param: getattr(p, param) + 1})
+    match = f"{param}=.* changed after fit.*call fit again"
+    for call in (lambda: p.sample(2), lambda: p.transform(tiny_images[:2]),
+                 lambda: p.partial_fit(tiny_images[:8]), lambda: p.get_decoder(),
+                 lambda: p.save(tmp_path / "p.skv")):
+        with pytest.raises(ValueError, match=match):
+            call()
+    assert not (tmp_path / "p.skv").exists()   # no file that load would reject
+    p.set_params(**{param: getattr(tiny_prior, param)})   # set back: usable again
+    np.testing.assert_array_equal(p.sample(2, random_state=0),
+                                  tiny_prior.sample(2, random_state=0))
+
+
 def test_load_device_override_and_damaged_files(tiny_prior, tmp_path):
     tiny_prior.save(tmp_path / "p.skv")
     with pytest.raises(ValueError, match="not a valid torch device"):
