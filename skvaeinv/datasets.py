@@ -126,8 +126,9 @@ def make_channels(n_samples: int = 100, shape: tuple[int, int] = (129, 65), *,
     if proportion is None and n_channels is None:
         proportion = 0.27
     if proportion is not None:
-        if not (0.0 < float(proportion) < 1.0):
-            raise ValueError(f"proportion must lie in (0, 1), got {proportion!r}.")
+        if (not isinstance(proportion, numbers.Real) or isinstance(proportion, bool)
+                or not 0.0 < proportion < 1.0):
+            raise ValueError(f"proportion must be a number in (0, 1), got {proportion!r}.")
         if not isinstance(max_channels, numbers.Integral) or max_channels < 1:
             raise ValueError(f"max_channels must be a positive integer, got {max_channels!r}.")
         k_max = int(max_channels)

@@ -683,8 +683,8 @@ def run_latent_sgd(
                 _log_progress(log_prefix, epoch, epochs, it, lr_e, lam, best_sse, w_sum,
                               active)
             if not bool(active.any()):
-                logger.warning("%sall %d starts diverged at iteration %d; stopping.",
-                               log_prefix, n_starts, it)
+                logger.warning("%sall %d starts diverged (the last at iteration %d); "
+                               "stopping.", log_prefix, n_starts, int(diverged_at.max()))
                 break
         # final iterate (after the last update)
         with torch.no_grad():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import numbers
 import os
@@ -139,14 +140,19 @@ class LatentInverter(RegressorMixin, BaseEstimator):
     prior : VAEPrior
         A fitted prior (anything with ``get_decoder(device)``, ``image_shape_`` and
         ``latent_dim``). Used as-is: never refitted, shared (not copied) by
-        :func:`~sklearn.base.clone`.
+        :func:`~sklearn.base.clone`. To search over several fitted priors, wrap each
+        in :class:`sklearn.frozen.FrozenEstimator` (a grid's values are cloned, and a
+        clone of a bare prior is unfitted):
+        ``GridSearchCV(inv, {"prior": [FrozenEstimator(p1), FrozenEstimator(p2)]})``.
     forward : ForwardOperator
         Forward operator (e.g. :class:`~skvaeinv.forward.StraightRay` or
         :class:`~skvaeinv.forward.ShortestPath`) on the prior's image grid.
     petrophysics : None, callable or tuple of two floats, default=None
         Facies → slowness. None: the reference ``v = 0.06 + 0.02 (1 - m)`` m/ns
         (:class:`~skvaeinv.petrophysics.LinearVelocity`); a ``(v_matrix, v_channel)``
-        velocity pair; or any callable differentiable on torch tensors.
+        velocity pair; or any callable differentiable on torch tensors. ``fit`` first
+        tries it on uniform facies images (0, 0.5 and 1): it must return finite,
+        positive slowness of the images' shape.
     n_starts : int, default=10
         Number of random starts.
     epochs : int, default=120
@@ -273,7 +279,8 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         Mean image, channel probability (fraction of accepted models above 0.5) and
         spread (standard deviation) of the accepted models.
     petrophysics_ : callable
-        The facies → slowness mapping used.
+        A copy of the facies → slowness mapping used; :meth:`predict` uses it, so
+        changing ``petrophysics`` afterwards takes effect at the next :meth:`fit`.
     forward_ : ForwardOperator
         A copy of ``forward`` as fitted; :meth:`predict` and :meth:`score` use it, so
         changing ``forward`` afterwards takes effect at the next :meth:`fit`.
@@ -413,7 +420,8 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         Parameters
         ----------
         **params : dict
-            Estimator parameters. ``prior`` may be replaced by another fitted prior;
+            Estimator parameters. ``prior`` may be replaced by another fitted prior
+            (in a parameter grid, wrapped in :class:`sklearn.frozen.FrozenEstimator`);
             the prior's own parameters (``prior__*``) cannot be set here, because the
             prior is used as-is and shared with every clone (a grid search over them
             would change the caller's fitted prior without refitting it).
@@ -445,7 +453,14 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         """Latent size and image shape of the fitted prior (clear errors otherwise)."""
         prior = self.prior
         if hasattr(prior, "fit"):
-            check_is_fitted(prior)
+            try:
+                check_is_fitted(prior)
+            except NotFittedError:
+                raise NotFittedError(
+                    f"the prior {type(prior).__name__} is not fitted: pass a fitted prior "
+                    "(e.g. VAEPrior(...).fit(images)). In a parameter grid, wrap each "
+                    "fitted prior in sklearn.frozen.FrozenEstimator: GridSearchCV clones "
+                    "the grid's values, and a clone of a prior is unfitted.") from None
         elif not hasattr(prior, "image_shape_"):
             raise NotFittedError(
                 f"the prior {type(prior).__name__} has no image_shape_: pass a fitted "
@@ -514,10 +529,11 @@ class LatentInverter(RegressorMixin, BaseEstimator):
             The fitted estimator.
         """
         rays, y, w = self._check_inputs(X, y, sample_weight)
-        petrophysics = check_petrophysics(self.petrophysics)
         device = resolve_device(self.device)
         precision = resolve_precision(self.precision, device, stacklevel=3)
         latent_dim, image_shape = self._check_prior()
+        # a copy: set_params on the parameter must not change a fitted inverter
+        petrophysics = copy.deepcopy(check_petrophysics(self.petrophysics, image_shape))
         n_starts = int(self.n_starts)
 
         children = _seed_sequence(self.random_state).spawn(n_starts)

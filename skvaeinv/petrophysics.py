@@ -12,6 +12,7 @@ slowness ``s = 1 / v``: :class:`LinearVelocity`.
 
 from __future__ import annotations
 
+import copy
 import numbers
 from collections.abc import Callable
 from typing import Any
@@ -176,7 +177,8 @@ class LinearVelocity:
     __hash__ = None  # mutable parameters
 
 
-def check_petrophysics(petrophysics: Any) -> Callable[[Any], Any]:
+def check_petrophysics(petrophysics: Any,
+                       image_shape: tuple[int, int] | None = None) -> Callable[[Any], Any]:
     """Turn a ``petrophysics`` parameter into a callable facies → slowness.
 
     Parameters
@@ -185,8 +187,13 @@ def check_petrophysics(petrophysics: Any) -> Callable[[Any], Any]:
         ``None`` gives the reference :class:`LinearVelocity` (channel 0.06 m/ns, matrix
         0.08 m/ns). A ``(v_matrix, v_channel)`` pair gives a :class:`LinearVelocity` with
         those velocities. A callable is returned as-is; it must map a torch tensor of
-        facies values to slowness differentiably, and should also accept numpy arrays
-        (otherwise it is applied through torch).
+        facies values to slowness differentiably (see :func:`apply_numpy` for numpy
+        arrays).
+    image_shape : tuple of int, default=None
+        When given, the mapping is also tried on a batch of three uniform facies images
+        of this shape (all 0, all 0.5, all 1): it must return slowness of the same shape,
+        finite and positive, or a ``ValueError`` says what it returned. This catches a
+        wrong mapping before an inversion starts.
 
     Returns
     -------
@@ -196,8 +203,41 @@ def check_petrophysics(petrophysics: Any) -> Callable[[Any], Any]:
     Raises
     ------
     ValueError
-        For anything else, or for non-positive velocities.
+        For anything else, for non-positive velocities, or for a mapping that fails the
+        check on ``image_shape`` images.
     """
+    h = _as_mapping(petrophysics)
+    if image_shape is not None:
+        # on a copy: a mapping with state (e.g. a call counter) is not advanced by it
+        _probe(copy.deepcopy(h), petrophysics, tuple(int(n) for n in image_shape))
+    return h
+
+
+def _probe(h: Callable[[Any], Any], given: Any, image_shape: tuple[int, int]) -> None:
+    """Check ``h`` on uniform facies images 0, 0.5 and 1 of ``image_shape``."""
+    levels = np.array([0.0, 0.5, 1.0])
+    m = np.broadcast_to(levels[:, None, None], (3, *image_shape)).copy()
+    try:
+        s = apply_numpy(h, m)
+    except Exception as exc:
+        raise ValueError(
+            f"petrophysics={given!r} failed on a batch of facies images of shape "
+            f"{m.shape} (torch tensor, values in [0, 1]): {exc}") from exc
+    if s.shape != m.shape:
+        raise ValueError(
+            f"petrophysics={given!r} returned shape {s.shape} for facies images of shape "
+            f"{m.shape}; it must return one slowness per pixel (the same shape).")
+    bad = ~(np.isfinite(s) & (s > 0))
+    if bad.any():
+        level = levels[np.flatnonzero(bad.any(axis=(1, 2)))[0]]
+        value = s[levels == level][bad[levels == level]][0]
+        raise ValueError(
+            f"petrophysics={given!r} must map facies in [0, 1] to finite, positive slowness "
+            f"(ns/m); for facies {level:g} it returned {float(value)!r}. Check the mapping (is it "
+            "velocity instead of slowness, or in other units?).")
+
+
+def _as_mapping(petrophysics: Any) -> Callable[[Any], Any]:
     if petrophysics is None:
         return LinearVelocity()
     if isinstance(petrophysics, tuple):
@@ -235,7 +275,11 @@ def _check_contrast(h: LinearVelocity, given: Any) -> None:
 
 
 def apply_numpy(petrophysics: Callable[[Any], Any], m: np.ndarray) -> np.ndarray:
-    """Apply a mapping to a numpy array, through torch if it does not take numpy.
+    """Apply a mapping to a numpy array.
+
+    A :class:`LinearVelocity` takes the array itself; any other mapping is applied to
+    it as a float64 torch tensor (the form the inversion uses), and its output is
+    returned as numpy.
 
     Parameters
     ----------

@@ -54,6 +54,7 @@ def test_make_channels_fast():
     (dict(n_samples=0), "n_samples"),
     (dict(shape=(0, 5)), "shape"),
     (dict(proportion=1.5), "proportion"),
+    (dict(proportion="0.2"), "proportion must be a number"),
     (dict(width=(5, 2)), "width"),
     (dict(sinuosity=-1), "sinuosity"),
     (dict(proportion=0.3, n_channels=2), "not both"),

@@ -206,6 +206,18 @@ def test_diverging_start_is_flagged_and_others_go_on(problem):
     np.testing.assert_allclose(alone.latents, res.latents[[0, 2]], rtol=1e-5, atol=1e-6)
 
 
+def test_all_diverged_log_names_the_iteration(problem, caplog):
+    def decoder(z):  # NaN image from the start: every start diverges at iteration 0
+        return torch.full((z.shape[0], problem["K"].shape[1]), math.nan) + 0 * z.sum()
+
+    with caplog.at_level("WARNING", logger="skvaeinv.engine"):
+        res = run_latent_sgd(decoder, DenseForward(problem["K"]), problem["y"],
+                             np.zeros((2, problem["d"])), seeds(2), epochs=3, batch_size=6)
+    assert (res.diverged_at == 0).all()
+    # found at the end of the first epoch (iteration 5), but reported as it happened
+    assert "all 2 starts diverged (the last at iteration 0)" in caplog.text
+
+
 def test_divergence_by_overflow_with_huge_lr(problem):
     res = run_latent_sgd(linear_decoder(problem["A"], problem["c"]), DenseForward(problem["K"]),
                          problem["y"], np.array([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]]), seeds(2),

@@ -3,8 +3,10 @@
 
 import numpy as np
 import pytest
+import torch
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
+from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.utils._param_validation import InvalidParameterError
 
@@ -18,6 +20,10 @@ from skvaeinv.survey import Grid2D, crosshole
 from conftest import DEVICES, TINY_SHAPE, needs_cxx, slowness
 
 FAST = dict(epochs=3, batch_size=32, lr=0.05, reg_weight=5.0, reg_decay=0.99, device="cpu")
+
+
+def _failing_petrophysics(m):
+    raise RuntimeError("boom")
 
 
 def test_random_starts_reach_the_level_of_the_true_code(tiny_prior, survey, data):
@@ -273,6 +279,11 @@ def test_init_vectors(tiny_prior, survey, data):
     ("bad_velocity", ValueError, r"petrophysics=\(0.08, -1.0\)"),
     ("weights", ValueError, "Sample weights must contain at least one non-zero"),
     ("init", ValueError, "init contains NaN"),
+    ("negative_slowness", ValueError,
+     r"finite, positive slowness \(ns/m\); for facies 0 it returned -0.5"),
+    ("nan_slowness", ValueError, "for facies 0 it returned nan"),
+    ("slowness_shape", ValueError, r"returned shape \(3,\) .* same shape"),
+    ("failing_petrophysics", ValueError, "failed on a batch of facies images.*boom"),
 ])
 def test_bad_inputs(tiny_prior, survey, data, case, error, match):
     grid, rays = survey
@@ -312,6 +323,14 @@ def test_bad_inputs(tiny_prior, survey, data, case, error, match):
         params["petrophysics"] = (0.08, -1.0)
     elif case == "init":
         params["init"] = np.full(tiny_prior.latent_dim, np.nan)
+    elif case == "negative_slowness":   # linear physics would accept it silently
+        params["petrophysics"] = lambda m: m - 0.5
+    elif case == "nan_slowness":
+        params["petrophysics"] = lambda m: torch.where(m < 0.5, torch.nan, 10 + m)
+    elif case == "slowness_shape":
+        params["petrophysics"] = lambda m: 10 + m.sum(dim=(1, 2))
+    elif case == "failing_petrophysics":
+        params["petrophysics"] = _failing_petrophysics
     elif case == "weights":
         w = np.zeros(len(y))
     with pytest.raises(error, match=match):
@@ -421,7 +440,7 @@ def test_changed_prior_parameter_gives_a_clear_error(tiny_prior, survey, data):
     prior = clone(tiny_prior)  # clone: an unfitted copy; fit it and change it afterwards
     prior.__dict__.update({k: v for k, v in tiny_prior.__dict__.items() if k.endswith("_")})
     prior.latent_dim = tiny_prior.latent_dim + 1
-    with pytest.raises(ValueError, match="latent_dim changed after fitting"):
+    with pytest.raises(ValueError, match="latent_dim.*changed after fit"):
         LatentInverter(prior, StraightRay(grid), n_starts=1, **FAST).fit(rays, data[2])
 
 
@@ -432,6 +451,36 @@ def test_predict_uses_the_operator_it_was_fitted_with(tiny_prior, survey, data):
     before = inv.predict(rays)
     inv.set_params(forward=StraightRay(Grid2D(grid.shape[::-1], grid.spacing)))
     np.testing.assert_array_equal(inv.predict(rays), before)
+
+
+def test_predict_uses_the_petrophysics_it_was_fitted_with(tiny_prior, survey, data):
+    grid, rays = survey
+    velocity = LinearVelocity()
+    inv = LatentInverter(tiny_prior, StraightRay(grid), petrophysics=velocity, n_starts=1,
+                         random_state=0, **FAST).fit(rays, data[2])
+    before = inv.predict(rays)
+    assert inv.petrophysics_ is not velocity
+    inv.set_params(petrophysics__v_channel=0.03)   # for the next fit, not this one
+    np.testing.assert_array_equal(inv.predict(rays), before)
+    velocity.v_matrix = 0.1   # nor does editing the object passed in
+    np.testing.assert_array_equal(inv.predict(rays), before)
+
+
+def test_grid_search_over_fitted_priors(tiny_prior, tiny_images, survey, data):
+    grid, rays = survey
+    other = VAEPrior(epochs=1, random_state=1, latent_dim=3, base_channels=4,
+                     hidden_units=16).fit(tiny_images[:50])
+    inv = LatentInverter(tiny_prior, StraightRay(grid), n_starts=2, random_state=0, **FAST)
+    cv = KFold(2, shuffle=True, random_state=0)
+    # GridSearchCV clones the grid's values: bare priors come back unfitted ...
+    with pytest.raises(NotFittedError, match="FrozenEstimator"):
+        GridSearchCV(inv, {"prior": [tiny_prior, other]}, cv=cv,
+                     error_score="raise").fit(rays, data[2])
+    # ... frozen ones are used as they are; the data were made with tiny_prior
+    search = GridSearchCV(inv, {"prior": [FrozenEstimator(other), FrozenEstimator(tiny_prior)]},
+                          cv=cv, error_score="raise").fit(rays, data[2])
+    assert search.best_params_["prior"].estimator is tiny_prior
+    assert search.cv_results_["mean_test_score"][1] > search.cv_results_["mean_test_score"][0]
 
 
 def test_failed_refit_keeps_the_previous_fit(tiny_prior, survey, data):
