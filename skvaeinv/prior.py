@@ -115,8 +115,8 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         Number of images processed during training.
     latent_density_ : sklearn.mixture.GaussianMixture
         Only after :meth:`fit_latent_density` (until the next :meth:`fit`): a mixture
-        fitted to the latent codes of
-        real images, used by ``sample(..., source="density")``.
+        fitted to the latent codes of real images, used by
+        ``sample(..., source="density")``.
 
     See Also
     --------
