@@ -206,7 +206,9 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         None means once per epoch. Linear operators track every iteration (the full
         forward is what the mini-batch gradient is taken from, at no extra cost).
     chunk_size : int or None, default=None
-        Starts advanced together as one batch. None: 25 on the CPU, all starts on an
+        At most this many starts advance together as one batch; the starts are split
+        into ``ceil(n_starts / chunk_size)`` chunks of (nearly) equal size (26 starts
+        with ``chunk_size=25`` run as 13 + 13). None: 25 on the CPU, all starts on an
         accelerator. Results depend on it (floating-point batching) but not on
         ``n_jobs``.
     n_jobs : int or None, default=None
