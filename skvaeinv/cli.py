@@ -522,8 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="more log output")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    d = sub.add_parser("demo", parents=[verbose], help="train/load a small prior, invert a synthetic survey, "
-                                    "write a figure")
+    d = sub.add_parser("demo", parents=[verbose],
+                       help="train/load a small prior, invert a synthetic survey, write a figure")
     d.add_argument("--out", default=".", help="folder for skvaeinv_demo.png (default: .)")
     d.add_argument("--starts", type=int, default=8, help="random starts (default 8)")
     d.add_argument("--epochs", type=int, default=60, help="SGD epochs (default 60)")
@@ -539,7 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", action="store_true", help="no progress output")
     d.set_defaults(func=_cmd_demo)
 
-    t = sub.add_parser("train-prior", parents=[verbose], help="train a VAEPrior on crops of a training image")
+    t = sub.add_parser("train-prior", parents=[verbose],
+                       help="train a VAEPrior on crops of a training image")
     t.add_argument("image", help="training image (.png or .npy, values 0..1 or 0..255)")
     t.add_argument("--shape", type=int, nargs=2, default=[129, 65], metavar=("H", "W"),
                    help="crop shape (default 129 65)")

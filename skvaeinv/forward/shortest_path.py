@@ -239,7 +239,10 @@ def _snap(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _node_of(lay: _Layout, points: np.ndarray) -> np.ndarray:
-    """Graph node at each point (within ``1e-6 · max(1, |q|)`` cells, ``q`` the coordinate in cells), or -1 when none."""
+    """Graph node at each point, or -1 when none.
+
+    A point is on a node within ``1e-6 · max(1, |q|)`` cells, ``q`` its coordinate in cells.
+    """
     g, n = lay.grid, lay.n
     nz, nx, h = g.nz, g.nx, g.spacing
     qx, ix_int = _snap((points[:, 0] - g.origin[0]) / h)
@@ -482,10 +485,11 @@ class ShortestPath(ForwardOperator):
       The times agree with ``"scipy"`` to rounding (~1e-15). Where several paths are
       equally short, the two backends may follow different ones: the same time, a
       different Jacobian row (both exact, ``t = J s``).
-    - Sensors on a grid node or a secondary node (within ``1e-6 · max(1, |q|)`` cells, ``q`` the coordinate in cells) use
-      that node, which is pyGIMLi's behaviour for sensors on nodes. Any other sensor
-      is added as an extra node joined by straight edges to all nodes of the cell(s)
-      containing it; pyGIMLi instead moves such a sensor to the nearest grid node.
+    - Sensors on a grid node or a secondary node (within ``1e-6 · max(1, |q|)`` cells,
+      ``q`` the coordinate in cells) use that node, which is pyGIMLi's behaviour for
+      sensors on nodes. Any other sensor is added as an extra node joined by straight
+      edges to all nodes of the cell(s) containing it; pyGIMLi instead moves such a
+      sensor to the nearest grid node.
     - The Jacobian is the length of each ray's path in each cell (a boundary edge is
       charged to the neighbour with the smaller slowness, half to each on a tie), so
       ``traveltimes == jacobian @ s`` up to rounding.
