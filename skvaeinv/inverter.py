@@ -150,7 +150,9 @@ class LatentInverter(RegressorMixin, BaseEstimator):
     petrophysics : None, callable or tuple of two floats, default=None
         Facies → slowness. None: the reference ``v = 0.06 + 0.02 (1 - m)`` m/ns
         (:class:`~skvaeinv.petrophysics.LinearVelocity`); a ``(v_matrix, v_channel)``
-        velocity pair; or any callable differentiable on torch tensors. ``fit`` first
+        velocity pair (matrix first: the reverse of ``LinearVelocity``'s positional
+        order, so ``LinearVelocity(v_channel=..., v_matrix=...)`` by keyword is the
+        unambiguous form); or any callable differentiable on torch tensors. ``fit`` first
         tries it on uniform facies images (0, 0.5 and 1): it must return finite,
         positive slowness of the images' shape.
     n_starts : int, default=10
