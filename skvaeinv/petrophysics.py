@@ -229,8 +229,8 @@ def _probe(h: Callable[[Any], Any], given: Any, image_shape: tuple[int, int]) ->
             f"{m.shape}; it must return one slowness per pixel (the same shape).")
     bad = ~(np.isfinite(s) & (s > 0))
     if bad.any():
-        level = levels[np.flatnonzero(bad.any(axis=(1, 2)))[0]]
-        value = s[levels == level][bad[levels == level]][0]
+        i = np.flatnonzero(bad.any(axis=(1, 2)))[0]   # the first failing level
+        level, value = levels[i], s[i][bad[i]][0]
         raise ValueError(
             f"petrophysics={given!r} must map facies in [0, 1] to finite, positive slowness "
             f"(ns/m); for facies {level:g} it returned {float(value)!r}. Check the mapping (is it "

@@ -336,10 +336,10 @@ class MatrixOperator(ForwardOperator):
         self.rays = rays
 
     def _prepared(self) -> tuple[sp.csr_matrix, dict | None]:
-        # The entry keeps the objects themselves and is matched by identity: an id
-        # alone could be reused by a new array once the old one is freed.
-        cache = _cache(self, "_matrix_cache", 1)
-        hit = cache.get("prepared")
+        # One entry, holding the objects themselves and matched by identity (an id
+        # alone could be reused by a new array once the old one is freed); replaced
+        # whole, so threads sharing the operator see either entry complete.
+        hit = self.__dict__.get("_matrix_cache")
         if hit is not None and hit[0] is self.matrix and hit[1] is self.rays \
                 and hit[2] == self.grid:
             return hit[3], hit[4]
@@ -359,7 +359,7 @@ class MatrixOperator(ForwardOperator):
                     f"rays has {R.shape[0]} rows but matrix has {M.shape[0]}; they must match."
                 )
             lookup = {_row_key(row): i for i, row in enumerate(R)}
-        cache.put("prepared", (self.matrix, self.rays, self.grid, M, lookup))
+        self.__dict__["_matrix_cache"] = (self.matrix, self.rays, self.grid, M, lookup)
         return M, lookup
 
     def _jacobian(self, slowness: np.ndarray | None, rays: np.ndarray) -> sp.csr_matrix:
