@@ -93,8 +93,13 @@ def has_native_bfloat16(device: str | torch.device = "cpu") -> bool:
         kernels for this processor (AVX-512 or newer); on AVX2-only CPUs torch falls back
         to reference kernels, 10-20x slower than float32 for the study's network.
         Devices or torch builds that cannot tell count as True.
+
+    Raises
+    ------
+    ValueError
+        For a device that is not available (as :func:`resolve_device`).
     """
-    device = torch.device(device)
+    device = resolve_device(device)
     try:
         if device.type == "cuda":
             return bool(torch.cuda.is_bf16_supported())

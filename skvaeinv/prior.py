@@ -699,19 +699,17 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         return np.asarray([f"z{i}" for i in range(self.latent_dim)], dtype=object)
 
     # ------------------------------------------------------------------ persistence
-    def _state(self) -> dict:
-        params = {k: v for k, v in self.get_params(deep=False).items()}
-        if isinstance(params.get("device"), torch.device):
-            params["device"] = str(params["device"])
-        rs = params.get("random_state")
-        if rs is not None and not isinstance(rs, numbers.Integral):
-            params["random_state"] = None
-        if params.get("image_shape") is not None:
-            params["image_shape"] = [int(s) for s in params["image_shape"]]
+    def _state(self, with_params: bool = True) -> dict:
+        params = self.get_params(deep=False) if with_params else {}
+        if not isinstance(params.get("random_state"), (numbers.Integral, type(None))):
+            params["random_state"] = None   # a RandomState instance has no plain form
+        params = {k: _plain_value(v, k) for k, v in params.items()}
         return {
             "format": "skvaeinv.VAEPrior",
             "format_version": _FORMAT_VERSION,
             "params": params,
+            # the size the networks were built with (params may have changed since fit)
+            "architecture": dict(self.decoder_.architecture),
             "image_shape_": [int(s) for s in self.image_shape_],
             "loss_curve_": [float(v) for v in self.loss_curve_],
             "n_iter_": int(self.n_iter_),
@@ -739,8 +737,9 @@ class VAEPrior(TransformerMixin, BaseEstimator):
                 stacklevel=3)
             self.device = "cpu"
             self.device_ = torch.device("cpu")
-        kw = dict(latent_dim=self.latent_dim, base_channels=self.base_channels,
-                  hidden_units=self.hidden_units)
+        kw = state.get("architecture") or dict(
+            latent_dim=self.latent_dim, base_channels=self.base_channels,
+            hidden_units=self.hidden_units)
         enc = Encoder(self.image_shape_, **kw)
         dec = Decoder(self.image_shape_, **kw)
         enc.load_state_dict(state["encoder"])
@@ -755,7 +754,8 @@ class VAEPrior(TransformerMixin, BaseEstimator):
                  if k not in ("encoder_", "decoder_", "_optimizer", "_torch_gen", "_rng",
                               "device_", "_compiled_loss", "_training_precision")}
         if hasattr(self, "encoder_"):
-            state["_torch_state"] = self._state()
+            # the parameters travel in __dict__; the torch state holds the fitted part
+            state["_torch_state"] = self._state(with_params=False)
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -820,7 +820,11 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         if not isinstance(state, dict) or state.get("format") != "skvaeinv.VAEPrior":
             raise ValueError(f"{str(path)!r} is not a skvaeinv prior file "
                              "(written by VAEPrior.save).")
-        if state.get("format_version", 0) > _FORMAT_VERSION:
+        version = state.get("format_version", 0)
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise ValueError(f"{str(path)!r} is a damaged prior file: its format_version "
+                             f"is {version!r}, not an integer.")
+        if version > _FORMAT_VERSION:
             raise ValueError(
                 f"{str(path)!r} was written by a newer skvaeinv (format version "
                 f"{state['format_version']}); upgrade skvaeinv to read it.")
@@ -834,8 +838,10 @@ class VAEPrior(TransformerMixin, BaseEstimator):
                 params["device"] = device
             prior = cls(**params)
             prior._load_state(state)
-        except (KeyError, TypeError, RuntimeError) as exc:
-            # missing entries, unknown parameters, weights that do not fit the network
+            prior._check_fitted()   # the saved parameters describe the saved networks
+        except (KeyError, TypeError, RuntimeError, ValueError, AttributeError) as exc:
+            # missing entries, unknown parameters, weights that do not fit the network,
+            # entries of the wrong kind, a latent density that is not positive definite
             raise ValueError(f"{str(path)!r} is a damaged or incompatible prior file "
                              f"({type(exc).__name__}: {exc}).") from exc
         return prior
@@ -847,6 +853,26 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         tags.requires_fit = True
         return tags
 
+
+
+def _plain_value(value: Any, name: str) -> Any:
+    """``value`` as the plain Python types a ``weights_only`` load accepts.
+
+    numpy scalars (as ``np.arange`` grids and ``GridSearchCV.best_params_`` give) become
+    Python numbers, tuples lists and devices strings; anything else is refused here, at
+    save time, rather than written into a file that cannot be loaded.
+    """
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, torch.device):
+        return str(value)
+    if isinstance(value, (tuple, list)):
+        return [_plain_value(v, name) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise ValueError(
+        f"VAEPrior parameter {name}={value!r} cannot be saved: the safe file format holds "
+        "numbers, strings and lists only. Set it to a plain value before saving.")
 
 
 def _density_state(gmm: Any) -> dict:

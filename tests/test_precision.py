@@ -45,6 +45,11 @@ def test_native_bfloat16_follows_the_cpu_flags():
     flags = _cpu_flags()
     assert has_native_bfloat16("cpu") == ("avx512bw" in flags)
     assert has_native_bfloat16(CPU) == has_native_bfloat16("cpu")
+    # the package's own device values work; bad ones say what is wrong
+    if not torch.cuda.is_available():
+        assert has_native_bfloat16("auto") == has_native_bfloat16(None) == ("avx512bw" in flags)
+    with pytest.raises(ValueError, match="not a valid torch device"):
+        has_native_bfloat16("gpu-please")
 
 
 @pytest.mark.parametrize("answer, auto", [(True, "bfloat16"), (False, "float32")])

@@ -239,6 +239,51 @@ def test_persistence_round_trips(tiny_prior, tmp_path):
     p3.partial_fit(np.zeros((8, 32, 16)))   # a loaded prior can keep training
 
 
+@pytest.mark.parametrize("param, value", [("random_state", np.int64(0)),
+                                          ("beta", np.float64(10.0)),
+                                          ("latent_dim", np.int64(3)),
+                                          ("lr", np.float32(1e-3)),
+                                          ("compile", np.bool_(False)),
+                                          ("image_shape", (np.int64(32), np.int64(16)))])
+def test_save_numpy_scalar_parameters(tiny_images, tmp_path, param, value):
+    # numpy scalars pass the parameter checks (np.arange grids, GridSearchCV's
+    # best_params_ give them); the safe format stores them as plain numbers
+    kw = {**TINY_PRIOR_KW, "epochs": 1, "random_state": 0, param: value}
+    p = VAEPrior(**kw).fit(tiny_images[:16])
+    p.save(tmp_path / "p.skv")
+    q = VAEPrior.load(tmp_path / "p.skv")
+    Z = np.zeros((2, p.latent_dim))
+    np.testing.assert_array_equal(q.inverse_transform(Z), p.inverse_transform(Z))
+    loaded = q.get_params()[param]
+    assert loaded == (tuple(int(v) for v in value) if param == "image_shape" else value)
+
+
+def test_save_refuses_parameters_it_cannot_store(tiny_prior, tmp_path):
+    import copy
+    from fractions import Fraction
+
+    p = copy.deepcopy(tiny_prior)
+    p.set_params(beta=Fraction(1, 2))   # a Real, so the parameter checks accept it
+    with pytest.raises(ValueError, match=r"beta=Fraction\(1, 2\) cannot be saved"):
+        p.save(tmp_path / "p.skv")
+    assert not list(tmp_path.iterdir())
+
+
+def test_pickle_after_network_size_change(tiny_prior):
+    import copy
+
+    p = copy.deepcopy(tiny_prior)
+    p.set_params(latent_dim=tiny_prior.latent_dim + 1)
+    for q in (pickle.loads(pickle.dumps(p)), copy.deepcopy(p)):
+        # the fitted networks come back at their fitted size; the changed parameter
+        # still asks for a refit, as on the original
+        with pytest.raises(ValueError, match="changed after fit.*call fit again"):
+            q.sample(2)
+        q.set_params(latent_dim=tiny_prior.latent_dim)
+        np.testing.assert_array_equal(q.sample(2, random_state=0),
+                                      tiny_prior.sample(2, random_state=0))
+
+
 def test_load_rejects_foreign_files(tmp_path):
     with pytest.raises(FileNotFoundError):
         VAEPrior.load(tmp_path / "nope.skv")
@@ -416,17 +461,27 @@ def test_load_device_override_and_damaged_files(tiny_prior, tmp_path):
             p = VAEPrior.load(tmp_path / "gpu.skv")
         assert p.device == "cpu" and p.device_.type == "cpu"
     state = torch.load(tmp_path / "p.skv", weights_only=True)
-    for damage in ("missing", "latent_dim", "unknown"):
+    for damage in ("missing", "latent_dim", "unknown", "architecture", "density"):
         bad = dict(state, params=dict(state["params"]))
         if damage == "missing":
             del bad["decoder"]
         elif damage == "latent_dim":
             bad["params"]["latent_dim"] = 7
+        elif damage == "architecture":
+            bad["architecture"] = "small"
+        elif damage == "density":   # covariances that are not positive definite
+            d = tiny_prior.latent_dim
+            bad["latent_density"] = {"weights": torch.ones(1, dtype=torch.float64),
+                                     "means": torch.zeros(1, d, dtype=torch.float64),
+                                     "covariances": -torch.eye(d, dtype=torch.float64)[None]}
         else:
             bad["params"]["no_such_parameter"] = 1
         torch.save(bad, tmp_path / "bad.skv")
         with pytest.raises(ValueError, match="damaged or incompatible prior file"):
             VAEPrior.load(tmp_path / "bad.skv")
+    torch.save(dict(state, format_version="2"), tmp_path / "bad.skv")
+    with pytest.raises(ValueError, match="format_version is '2', not an integer"):
+        VAEPrior.load(tmp_path / "bad.skv")
 
 
 def test_more_bad_input_messages(tiny_prior, tiny_images):
