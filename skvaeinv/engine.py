@@ -436,7 +436,9 @@ def run_latent_sgd(
         One generator per start, drawing that start's mini-batch orders, so that a
         start's trajectory does not depend on which other starts share its batch.
     petrophysics : callable, optional
-        Facies → slowness on torch tensors; identity if None.
+        Facies → slowness on torch tensors; identity if None. It is called with the
+        decoded batch as the decoder returns it (``(B, H, W)`` float32 for image
+        decoders) and must return slowness of that shape.
     sample_weight : array of shape (n_rays,), optional
         Weights of the squared residuals (used as given).
     epochs : int, default=120
@@ -574,7 +576,7 @@ def run_latent_sgd(
         x = x.to(f32)
         if x.ndim == 4 and x.shape[1] == 1:
             x = x[:, 0]
-        return x, petro(x.reshape(zz.shape[0], -1))
+        return x, petro(x).reshape(zz.shape[0], -1)
 
     def track(k: int, zz: torch.Tensor, x: torch.Tensor, sse: torch.Tensor,
               reg_term: torch.Tensor, lam: float) -> torch.Tensor:

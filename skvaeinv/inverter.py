@@ -152,7 +152,9 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         (:class:`~skvaeinv.petrophysics.LinearVelocity`); a ``(v_matrix, v_channel)``
         velocity pair (matrix first: the reverse of ``LinearVelocity``'s positional
         order, so ``LinearVelocity(v_channel=..., v_matrix=...)`` by keyword is the
-        unambiguous form); or any callable differentiable on torch tensors. ``fit`` first
+        unambiguous form); or any callable differentiable on torch tensors: it is called
+        with float32 batches of facies images ``(n_images, H, W)`` (in the inversion and
+        in :meth:`predict` alike) and returns slowness of the same shape. ``fit`` first
         tries it on uniform facies images (0, 0.5 and 1): it must return finite,
         positive slowness of the images' shape.
     n_starts : int, default=10
@@ -712,7 +714,7 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         check_is_fitted(self, "forward_")
         X = validate_data(self, X, dtype=np.float64, reset=False)
         rays = self.forward_.validate_rays(X)
-        slowness = apply_numpy(self.petrophysics_, self.model_)
+        slowness = apply_numpy(self.petrophysics_, self.model_[None])[0]
         return np.asarray(self.forward_.traveltimes(slowness, rays), dtype=np.float64)
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:

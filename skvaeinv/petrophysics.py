@@ -186,9 +186,11 @@ def check_petrophysics(petrophysics: Any,
     petrophysics : None, callable or tuple of two floats
         ``None`` gives the reference :class:`LinearVelocity` (channel 0.06 m/ns, matrix
         0.08 m/ns). A ``(v_matrix, v_channel)`` pair gives a :class:`LinearVelocity` with
-        those velocities. A callable is returned as-is; it must map a torch tensor of
-        facies values to slowness differentiably (see :func:`apply_numpy` for numpy
-        arrays).
+        those velocities. A callable is returned as-is; it must map a float32 torch tensor
+        of facies images, shape ``(n_images, H, W)``, to slowness of the same shape,
+        differentiably. This one form is what the inversion, the check below and
+        :func:`apply_numpy` (hence ``LatentInverter.predict``) call it with, so a mapping
+        may vary in space (e.g. broadcast an ``(H, W)`` or ``(H, 1)`` field).
     image_shape : tuple of int, default=None
         When given, the mapping is also tried on a batch of three uniform facies images
         of this shape (all 0, all 0.5, all 1): it must return slowness of the same shape,
@@ -216,13 +218,13 @@ def check_petrophysics(petrophysics: Any,
 def _probe(h: Callable[[Any], Any], given: Any, image_shape: tuple[int, int]) -> None:
     """Check ``h`` on uniform facies images 0, 0.5 and 1 of ``image_shape``."""
     levels = np.array([0.0, 0.5, 1.0])
-    m = np.broadcast_to(levels[:, None, None], (3, *image_shape)).copy()
+    m = np.broadcast_to(levels[:, None, None], (3, *image_shape))
     try:
         s = apply_numpy(h, m)
     except Exception as exc:
         raise ValueError(
             f"petrophysics={given!r} failed on a batch of facies images of shape "
-            f"{m.shape} (torch tensor, values in [0, 1]): {exc}") from exc
+            f"{m.shape} (float32 torch tensor, values in [0, 1]): {exc}") from exc
     if s.shape != m.shape:
         raise ValueError(
             f"petrophysics={given!r} returned shape {s.shape} for facies images of shape "
@@ -277,27 +279,27 @@ def _check_contrast(h: LinearVelocity, given: Any) -> None:
 def apply_numpy(petrophysics: Callable[[Any], Any], m: np.ndarray) -> np.ndarray:
     """Apply a mapping to a numpy array.
 
-    A :class:`LinearVelocity` takes the array itself; any other mapping is applied to
-    it as a float64 torch tensor (the form the inversion uses), and its output is
-    returned as numpy.
+    A :class:`LinearVelocity` takes the array itself (in float64); any other mapping is
+    applied to it as a float32 torch tensor, the form the inversion uses, and its output
+    is returned as a float64 numpy array.
 
     Parameters
     ----------
     petrophysics : callable
         A facies → slowness mapping (see :func:`check_petrophysics`).
     m : ndarray
-        Facies values in [0, 1].
+        Facies values in [0, 1]; for a mapping of images, a batch ``(n_images, H, W)``
+        (``m[None]`` for one image).
 
     Returns
     -------
     ndarray of float64
         Slowness of each value of ``m``.
     """
-    m = np.asarray(m, dtype=np.float64)
     if isinstance(petrophysics, LinearVelocity):
-        return petrophysics(m)
+        return petrophysics(np.asarray(m, dtype=np.float64))
     with torch.no_grad():
-        out = petrophysics(torch.from_numpy(m))
+        out = petrophysics(torch.from_numpy(np.asarray(m, dtype=np.float32)))
     if isinstance(out, torch.Tensor):
         out = out.detach().cpu().numpy()
     return np.asarray(out, dtype=np.float64)

@@ -466,6 +466,33 @@ def test_predict_uses_the_petrophysics_it_was_fitted_with(tiny_prior, survey, da
     np.testing.assert_array_equal(inv.predict(rays), before)
 
 
+def test_petrophysics_sees_one_form_everywhere(tiny_prior, survey, data):
+    # a mapping that varies with depth, written for (n, H, W) images, with float32
+    # constants: the check, the inversion and predict must all call it the same way
+    grid, rays = survey
+    H = grid.shape[0]
+    depth_factor = torch.linspace(1.0, 1.5, H)[:, None]                  # (H, 1) float32
+    v_matrix, v_channel = torch.tensor(0.08), torch.tensor(0.06)
+    seen = []
+
+    def h(m):
+        seen.append((tuple(m.shape), m.dtype))
+        return depth_factor / torch.lerp(v_matrix, v_channel, m)
+
+    inv = LatentInverter(tiny_prior, StraightRay(grid), petrophysics=h, n_starts=3,
+                         random_state=0, **FAST).fit(rays, data[2])
+    shapes = {shape[1:] for shape, _ in seen}
+    assert shapes == {grid.shape} and {dtype for _, dtype in seen} == {torch.float32}
+    # the kept models' misfit, recomputed with the mapping applied by hand, is the
+    # reported one (a mapping broadcast over starts would give other numbers)
+    expected = depth_factor.numpy() / (0.08 - 0.02 * inv.models_.astype(np.float64))
+    op = StraightRay(grid)
+    rmse = [np.sqrt(np.mean((op.traveltimes(s, rays) - data[2]) ** 2)) for s in expected]
+    np.testing.assert_allclose(inv.data_rmse_, rmse, rtol=1e-4)
+    np.testing.assert_allclose(inv.predict(rays), op.traveltimes(expected[inv.best_index_],
+                                                                 rays), rtol=1e-5)
+
+
 def test_grid_search_over_fitted_priors(tiny_prior, tiny_images, survey, data):
     grid, rays = survey
     other = VAEPrior(epochs=1, random_state=1, latent_dim=3, base_channels=4,
