@@ -88,7 +88,9 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         ``LatentInverter(compile=True)``.
     random_state : int, RandomState instance or None, default=None
         Seed for weight initialisation, batch order and the reparameterisation noise.
-        With an int, CPU runs are repeatable bit for bit. On CUDA the same draws are
+        With an int, CPU runs are repeatable bit for bit at the same number of torch
+        threads (another thread count sums in another order: results then agree to
+        float32 rounding, ~1e-6, not bit for bit). On CUDA the same draws are
         made, but cuDNN may pick convolution algorithms that round differently from
         call to call: decoded images agree to float32 rounding (~1e-7), not bit for
         bit, and training, which accumulates such differences, is not repeatable.
@@ -344,10 +346,11 @@ class VAEPrior(TransformerMixin, BaseEstimator):
             sse, kl = loss_fn(x, eps)
             loss = sse + self.beta * kl
             if not torch.isfinite(loss):
+                hint = ("lower lr or use precision='float32'"
+                        if self._training_precision == "bfloat16" else "lower lr")
                 raise FloatingPointError(
                     f"VAE training diverged (loss={loss.item()}) at batch {self.n_batches_}; "
-                    "lower lr or use precision='float32'."
-                )
+                    f"{hint}.")
             self._optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self._optimizer.step()

@@ -551,3 +551,9 @@ def test_sklearn_invariants_on_images(tiny_images):
     # float64 out whatever the input dtype (sklearn's default: preserves_dtype float64)
     assert Z.dtype == np.float64
     assert prior.inverse_transform(Z.astype(np.float32)).dtype == np.float64
+
+
+def test_divergence_message_fits_the_precision(tiny_images):
+    p = VAEPrior(**{**TINY_PRIOR_KW, "lr": 1e30, "epochs": 2, "random_state": 0})
+    with pytest.raises(FloatingPointError, match=r"diverged \(loss=nan\).*; lower lr\.$"):
+        p.fit(tiny_images[:16])   # already float32: no advice to switch to it
