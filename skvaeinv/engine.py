@@ -119,7 +119,7 @@ def learning_rate(lr: float, lr_decay: float, lr_step: int, epoch: int) -> float
     float
         The learning rate of ``epoch``.
     """
-    return float(lr) * float(lr_decay) ** (int(epoch) // int(lr_step))
+    return _scaled(lr, lr_decay, int(epoch) // int(lr_step))
 
 
 def reg_weight_at(reg_weight: float, reg_decay: float, iteration: int) -> float:
@@ -139,7 +139,17 @@ def reg_weight_at(reg_weight: float, reg_decay: float, iteration: int) -> float:
     float
         The regularisation weight ``λ_k`` of ``iteration``.
     """
-    return float(reg_weight) * float(reg_decay) ** int(iteration)
+    return _scaled(reg_weight, reg_decay, int(iteration))
+
+
+def _scaled(value: float, factor: float, power: int) -> float:
+    """``value * factor ** power``: 0 for a zero value, ``inf`` where it overflows."""
+    if float(value) == 0.0:
+        return 0.0
+    try:
+        return float(value) * float(factor) ** power
+    except OverflowError:
+        return math.inf
 
 
 class SGDHistory:
@@ -360,6 +370,9 @@ class EngineResult:
     history: SGDHistory = field(repr=False)
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _check_config(*, epochs: int, batch_size: int, n_rays: int, lr: float, lr_decay: float,
                   lr_step: int, reg: str | None, reg_weight: float, reg_decay: float,
                   optimizer: str, track_every: int, ring_radius: float | None = None
@@ -383,6 +396,18 @@ def _check_config(*, epochs: int, batch_size: int, n_rays: int, lr: float, lr_de
     for name, value, ok, expected in checks:
         if not ok:
             raise ValueError(f"{name}={value!r} is invalid; expected {expected}.")
+    # a decay factor above 1 grows its schedule: it must stay within float32 to the end
+    n_total = epochs * -(-n_rays // batch_size)
+    for name, value, what, last in (
+            ("lr_decay", lr_decay, "learning rate",
+             learning_rate(lr, lr_decay, lr_step, epochs - 1)),
+            ("reg_decay", reg_decay, "regularisation weight",
+             reg_weight_at(reg_weight, reg_decay, n_total))):
+        if not last <= _FLOAT32_MAX:
+            raise ValueError(
+                f"{name}={value!r} makes the {what} grow beyond the float32 range "
+                f"within the run's {n_total} iterations (it would reach {last:.3g}); use "
+                f"{name} <= 1, or a value closer to 1.")
 
 
 def run_latent_sgd(

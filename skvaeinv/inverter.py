@@ -24,8 +24,10 @@ from sklearn.utils.validation import (_check_sample_weight, check_consistent_len
                                       validate_data)
 from threadpoolctl import threadpool_limits
 
-from skvaeinv._utils import SlowPrecisionWarning, resolve_device, resolve_precision
-from skvaeinv.engine import EngineResult, SGDHistory, run_latent_sgd
+from skvaeinv._utils import (SlowPrecisionWarning, as_real_array, resolve_device,
+                             resolve_precision)
+from skvaeinv.engine import EngineResult, SGDHistory, _check_config, run_latent_sgd
+from skvaeinv.forward import ForwardOperator
 from skvaeinv.petrophysics import apply_numpy, check_petrophysics
 
 __all__ = ["LatentInverter", "Ensemble", "reference_schedule"]
@@ -249,8 +251,10 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         float32 rounding (cuDNN's convolutions need not round the same way twice), and
         SGD with a large learning rate can amplify such differences.
     verbose : int, default=0
-        0: silent; 1: progress logged (``logging.INFO``) ten times per chunk; 2: every
-        epoch.
+        0: silent; 1: a tqdm progress bar per chunk of starts (on stderr) and progress
+        logged (``logging.INFO``, logger ``skvaeinv``) about ten times per chunk; 2: logged
+        every epoch. Chunks that run in joblib workers send their log records back to
+        this process, where they reach its handlers as each chunk finishes.
 
     Attributes
     ----------
@@ -323,7 +327,7 @@ class LatentInverter(RegressorMixin, BaseEstimator):
 
     _parameter_constraints: dict = {
         "prior": [HasMethods(["get_decoder"])],
-        "forward": [HasMethods(["traveltimes", "validate_rays"])],
+        "forward": [ForwardOperator],
         "petrophysics": [None, callable, tuple],
         "n_starts": [Interval(Integral, 1, None, closed="left")],
         "epochs": [Interval(Integral, 1, None, closed="left")],
@@ -502,7 +506,7 @@ class LatentInverter(RegressorMixin, BaseEstimator):
     def _initial_latents(self, rngs: list[np.random.Generator], latent_dim: int) -> np.ndarray:
         if self.init is None:
             return np.stack([rng.standard_normal(latent_dim) for rng in rngs])
-        z0 = np.asarray(self.init, dtype=np.float64)
+        z0 = as_real_array(self.init, "init")
         if z0.ndim == 1:
             z0 = np.tile(z0, (self.n_starts, 1))
         if z0.shape != (self.n_starts, latent_dim):
@@ -550,6 +554,12 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         n_rays = rays.shape[0]
         n_batches = -(-n_rays // self.batch_size)
         track_every = self.track_every if self.track_every is not None else n_batches
+        # the schedules' own checks, here rather than in each worker
+        _check_config(epochs=self.epochs, batch_size=self.batch_size, n_rays=n_rays,
+                      lr=self.lr, lr_decay=self.lr_decay, lr_step=self.lr_step, reg=self.reg,
+                      reg_weight=self.reg_weight, reg_decay=self.reg_decay,
+                      optimizer=self.optimizer, track_every=track_every,
+                      ring_radius=self.ring_radius)
         if device.type == "cpu":
             size = self.chunk_size if self.chunk_size is not None else _CPU_CHUNK
         else:
@@ -571,11 +581,13 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         n_jobs = effective_n_jobs(self.n_jobs)
         in_process = device.type != "cpu" or n_jobs == 1 or len(chunks) == 1
         operator = _operator_with_spare_cores(self.forward, n_jobs if in_process else 1)
+        # workers collect their log records and send them back with their results
+        log_level = None if in_process else logging.getLogger("skvaeinv").getEffectiveLevel()
         jobs = [
             delayed(_fit_chunk)(
                 decoder, operator, rays, y, w, petrophysics, z0[idx],
                 [rngs[i] for i in idx], str(device), settings,
-                f"starts {idx[0]}-{idx[-1]}: ",
+                f"starts {idx[0]}-{idx[-1]}: ", log_level,
             )
             for idx in chunks
         ]
@@ -588,12 +600,13 @@ class LatentInverter(RegressorMixin, BaseEstimator):
             if in_process:
                 for job in jobs:
                     fn, args, kwargs = job
-                    results.append(fn(*args, **kwargs))
+                    results.append(fn(*args, **kwargs)[0])
                     if results[-1].interrupted:
                         break
             else:
                 parallel = Parallel(n_jobs=min(n_jobs, len(chunks)), return_as="generator")
-                for res in parallel(jobs):
+                for res, records in parallel(jobs):
+                    _relay(records)
                     results.append(res)
         except KeyboardInterrupt:
             if not results:
@@ -654,7 +667,7 @@ class LatentInverter(RegressorMixin, BaseEstimator):
                 f"{int(diverged.sum())} of {n} starts diverged (NaN/inf) and were stopped; "
                 "they keep their best iterate before that (see diverged_). A smaller lr "
                 "usually helps.", RuntimeWarning, stacklevel=4)
-        ens = self.ensemble(self.acceptance_threshold)
+        ens = self._ensemble(self.acceptance_threshold, stacklevel=5)   # at fit's caller
         self.accepted_ = np.zeros(n, dtype=bool)
         self.accepted_[ens.accepted] = True
         self.ensemble_mean_ = ens.mean
@@ -678,6 +691,9 @@ class LatentInverter(RegressorMixin, BaseEstimator):
             (all-NaN images, with a warning, when no start is accepted).
         """
         check_is_fitted(self, "models_")
+        return self._ensemble(threshold, stacklevel=3)
+
+    def _ensemble(self, threshold: float | None, stacklevel: int) -> Ensemble:
         if threshold is not None and (not isinstance(threshold, numbers.Real)
                                       or not threshold > 0):
             raise ValueError(f"threshold={threshold!r} must be a positive float (ns) or None.")
@@ -688,7 +704,7 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         models = self.models_[accepted]
         if accepted.size == 0:
             warnings.warn(f"no start has a data RMSE <= {threshold!r} ns; the ensemble is "
-                          "empty.", UserWarning, stacklevel=2)
+                          "empty.", UserWarning, stacklevel=stacklevel)
             empty = np.full(self.models_.shape[1:], np.nan)
             return Ensemble(threshold, accepted, models, empty, empty.copy(), empty.copy())
         return Ensemble(
@@ -848,15 +864,62 @@ def _batch_groups(rays: np.ndarray, batching: str) -> np.ndarray | None:
 def _fit_chunk(decoder: torch.nn.Module, operator: Any, rays: np.ndarray, y: np.ndarray,
                w: np.ndarray | None, petrophysics: Any, z0: np.ndarray,
                rngs: list[np.random.Generator], device: str, settings: dict,
-               log_prefix: str) -> EngineResult:
-    """Run one chunk of starts (in this process or a joblib worker)."""
+               log_prefix: str, log_level: int | None = None
+               ) -> tuple[EngineResult, list[logging.LogRecord]]:
+    """Run one chunk of starts (in this process or a joblib worker).
+
+    In a worker, pass the caller's ``log_level``: the package's log records of the chunk
+    are then collected and returned, for :func:`_relay` to hand to the caller's
+    handlers (a worker process has none of them). In this process (None) they go to the
+    handlers directly and the list is empty.
+    """
     from skvaeinv.forward import TorchForward
 
     dev = torch.device(device)
     context = _one_thread() if dev.type == "cpu" else contextlib.nullcontext()
-    with context, warnings.catch_warnings():
+    collect = (_collect_logs(log_level) if log_level is not None
+               else contextlib.nullcontext([]))
+    with context, collect as records, warnings.catch_warnings():
         # fit resolved ``precision`` and warned already, in the caller's process
         warnings.simplefilter("ignore", SlowPrecisionWarning)
         forward = TorchForward(operator, rays, device=dev, dtype=torch.float32)
-        return run_latent_sgd(decoder, forward, y, z0, rngs, petrophysics=petrophysics,
-                              sample_weight=w, device=dev, log_prefix=log_prefix, **settings)
+        result = run_latent_sgd(decoder, forward, y, z0, rngs, petrophysics=petrophysics,
+                                sample_weight=w, device=dev, log_prefix=log_prefix,
+                                **settings)
+    return result, records
+
+
+class _ListHandler(logging.Handler):
+    """Keeps the records it is given, made picklable (message formatted, no traceback)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        record = copy.copy(record)
+        record.msg, record.args = record.getMessage(), None
+        record.exc_info = record.exc_text = record.stack_info = None
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def _collect_logs(level: int) -> Iterator[list[logging.LogRecord]]:
+    """Collect the package's log records at ``level`` and above, instead of emitting them."""
+    package = logging.getLogger("skvaeinv")
+    handler = _ListHandler()
+    saved = package.level, package.propagate
+    package.addHandler(handler)
+    package.setLevel(level)
+    package.propagate = False
+    try:
+        yield handler.records
+    finally:
+        package.removeHandler(handler)
+        package.level, package.propagate = saved
+
+
+def _relay(records: list[logging.LogRecord]) -> None:
+    """Hand log records collected in a worker to this process's handlers."""
+    for record in records:
+        logging.getLogger(record.name).handle(record)

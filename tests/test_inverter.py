@@ -1,6 +1,8 @@
 """Tests of skvaeinv.LatentInverter (CI-sized: tiny prior, tiny grids)."""
 
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -284,6 +286,12 @@ def test_init_vectors(tiny_prior, survey, data):
     ("nan_slowness", ValueError, "for facies 0 it returned nan"),
     ("slowness_shape", ValueError, r"returned shape \(3,\) .* same shape"),
     ("failing_petrophysics", ValueError, "failed on a batch of facies images.*boom"),
+    ("complex_init", ValueError, "Complex data not supported: init must be real"),
+    ("grad_init", ValueError, r"init could not be converted.*tensor.detach\(\)"),
+    ("duck_forward", InvalidParameterError, "'forward' parameter .*ForwardOperator"),
+    ("reg_decay", ValueError, "reg_decay=2.0 makes the regularisation weight grow beyond "
+                              "the float32 range within the run's 24 iterations"),
+    ("lr_decay", ValueError, "lr_decay=1e\\+30 makes the learning rate grow"),
 ])
 def test_bad_inputs(tiny_prior, survey, data, case, error, match):
     grid, rays = survey
@@ -333,6 +341,19 @@ def test_bad_inputs(tiny_prior, survey, data, case, error, match):
         params["petrophysics"] = _failing_petrophysics
     elif case == "weights":
         w = np.zeros(len(y))
+    elif case == "complex_init":
+        params["init"] = np.full(tiny_prior.latent_dim, 1 + 2j)
+    elif case == "grad_init":
+        params["init"] = torch.zeros(tiny_prior.latent_dim, requires_grad=True)
+    elif case == "duck_forward":   # the methods, not the protocol's base class
+        fwd = type("Duck", (), dict(is_linear=True, grid=grid,
+                                    traveltimes=StraightRay(grid).traveltimes,
+                                    jacobian=StraightRay(grid).jacobian,
+                                    validate_rays=StraightRay(grid).validate_rays))()
+    elif case == "reg_decay":   # 2 ** 24 * 1e33 overflows float32
+        params.update(reg_decay=2.0, reg_weight=1e33)
+    elif case == "lr_decay":
+        params.update(lr_decay=1e30)
     with pytest.raises(error, match=match):
         LatentInverter(prior, fwd, **params).fit(X, y, sample_weight=w)
 
@@ -553,3 +574,44 @@ def test_duck_typed_prior_and_read_only_inputs(tiny_prior, survey, data):
         image_shape_ = property(lambda self: (_ for _ in ()).throw(AttributeError()))
     with pytest.raises(NotFittedError, match="no image_shape_"):
         LatentInverter(Unfitted(), StraightRay(grid), **FAST).fit(rays, y)
+
+
+def test_growing_schedules_within_range(tiny_prior, survey, data):
+    # a decay factor above 1 is allowed while the schedule stays finite; a zero weight
+    # stays zero however it is scaled (no overflow of 0 * 2 ** k)
+    from skvaeinv.engine import learning_rate, reg_weight_at
+
+    assert reg_weight_at(0.0, 2.0, 5000) == 0.0
+    assert reg_weight_at(1.0, 2.0, 5000) == learning_rate(1.0, 2.0, 1, 5000) == np.inf
+    grid, rays = survey
+    inv = LatentInverter(tiny_prior, StraightRay(grid), n_starts=1, random_state=0,
+                         **{**FAST, "epochs": 200, "reg_weight": 0.0, "reg_decay": 2.0})
+    inv.fit(rays, data[2])   # 1600 iterations: 2 ** 1600 overflows a float
+    assert np.all(inv.history_.reg_weight == 0.0)
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_verbose_logs_reach_this_process(tiny_prior, survey, data, caplog, n_jobs):
+    # chunks run in joblib workers send their progress records back to the caller
+    grid, rays = survey
+    inv = LatentInverter(tiny_prior, StraightRay(grid), n_starts=4, chunk_size=2,
+                         n_jobs=n_jobs, verbose=2, random_state=0, **FAST)
+    with caplog.at_level("INFO", logger="skvaeinv"):
+        inv.fit(rays, data[2])
+    lines = [r.getMessage() for r in caplog.records if r.name == "skvaeinv.engine"]
+    for chunk in ("starts 0-1: ", "starts 2-3: "):
+        epochs = [m for m in lines if m.startswith(chunk + "epoch ")]
+        assert len(epochs) == FAST["epochs"], (chunk, lines)   # each epoch once
+    assert logging.getLogger("skvaeinv").level == logging.NOTSET   # left as it was
+
+
+def test_empty_ensemble_warning_points_at_the_caller(tiny_prior, survey, data):
+    grid, rays = survey
+    inv = LatentInverter(tiny_prior, StraightRay(grid), n_starts=1, random_state=0,
+                         acceptance_threshold=1e-6, **FAST)
+    with pytest.warns(UserWarning, match="the ensemble is empty") as record:
+        inv.fit(rays, data[2])
+    assert record[0].filename == __file__
+    with pytest.warns(UserWarning, match="the ensemble is empty") as record:
+        inv.ensemble(1e-6)
+    assert record[0].filename == __file__
