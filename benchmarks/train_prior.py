@@ -39,6 +39,7 @@ from _common import (SHARED, TRAIN_ROWS, TRUTH_SHAPE, VALID_ROWS,  # noqa: E402
                      exclusion_windows, md_table, setting_label, write_results)
 
 from skvaeinv import VAEPrior  # noqa: E402
+from skvaeinv.cli import _chunk_seed  # noqa: E402
 from skvaeinv.datasets import extract_patches, load_training_image  # noqa: E402
 
 log = logging.getLogger("train_prior")
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         chunk_id = start_seen // args.chunk
         while getattr(prior, "n_images_seen_", 0) < args.n_images:
             n = min(args.chunk, args.n_images - getattr(prior, "n_images_seen_", 0))
-            prior.partial_fit(train_crops(n, args.seed * 1_000_003 + chunk_id))
+            prior.partial_fit(train_crops(n, _chunk_seed(args.seed, chunk_id)))
             chunk_id += 1
             out.parent.mkdir(parents=True, exist_ok=True)
             prior.save(out)

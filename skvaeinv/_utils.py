@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 from typing import Any
@@ -193,16 +194,27 @@ def int_pair(value: Any, name: str, *, minimum: int = 1) -> tuple[int, int]:
     Integral floats (``64.0``) are accepted; ``2.7``, booleans, strings, NaN and
     sequences of another length are not.
     """
+    items = whole_numbers(value, 2, minimum)
+    if items is None:
+        raise ValueError(f"{name} must be a pair of integers >= {minimum}, got {value!r}.")
+    return items[0], items[1]
+
+
+def whole_numbers(value: Any, length: int, minimum: float = -math.inf
+                  ) -> tuple[int, ...] | None:
+    """``value`` as ``length`` integers ``>= minimum``, or None if it is not that.
+
+    Integral floats (``64.0``) count as integers; ``2.7``, booleans, strings and NaN
+    do not.
+    """
     try:
         items = list(value)
     except TypeError:
-        items = []
-    ok = len(items) == 2 and all(
+        return None
+    ok = len(items) == length and all(
         isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v)
         and float(v) == int(v) and int(v) >= minimum for v in items)
-    if not ok:
-        raise ValueError(f"{name} must be a pair of integers >= {minimum}, got {value!r}.")
-    return int(items[0]), int(items[1])
+    return tuple(int(v) for v in items) if ok else None
 
 
 def check_finite(array: np.ndarray, name: str) -> None:
@@ -226,8 +238,8 @@ def torch_generator(seed: int | np.random.Generator | Any, device: torch.device 
     return gen
 
 
-def load_plain_npy(path: Any, what: str) -> np.ndarray:
-    """Load a ``.npy`` file safely (``allow_pickle=False``) as a float64 array.
+def load_plain_npy(path: Any, what: str, *, keep_dtype: bool = False) -> np.ndarray:
+    """Load a ``.npy`` file safely (``allow_pickle=False``) as a real numeric array.
 
     Parameters
     ----------
@@ -235,21 +247,27 @@ def load_plain_npy(path: Any, what: str) -> np.ndarray:
         The ``.npy`` file.
     what : str
         What the file holds, for error messages (e.g. "training image").
+    keep_dtype : bool, default=False
+        Return the array with its stored (boolean, integer or float) dtype instead of
+        float64.
 
     Returns
     -------
-    ndarray of float64
-        The array.
+    ndarray
+        The array, float64 unless ``keep_dtype``.
 
     Raises
     ------
     ValueError
         Naming ``what`` and the file, when it holds pickled objects or is not a real
-        numeric array.
+        numeric array (strings, dates, complex or structured values are refused).
     """
     try:
         arr = np.load(path, allow_pickle=False)
-        return as_real_array(arr, f"{what} file {str(path)!r}")
+        if arr.dtype.kind not in "biufc":
+            raise ValueError(f"its dtype is {arr.dtype}, not a number type")
+        values = as_real_array(arr, f"{what} file {str(path)!r}")
+        return arr if keep_dtype else values
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{what} file {str(path)!r} is not a plain numeric .npy array: "
                          f"{exc}") from exc

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import numbers
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from typing import Any
 import numpy as np
 from sklearn.utils import check_random_state
 
-from skvaeinv._utils import as_real_array, check_finite, int_pair, load_plain_npy
+from skvaeinv._utils import (as_real_array, check_finite, int_pair, load_plain_npy,
+                             whole_numbers)
 
 __all__ = ["make_channels", "load_training_image", "extract_patches"]
 
@@ -169,6 +171,7 @@ def make_channels(n_samples: int = 100, shape: tuple[int, int] = (129, 65), *,
     # Centreline z_c(x) = offset + x tan(theta) + two meanders; the vertical half
     # thickness w / (2 cos(atan(dz_c/dx))) keeps the perpendicular width constant.
     out = np.empty((n, h, w), dtype=dtype)
+    short = np.zeros(n)   # how far all max_channels channels stay below the target
     # Chunks of images bound the memory (the centrelines are (c, K, W), the masks
     # (c, H, W)); channels are added one at a time to the union of the previous ones.
     chunk = max(1, _CHUNK_PIXELS // (h * w))
@@ -201,10 +204,26 @@ def make_channels(n_samples: int = 100, shape: tuple[int, int] = (129, 65), *,
                 img[better] = union[better]
             else:
                 img[want == j + 1] = union[want == j + 1]
+        if proportion is not None:
+            short[sl] = proportion - union.mean(axis=(1, 2))
         out[sl] = img
+    capped = short > 0
+    if proportion is not None and capped.any():
+        achieved = float(out.mean(dtype=np.float64))
+        if achieved < proportion - _SHORT_OF_TARGET:
+            warnings.warn(
+                f"the images' channel proportion is {achieved:.3g}, short of "
+                f"proportion={proportion:g}: {int(capped.sum())} of {n} images stay below "
+                f"it even with max_channels={k_max} channels. Raise max_channels (large "
+                "images need more channels) or widen the channels.", UserWarning,
+                stacklevel=2)
     if steep:
         out = np.ascontiguousarray(out.transpose(0, 2, 1))
     return out
+
+
+#: A shortfall of the mean channel proportion (absolute) that make_channels warns about.
+_SHORT_OF_TARGET = 0.02
 
 
 def load_training_image(path: str | os.PathLike, *, threshold: float | None = None
@@ -215,11 +234,12 @@ def load_training_image(path: str | os.PathLike, *, threshold: float | None = No
     ----------
     path : str or path-like
         A picture Pillow reads (PNG, TIFF, ...) or a ``.npy`` array of shape (H, W)
-        (or (H, W, 3|4), averaged over colours), loaded with ``allow_pickle=False``.
-        Colour pictures are converted to greyscale. Values are scaled to [0, 1]: values
-        already in [0, 1] are kept (a 0/1 picture stays binary), whole numbers up to
-        255 are divided by 255, and those of a 16- or 32-bit integer picture with values
-        above 255 by 65535. Anything else (negative values, fractions above 1, larger
+        (or (H, W, 3|4), averaged over colours after scaling; alpha is ignored), loaded
+        with ``allow_pickle=False``. Colour pictures are converted to greyscale. Values
+        are scaled to [0, 1]: values already in [0, 1] are kept (a 0/1 picture stays
+        binary), whole numbers up to 255 are divided by 255, and those of a 16- or
+        32-bit integer picture (or integer ``.npy`` array) with values above 255 by
+        65535. Anything else (negative values, fractions above 1, larger
         numbers, NaN) is an error.
     threshold : float or None, default=None
         If given, binarise: values >= threshold (on the [0, 1] scale) become 1.
@@ -236,10 +256,17 @@ def load_training_image(path: str | os.PathLike, *, threshold: float | None = No
     if not path.is_file():
         raise FileNotFoundError(f"no training image at {str(path)!r}")
     if path.suffix.lower() == ".npy":
-        arr = load_plain_npy(path, "training image")
-        if arr.ndim == 3 and arr.shape[-1] in (3, 4):
-            arr = arr[..., :3].mean(axis=-1)
-        arr = _unit_range(arr, path, 255.0)
+        arr = load_plain_npy(path, "training image", keep_dtype=True)
+        colour = arr.ndim == 3 and arr.shape[-1] in (3, 4)
+        if colour:
+            arr = arr[..., :3]
+        integer = arr.dtype.kind in "iu"
+        arr = arr.astype(np.float64)
+        full = 65535.0 if integer and arr.size and arr.max() > 255 else 255.0
+        # scale first, then average the colours (their mean need not be a whole number)
+        arr = _unit_range(arr, path, full, colour=colour)
+        if colour:
+            arr = arr.mean(axis=-1)
     else:
         arr = _read_picture(path)
     if threshold is not None:
@@ -268,10 +295,12 @@ def _read_picture(path: Path) -> np.ndarray:
     return _unit_range(arr, path, full)
 
 
-def _unit_range(arr: np.ndarray, path: Path, full: float) -> np.ndarray:
-    """A 2-D image scaled to [0, 1]: values in [0, 1] are kept (a 0/1 image stays
-    binary), whole numbers up to ``full`` are divided by it, anything else is refused."""
-    if arr.ndim != 2 or arr.size == 0:
+def _unit_range(arr: np.ndarray, path: Path, full: float, colour: bool = False
+                ) -> np.ndarray:
+    """A 2-D image (``(H, W, 3)`` with ``colour``) scaled to [0, 1]: values in [0, 1] are
+    kept (a 0/1 image stays binary), whole numbers up to ``full`` are divided by it,
+    anything else is refused."""
+    if arr.ndim != 2 + colour or arr.size == 0:
         raise ValueError(f"{str(path)!r} holds an array of shape {arr.shape}; a non-empty "
                          "2-D image (H, W) is required.")
     check_finite(arr, f"image {str(path)!r}")
@@ -287,14 +316,13 @@ def _unit_range(arr: np.ndarray, path: Path, full: float) -> np.ndarray:
 
 
 def _check_window(win: Any, i: int) -> tuple[int, int, int, int]:
-    try:
-        r, c, hh, ww = (int(v) for v in win)
-    except (TypeError, ValueError):
-        raise ValueError(f"exclude[{i}]={win!r} must be a window (row, col, height, "
-                         "width).") from None
-    if hh <= 0 or ww <= 0:
+    window = whole_numbers(win, 4)
+    if window is None:
+        raise ValueError(f"exclude[{i}]={win!r} must be a window of four integers (row, "
+                         "col, height, width).")
+    if window[2] <= 0 or window[3] <= 0:
         raise ValueError(f"exclude[{i}]={win!r} has a non-positive height or width.")
-    return r, c, hh, ww
+    return window
 
 
 def extract_patches(image: np.ndarray, patch_shape: tuple[int, int], n_patches: int, *,
@@ -360,7 +388,7 @@ def extract_patches(image: np.ndarray, patch_shape: tuple[int, int], n_patches: 
         raise ValueError(
             f"patch_shape={tuple(patch_shape)} does not fit in rows [{r0}, {r1}) x {W} "
             "columns of the image.")
-    windows = np.array([_check_window(win, i) for i, win in enumerate(exclude)],
+    windows = np.array([_check_window(win, i) for i, win in enumerate(exclude or ())],
                        dtype=np.int64).reshape(-1, 4)
     rng = check_random_state(random_state)
     n = int(n_patches)

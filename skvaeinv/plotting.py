@@ -2,7 +2,8 @@
 
 matplotlib is imported lazily, inside each function, so the rest of the package works
 without it (``pip install skvaeinv[plot]``). Estimators never call these functions.
-Every function draws on given axes (or makes a new figure) and returns the figure.
+Every function returns the figure it drew; those with an ``axes`` (or ``ax``) argument
+draw on given axes, or make a new figure.
 """
 
 from __future__ import annotations
@@ -102,8 +103,8 @@ def plot_survey(grid: Any, rays: np.ndarray, *, model: np.ndarray | None = None,
         _image(ax, model, grid, None)
     else:
         ax.add_patch(plt.Rectangle((x0, z0), x1 - x0, z1 - z0, fill=False, lw=1))
-    step = max(1, len(rays) // max_rays)
-    for xs, zs, xr, zr in rays[::step]:
+    drawn = np.unique(np.linspace(0, len(rays) - 1, min(max_rays, len(rays))).astype(int))
+    for xs, zs, xr, zr in rays[drawn]:
         ax.plot([xs, xr], [zs, zr], color="tab:blue", lw=0.3, alpha=0.4)
     ax.plot(rays[:, 0], rays[:, 1], "v", color="tab:red", ms=3, label="sources")
     ax.plot(rays[:, 2], rays[:, 3], "o", color="tab:green", ms=3, label="receivers")
@@ -146,7 +147,7 @@ def plot_models(models: np.ndarray, *, grid: Any = None,
     Returns
     -------
     fig : matplotlib Figure
-        The figure drawn on (new, or the one holding the given axes).
+        A new figure, one panel per image.
     """
     plt = _plt()
     models = np.asarray(models, dtype=float)
@@ -156,18 +157,22 @@ def plot_models(models: np.ndarray, *, grid: Any = None,
         raise ValueError(f"models must be a non-empty array of shape (n, H, W), got "
                          f"{models.shape}.")
     n = len(models)
-    if titles is not None and len(titles) != n:
-        raise ValueError(f"titles has {len(titles)} entries for {n} images.")
+    if titles is not None:
+        titles = list(titles)
+        if len(titles) != n:
+            raise ValueError(f"titles has {len(titles)} entries for {n} images.")
+    if not isinstance(ncols, numbers.Integral) or isinstance(ncols, bool) or ncols < 1:
+        raise ValueError(f"ncols must be a positive integer, got {ncols!r}.")
     if grid is not None:
         _check_image(models[0], "models[0]", grid)
-    ncols = max(1, min(ncols, n))
+    ncols = min(int(ncols), n)
     nrows = int(np.ceil(n / ncols))
     h, w = models.shape[1:]
     fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols * max(w / h, 0.4) + 0.8,
                                                     2.8 * nrows), squeeze=False)
     for k, ax in enumerate(axes.ravel()):
         if k < n:
-            _image(ax, models[k], grid, titles[k] if titles else None, cmap=cmap,
+            _image(ax, models[k], grid, None if titles is None else titles[k], cmap=cmap,
                    vmin=vmin, vmax=vmax)
         else:
             ax.axis("off")
@@ -206,7 +211,8 @@ def plot_history(history: Any, *, starts: Sequence[int] | None = None,
             raise TypeError(f"history has no {name!r}; pass LatentInverter.history_.")
     rmse = np.asarray(history.data_rmse, dtype=float)
     znorm = np.asarray(history.z_norm, dtype=float)
-    idx = np.arange(rmse.shape[0]) if starts is None else np.asarray(starts, dtype=int)
+    idx = (np.arange(rmse.shape[0]) if starts is None
+           else np.atleast_1d(np.asarray(starts, dtype=int)))
     if idx.size and (idx.min() < -rmse.shape[0] or idx.max() >= rmse.shape[0]):
         raise ValueError(f"starts {idx.tolist()} include a start outside 0..."
                          f"{rmse.shape[0] - 1}.")
@@ -243,8 +249,9 @@ def plot_ensemble(ensemble: Any, *, grid: Any = None, truth: np.ndarray | None =
 
     Parameters
     ----------
-    ensemble : Ensemble
-        From :meth:`skvaeinv.LatentInverter.ensemble`.
+    ensemble : Ensemble or LatentInverter
+        From :meth:`skvaeinv.LatentInverter.ensemble`, or a fitted inverter (its
+        ensemble at its own ``acceptance_threshold``).
     grid : Grid2D, optional
         Gives metre axes.
     truth : ndarray of shape (H, W), optional
@@ -259,6 +266,15 @@ def plot_ensemble(ensemble: Any, *, grid: Any = None, truth: np.ndarray | None =
         The figure drawn on (new, or the one holding the given axes).
     """
     plt = _plt()
+    if callable(getattr(ensemble, "ensemble", None)):   # an inverter
+        if not hasattr(ensemble, "models_"):
+            raise NotFittedError(f"this {type(ensemble).__name__} is not fitted yet: call "
+                                 "fit before plotting its ensemble.")
+        ensemble = ensemble.ensemble(getattr(ensemble, "acceptance_threshold", None))
+    for name in ("mean", "channel_probability", "std", "n_accepted"):
+        if not hasattr(ensemble, name):
+            raise TypeError(f"ensemble has no {name!r}; pass LatentInverter.ensemble(...) "
+                            "or a fitted LatentInverter.")
     if truth is not None:
         truth = _check_image(truth, "truth", grid)
         if truth.shape != np.shape(ensemble.mean):
@@ -303,7 +319,7 @@ def plot_inversion(inverter: Any, *, truth: np.ndarray | None = None, grid: Any 
     Returns
     -------
     fig : matplotlib Figure
-        The figure drawn on (new, or the one holding the given axes).
+        A new figure.
     """
     plt = _plt()
     if not hasattr(inverter, "model_"):

@@ -777,10 +777,18 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         path : str or path-like
-            Destination, conventionally with suffix ``.skv``.
+            Destination, conventionally with suffix ``.skv``, in an existing folder.
+
+        Raises
+        ------
+        FileNotFoundError
+            If the destination's folder does not exist.
         """
         self._check_fitted()
         path = Path(path)
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"cannot save to {str(path)!r}: the folder "
+                                    f"{str(path.parent)!r} does not exist; create it first.")
         tmp = path.with_name(path.name + ".tmp")
         torch.save(self._state(), tmp)
         os.replace(tmp, path)

@@ -334,13 +334,12 @@ def rays_from_sensors(sensors: Any, s_idx: Any, g_idx: Any) -> np.ndarray:
             and np.all(arr == np.round(arr))
         ):
             raise ValueError(f"{name} must be a 1-D array of integer sensor indices.")
-        arr = arr.astype(np.int64)
-        if arr.size and (arr.min() < 0 or arr.max() >= sens.shape[0]):
+        if arr.size and (arr.min() < 0 or arr.max() >= sens.shape[0]):   # before the cast
             raise ValueError(
                 f"{name} holds indices outside [0, {sens.shape[0] - 1}] "
-                f"(min {arr.min()}, max {arr.max()})."
+                f"(min {arr.min():g}, max {arr.max():g})."
             )
-        idx.append(arr)
+        idx.append(arr.astype(np.int64))
     if idx[0].shape != idx[1].shape:
         raise ValueError(
             f"s_idx and g_idx must have the same length; got {idx[0].size} and {idx[1].size}."

@@ -48,6 +48,37 @@ def test_train_prior_command(tmp_path):
     assert r.returncode == 2 and "no training image" in r.stderr and not bad.exists()
 
 
+@pytest.mark.parametrize("command", ["demo", "train-prior", "invert"])
+@pytest.mark.parametrize("seed", ["-1", str(2**32), "x"])
+def test_seed_outside_numpys_range_is_a_usage_error(command, seed, capsys):
+    with pytest.raises(SystemExit) as exc:   # argparse's own usage error
+        cli.main([command, "--seed", seed])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "argument --seed: " in err
+    assert ("outside [0, 2**32 - 1]" if seed != "x" else "invalid int value: 'x'") in err
+
+
+def test_large_seeds_and_saving_into_new_folders(tmp_path, tiny_prior):
+    # every seed numpy takes works (seed * 1_000_003 + chunk overflowed 2**32 before)
+    for seed in (0, 4295, 2**32 - 1):
+        assert 0 <= cli._chunk_seed(seed, 7) < 2**32
+    assert cli._chunk_seed(3, 2) == 3 * 1_000_003 + 2   # the committed priors' seeds
+    np.save(tmp_path / "ti.npy", (np.random.default_rng(0).random((40, 30)) > 0.7) * 1.0)
+    out = tmp_path / "new" / "folder" / "p.skv"
+    assert cli.main(["train-prior", str(tmp_path / "ti.npy"), "--out", str(out), "--shape",
+                     "20", "12", "--n-images", "8", "--chunk", "8", "--latent-dim", "2",
+                     "--base-channels", "2", "--hidden-units", "4", "--device", "cpu",
+                     "--seed", "4295"]) == 0
+    assert out.is_file()
+    # demo --save-prior saves the same way (it made no folder and raised a traceback)
+    target = tmp_path / "nodir" / "prior.skv"
+    cli._save_prior(tiny_prior, target)
+    Z = np.zeros((1, tiny_prior.latent_dim))
+    np.testing.assert_array_equal(type(tiny_prior).load(target).inverse_transform(Z),
+                                  tiny_prior.inverse_transform(Z))
+    assert [p.name for p in target.parent.iterdir()] == ["prior.skv"]   # no temporary left
+
+
 @pytest.fixture
 def survey_files(tmp_path, tiny_prior):
     from skvaeinv.forward import StraightRay
@@ -227,6 +258,10 @@ def test_read_table_edge_cases(tmp_path):
     (tmp_path / "typo.csv").write_text("O.5,0.5,1.6,0.5\n0,0.7,1.6,0.5\n")
     with pytest.raises(cli.InputError, match="line 1"):
         cli._read_table(tmp_path / "typo.csv", "rays", 4)
+    # a byte-order mark (spreadsheets' "CSV UTF-8") before a header-less first row
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf0.0,1.0,6.5,1.0\n0.0,2.0,6.5,2.0\n")
+    np.testing.assert_array_equal(cli._read_table(tmp_path / "bom.csv", "rays", 4),
+                                  [[0, 1, 6.5, 1], [0, 2, 6.5, 2]])
     np.save(tmp_path / "empty.npy", np.zeros((0, 4)))
     np.save(tmp_path / "tt2.npy", np.ones((5, 2)))
     (tmp_path / "latin.csv").write_bytes("t\xe9\n1.0\n".encode("latin-1"))

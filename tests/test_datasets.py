@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -81,6 +83,18 @@ def test_load_training_image_png_and_npy(tmp_path):
         img = load_training_image(tmp_path / name)
         assert img.shape == (20, 30) and img.dtype == np.float32
         np.testing.assert_array_equal(img, arr / 255.0)
+    # colour arrays: scaled, then averaged over colours (a fractional mean is fine)
+    rgb = np.zeros((4, 4, 3), dtype=np.uint8)
+    rgb[1:3, 1:3] = (255, 200, 0)
+    np.save(tmp_path / "rgb.npy", rgb)
+    expected = np.zeros((4, 4), dtype=np.float32)
+    expected[1:3, 1:3] = np.float32((255 + 200) / 255 / 3)
+    np.testing.assert_allclose(load_training_image(tmp_path / "rgb.npy"), expected, rtol=1e-6)
+    # 16-bit arrays scale as 16-bit pictures do
+    np.save(tmp_path / "u16.npy", (arr.astype(np.uint16) // 255) * np.uint16(65535))
+    Image.fromarray((arr.astype(np.uint16) // 255) * np.uint16(65535)).save(tmp_path / "u16.png")
+    for name in ("u16.npy", "u16.png"):
+        np.testing.assert_array_equal(load_training_image(tmp_path / name), arr / 255.0)
 
 
 def test_load_training_image_errors(tmp_path):
@@ -95,6 +109,11 @@ def test_load_training_image_errors(tmp_path):
     np.save(tmp_path / "nan.npy", np.full((4, 4), np.nan))
     with pytest.raises(ValueError, match="NaN"):
         load_training_image(tmp_path / "nan.npy")
+    for name, values in (("str.npy", np.full((4, 4), "1")),
+                         ("date.npy", np.zeros((4, 4), dtype="datetime64[s]"))):
+        np.save(tmp_path / name, values)
+        with pytest.raises(ValueError, match="plain numeric .npy array: its dtype is"):
+            load_training_image(tmp_path / name)
 
 
 def test_load_reference_training_image(shared_data):
@@ -148,6 +167,9 @@ def test_extract_patches_reference_setup(shared_data):
     (dict(patch_shape=(2.5, 3)), "patch_shape"),
     (dict(max_tries=-1), "max_tries"),
     (dict(exclude=[(0, 0, -1, 5)]), "non-positive"),
+    (dict(exclude=[(10.9, 0, 9.9, 5)]), r"four integers \(row, col, height, width\)"),
+    (dict(exclude=[(10, 0, 9)]), "four integers"),
+    (dict(exclude=[(True, 0, 9, 5)]), "four integers"),
 ])
 def test_extract_patches_errors(kwargs, match):
     image = np.zeros((200, 100))
@@ -216,3 +238,17 @@ def test_load_training_image_scales_by_bit_depth(tmp_path):
     for bad in (np.nan, "a", 2.0):
         with pytest.raises(ValueError, match="threshold"):
             load_training_image(tmp_path / "01.png", threshold=bad)
+
+
+def test_make_channels_warns_when_the_proportion_is_out_of_reach():
+    # max_channels caps the count: too few channels for a large image or a high
+    # target must not silently give a much lower proportion
+    for kwargs in (dict(n_samples=1, shape=(600, 600)), dict(n_samples=5, proportion=0.8)):
+        with pytest.warns(UserWarning, match="short of proportion=.*max_channels=24") as rec:
+            images = make_channels(random_state=0, **kwargs)
+        assert rec[0].filename == __file__
+        assert images.mean() < kwargs.get("proportion", 0.27) - 0.02
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_channels(1, shape=(600, 600), max_channels=200, random_state=0)   # reachable
+        make_channels(50, random_state=0)   # the default target on the default shape

@@ -29,6 +29,15 @@ def test_plot_survey(tmp_path):
     assert len(ax.lines) == len(rays) + 2          # rays, sources, receivers
     assert ax.get_ylim()[0] > ax.get_ylim()[1]     # depth grows downwards
     _saved(fig, tmp_path / "survey.png")
+    # max_rays caps the ray lines, spread over the survey (first and last included)
+    for max_rays in (1, 3, 7, 24, 25, 100):
+        ax = plotting.plot_survey(grid, rays, max_rays=max_rays).axes[0]
+        lines = ax.lines[:-2]
+        assert len(lines) == min(max_rays, len(rays))
+        if max_rays > 1:
+            np.testing.assert_array_equal(lines[-1].get_xydata().ravel(),
+                                          rays[-1])
+        plt.close(ax.figure)
     with pytest.raises(ValueError, match="n_rays, 4"):
         plotting.plot_survey(grid, np.zeros((3, 3)))
 
@@ -38,6 +47,9 @@ def test_plot_models(tmp_path):
     fig = plotting.plot_models(models, titles=list("abcde"), ncols=3)
     assert len(fig.axes) == 6 and fig.axes[4].get_title() == "e"
     _saved(fig, tmp_path / "models.png")
+    fig = plotting.plot_models(models, titles=np.array(list("abcde")))   # any sequence
+    assert [ax.get_title() for ax in fig.axes[:5]] == list("abcde")
+    plt.close(fig)
     with pytest.raises(ValueError, match="n, H, W"):
         plotting.plot_models(np.zeros((2, 3, 4, 5)))
 
@@ -53,6 +65,10 @@ def test_plot_history(tmp_path):
     assert len(fig.axes[0].lines) == 4               # 3 starts + threshold
     np.testing.assert_allclose(fig.axes[2].lines[0].get_ydata(), h.lr)
     _saved(fig, tmp_path / "history.png")
+    fig = plotting.plot_history(h, starts=1)   # one start, as an int
+    np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata(), rmse[1])
+    assert len(fig.axes[0].lines) == 1
+    plt.close(fig)
     with pytest.raises(TypeError, match="history_"):
         plotting.plot_history(object())
 
@@ -72,6 +88,10 @@ def test_plot_ensemble_and_inversion(tmp_path, tiny_prior):
     fig = plotting.plot_ensemble(ens, grid=grid, truth=truth)
     assert [ax.get_title() for ax in fig.axes[:4:1] if ax.get_title()][0] == "truth"
     _saved(fig, tmp_path / "ensemble.png")
+    # a fitted inverter stands for its ensemble at its own threshold
+    fig = plotting.plot_ensemble(inv, grid=grid)
+    np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), inv.ensemble_mean_)
+    plt.close(fig)
     fig = plotting.plot_inversion(inv, truth=truth, threshold=np.inf)
     titles = [ax.get_title() for ax in fig.axes]
     assert "truth" in titles and any(t.startswith("best model") for t in titles)
@@ -114,6 +134,10 @@ def test_plotting_bad_input():
         (lambda: plotting.plot_history(h, axes=two), ValueError, "needs 4 axes"),
         (lambda: plotting.plot_history(h, starts=[10]), ValueError, "outside"),
         (lambda: plotting.plot_history(LatentInverter()), NotFittedError, "not fitted"),
+        (lambda: plotting.plot_ensemble(LatentInverter()), NotFittedError, "not fitted"),
+        (lambda: plotting.plot_ensemble(h), TypeError, "LatentInverter.ensemble"),
+        (lambda: plotting.plot_models(np.zeros((3, 5, 5)), ncols=0), ValueError, "ncols"),
+        (lambda: plotting.plot_models(np.zeros((3, 5, 5)), ncols=2.5), ValueError, "ncols"),
     ]
     for call, error, match in cases:
         with pytest.raises(error, match=match):

@@ -267,6 +267,8 @@ def test_save_refuses_parameters_it_cannot_store(tiny_prior, tmp_path):
     with pytest.raises(ValueError, match=r"beta=Fraction\(1, 2\) cannot be saved"):
         p.save(tmp_path / "p.skv")
     assert not list(tmp_path.iterdir())
+    with pytest.raises(FileNotFoundError, match="the folder .*nodir' does not exist"):
+        tiny_prior.save(tmp_path / "nodir" / "p.skv")
 
 
 def test_pickle_after_network_size_change(tiny_prior):
