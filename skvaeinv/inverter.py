@@ -267,7 +267,10 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         Data RMSE (ns; weighted when ``sample_weight`` is given) at the kept iterate;
         inf for a start that produced none.
     kept_iteration_ : ndarray of shape (n_starts,)
-        Iteration of the kept iterate (``n_iter_`` = the final iterate).
+        Iteration of the kept iterate: ``k < n_iter_`` is the iterate before update
+        ``k`` (column ``k`` of ``history_``); ``n_iter_`` is the final iterate, after the
+        last update, which ``history_`` has no column for (its data RMSE is
+        ``data_rmse_``).
     diverged_ : ndarray of shape (n_starts,)
         Starts stopped because their iterate or cost became NaN/inf.
     best_index_ : int
@@ -278,7 +281,8 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         ``latents_[best_index_]``.
     history_ : SGDHistory
         Per-start, per-iteration data RMSE, batch RMSE, ``||z||``, total cost, and per
-        iteration learning rate and regularisation weight.
+        iteration learning rate and regularisation weight: ``n_iter_`` columns, column
+        ``k`` for the iterate that update ``k`` starts from.
     n_iter_ : int
         Iterations run (``epochs * ceil(n_rays / batch_size)`` unless interrupted).
     interrupted_ : bool
