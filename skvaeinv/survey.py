@@ -22,6 +22,10 @@ __all__ = ["Grid2D", "crosshole", "rays_from_sensors"]
 
 #: Relative tolerance (in units of the cell size) for "on the grid boundary" tests.
 _BOUNDARY_RTOL = 1e-9
+#: Points this far beyond the extent (relative to the spacing) still count as inside:
+#: well above float32 rounding of boundary coordinates (~6e-8 relative), as loose as the
+#: shortest-path node snapping; the forward operators clip such rays to the grid.
+_CONTAINS_RTOL = 1e-6
 
 
 class Grid2D:
@@ -154,14 +158,15 @@ class Grid2D:
         -------
         inside : ndarray of bool, shape (n,) (or a 0-d array for a single point)
             False for points outside the grid and for NaN / inf coordinates. A tolerance
-            of ``1e-9 * spacing`` absorbs rounding on the boundary.
+            of ``1e-6 * spacing`` absorbs rounding on the boundary (e.g. sensors on the
+            edge given in float32).
         """
         pts = np.asarray(points, dtype=float)
         if pts.shape[-1:] != (2,):
             raise ValueError(
                 f"points has shape {pts.shape}; expected (n, 2) with columns (x, z)."
             )
-        tol = _BOUNDARY_RTOL * self.spacing
+        tol = _CONTAINS_RTOL * self.spacing
         xmin, xmax, zmin, zmax = self.extent
         with np.errstate(invalid="ignore"):
             return (

@@ -261,3 +261,20 @@ def test_more_boundary_checks():
             h(bad)
     with pytest.raises(ValueError, match="velocities are equal"):
         check_petrophysics((0.06, 0.06))
+
+
+@pytest.mark.parametrize("make", [StraightRay, lambda g: ShortestPath(g, secondary_nodes=2)],
+                         ids=["straight", "shortest"])
+def test_float32_sensors_on_the_edge(make):
+    # 0.6 m rounds up in float32 (0.6000000238): sensors on the edge of a 6-cell-wide
+    # grid given in float32 are still inside, and the times are those of the float64 rays
+    grid = Grid2D((12, 6), spacing=0.1)
+    rays = crosshole(grid, depths=[0.05, 0.35, 0.75, 1.15])
+    rays32 = rays.astype(np.float32)
+    assert float(rays32[:, 2].max()) > grid.extent[1]
+    s = np.random.default_rng(0).uniform(10, 15, grid.shape)
+    op = make(grid)
+    np.testing.assert_allclose(op.traveltimes(s, rays32), op.traveltimes(s, rays), rtol=1e-6)
+    # beyond rounding it is still an error
+    with pytest.raises(ValueError, match="outside the grid"):
+        op.traveltimes(s, rays + [0, 0, 1e-5, 0])

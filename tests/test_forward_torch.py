@@ -137,6 +137,12 @@ def test_bad_inputs():
         fwd(torch.ones(2, 12), torch.zeros(2, 2))
     with pytest.raises(ValueError, match="finite and > 0"):
         fwd(-torch.ones(1, 12), torch.tensor([[0]]))
+    s = torch.ones(2, 12)
+    s[1, 5:] = torch.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # no numpy all-NaN warning on the way
+        with pytest.raises(ValueError, match=r"start 1 has nan in cell 5 \(7 bad value"):
+            fwd(s, torch.tensor([[0], [0]]))
     with pytest.raises(ValueError, match="operator"):
         TorchForward("straight", RAYS)
     with pytest.raises(ValueError, match="outside the grid"):

@@ -77,6 +77,13 @@ class _NonlinearTraveltimes(torch.autograd.Function):
                 ray_index: np.ndarray) -> torch.Tensor:
         B, k = ray_index.shape
         S = slowness.detach().to("cpu", torch.float64).numpy()
+        bad = ~(np.isfinite(S) & (S > 0))
+        if bad.any():
+            starts, cells = np.nonzero(bad)
+            raise ValueError(
+                f"slowness must be finite and > 0 in every cell; start {starts[0]} has "
+                f"{float(S[starts[0], cells[0]])!r} in cell {cells[0]} "
+                f"({int(bad.sum())} bad value(s) in all).")
         times = np.empty((B, k))
         blocks = []
         for b in range(B):
@@ -206,11 +213,6 @@ class TorchForward:
 
     # -- helpers ---------------------------------------------------------------------
     def _nonlinear_rows(self, s: np.ndarray, idx: np.ndarray) -> tuple:
-        if not (np.isfinite(s).all() and (s > 0).all()):
-            raise ValueError(
-                "slowness must be finite and > 0 in every cell; got min "
-                f"{np.nanmin(s)!r} (NaN present: {bool(np.isnan(s).any())})."
-            )
         if self._evaluate is None:
             self._evaluate = self.operator._subset_evaluator(self.rays)
         return self._evaluate(s, np.asarray(idx))
