@@ -8,7 +8,12 @@ schedule (120 epochs x 25 batches of 25 rays, lr 1e-2 x 0.95 per epoch, ring wei
 10 x 0.999 per iteration), and report success against the threshold
 
     threshold = RMSE reached by the same schedule started from prior.transform(truth)
-                x 1.1 (noise-free)   or   + 0.25 ns (noisy).
+                x 1.1
+
+(for noisy data that RMSE already holds the noise), and, for the noise-free cases,
+against the study's own acceptance levels (design note: mc1 0.606, mc2 0.998, mc3 1.096,
+mv1 0.524, mv2 0.958, mv3 0.734 ns; mv1-mv3 were drawn from the study's VAE, so only its
+decoder can reach theirs).
 
 Also (flags): the ablation of the study on one case, and a GridSearchCV over
 lr_decay x reg_decay on held-out rays.
@@ -43,6 +48,9 @@ from skvaeinv.petrophysics import LinearVelocity  # noqa: E402
 log = logging.getLogger("paper_linear")
 MODELS = ["mc1", "mc2", "mc3", "mv1", "mv2", "mv3"]
 NOISE_SD = 0.25
+#: The study's acceptance levels (data RMSE, ns) for the noise-free linear case.
+STUDY_THRESHOLDS = {"mc1": 0.606, "mc2": 0.998, "mc3": 1.096,
+                    "mv1": 0.524, "mv2": 0.958, "mv3": 0.734}
 
 
 def rmse(a, b) -> float:
@@ -67,11 +75,17 @@ def reference_rmse(prior, forward, rays, d, truth, settings, args) -> float:
     return inv.data_rmse_
 
 
-def run_case(prior, forward, rays, truth, d, case, name, settings, args, figure=True) -> dict:
+def run_case(prior, forward, rays, truth, d, case, name, settings, args, figure=True,
+             reference=None) -> dict:
+    """One model and case. ``reference``: the reference RMSEs to use (e.g. the method's,
+    for ablation variants), instead of running the reference starts with ``settings``."""
     t0 = time.perf_counter()
-    ref_runs = reference_rmse(prior, forward, rays, d, truth, settings, args)
+    ref_runs = (reference_rmse(prior, forward, rays, d, truth, settings, args)
+                if reference is None else reference)
     ref = float(np.median(ref_runs))
-    threshold = ref * 1.1 if case == "free" else ref + NOISE_SD
+    threshold = ref * 1.1   # a fit to noisy data already holds the noise
+    study = (STUDY_THRESHOLDS.get(name)
+             if case == "free" and args.physics == "straight rays" else None)
     t1 = time.perf_counter()
     init = None
     if args.warm is not None:
@@ -90,6 +104,8 @@ def run_case(prior, forward, rays, truth, d, case, name, settings, args, figure=
         "model": name, "case": case, "starts": args.starts,
         "reference_rmse_ns": ref, "threshold_ns": threshold,
         "success_rate": float(np.mean(inv.data_rmse_ <= threshold)),
+        "study_threshold_ns": study,
+        "success_rate_study": None if study is None else float(np.mean(inv.data_rmse_ <= study)),
         "data_rmse_median_ns": float(np.median(inv.data_rmse_)),
         "data_rmse_best_ns": float(inv.data_rmse_.min()),
         "model_rmse_best": rmse(inv.model_, truth),
@@ -135,9 +151,11 @@ def ablation(prior, forward, rays, truth, d, args) -> list[dict]:
         "mini-batches + ring + decay (the method)": dict(),
     }
     out = []
+    # one threshold for every variant: the level the method reaches from the truth's code
+    reference = reference_rmse(prior, forward, rays, d, truth, {}, args)
     for label, settings in variants.items():
         r = run_case(prior, forward, rays, truth, d, "free", "mc2", settings, args,
-                     figure=False)
+                     figure=False, reference=reference)
         r["variant"] = label
         out.append(r)
     return out
@@ -189,6 +207,7 @@ def parse_args(argv, doc: str, *, starts: int, name: str, schedules: tuple = ("s
         ap.add_argument("--warm-start", default=None, choices=list(warm_start_choices),
                         help="start each random start with another physics first")
     args = ap.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     args.warm = None  # (forward, rays, schedule) of a first stage, set by a caller
     args.overrides = {}
     for item in args.set:
@@ -196,7 +215,7 @@ def parse_args(argv, doc: str, *, starts: int, name: str, schedules: tuple = ("s
         try:
             args.overrides[key] = int(value) if value.lstrip("-").isdigit() else float(value)
         except ValueError:
-            args.overrides[key] = value
+            args.overrides[key] = None if value == "None" else value
     return args
 
 
@@ -212,10 +231,12 @@ def main_table(payload: dict, prior, rows: list[list]) -> list[str]:
     """Markdown header and table of the main cases."""
     md = [f"# Reference study, {payload['physics']}\n\nCommand: "
           f"`{payload['command']}`\n\nPrior: `{payload['prior']}` "
-          f"({prior.n_images_seen_} training crops). Success: final data RMSE <= threshold "
-          "(RMSE from the truth's own code x 1.1, or + 0.25 ns when noisy).\n"]
+          f"({prior.n_images_seen_} training crops). Success: data RMSE of the kept iterate "
+          "<= threshold (the RMSE reached from the truth's own code x 1.1); noise-free "
+          "cases also against the study's acceptance level.\n"]
     if rows:
-        md.append(md_table(["model", "case", "success", "threshold (ns)", "median RMSE (ns)",
+        md.append(md_table(["model", "case", "success", "threshold (ns)",
+                            "success at study level (ns)", "median RMSE (ns)",
                             "best RMSE (ns)", "model RMSE best", "model RMSE ens. mean",
                             "model RMSE of truth's code", "wall (s)"], rows))
     return md
@@ -230,7 +251,7 @@ def run_benchmark(args, rays, *, data_forward, forward, physics, script) -> int:
     prior = VAEPrior.load(args.prior, device=args.device)
     h = LinearVelocity()
     noise = np.load(SHARED / "truth" / "noise_realization.npy")
-    payload = {"command": " ".join(["python", f"benchmarks/{script}"] + sys.argv[1:]),
+    payload = {"command": " ".join(["python", f"benchmarks/{script}"] + args.argv),
                "prior": Path(args.prior).name, "prior_images_seen": prior.n_images_seen_,
                "physics": physics, "cases": []}
     rows = []
@@ -241,8 +262,10 @@ def run_benchmark(args, rays, *, data_forward, forward, physics, script) -> int:
             d = d_free if case == "free" else d_free + NOISE_SD * noise
             r = run_case(prior, forward, rays, truth, d, case, name, {}, args)
             payload["cases"].append(r)
+            study = ("-" if r["study_threshold_ns"] is None else
+                     f"{100 * r['success_rate_study']:.0f} % ({r['study_threshold_ns']})")
             rows.append([name, case, f"{100 * r['success_rate']:.0f} %", r["threshold_ns"],
-                         r["data_rmse_median_ns"], r["data_rmse_best_ns"],
+                         study, r["data_rmse_median_ns"], r["data_rmse_best_ns"],
                          r["model_rmse_best"], r["model_rmse_ensemble_mean"] or float("nan"),
                          r["model_rmse_truth_code"], r["wall_s"]])
             # keep the finished cases if a long run is interrupted
@@ -254,6 +277,8 @@ def run_benchmark(args, rays, *, data_forward, forward, physics, script) -> int:
         ab = ablation(prior, forward, rays, mc2, d_mc2, args)
         payload["ablation"] = ab
         md.append("\n## Ablation (mc2, noise-free)\n")
+        md.append(f"Threshold for every variant: {ab[0]['threshold_ns']:.4g} ns (the "
+                  "method's RMSE from the truth's code x 1.1).\n")
         md.append(md_table(["variant", "success", "median RMSE (ns)", "best RMSE (ns)",
                             "model RMSE best", "wall (s)"],
                            [[r["variant"], f"{100 * r['success_rate']:.0f} %",
