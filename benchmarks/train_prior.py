@@ -56,6 +56,17 @@ def two_point(images: np.ndarray, max_lag: int, axis: int) -> np.ndarray:
     return np.asarray(out)
 
 
+def variogram(images: np.ndarray, max_lag: int, axis: int) -> np.ndarray:
+    """Indicator variogram ``0.5 E[(m(u) - m(u + h))^2]`` for lags h = 0..max_lag."""
+    out = []
+    n = images.shape[axis]
+    for h in range(max_lag + 1):
+        a = np.take(images, np.arange(0, n - h), axis=axis)
+        b = np.take(images, np.arange(h, n), axis=axis)
+        out.append(float(0.5 * ((a - b) ** 2).mean()))
+    return np.asarray(out)
+
+
 def throughput(precision: str, n_batches: int, seed: int, patches: np.ndarray,
                compile: bool, device: str = "cpu") -> float:
     prior = VAEPrior(precision=precision, device=device, random_state=seed, compile=compile)
@@ -90,11 +101,8 @@ def pattern_stats(images: np.ndarray, max_lag: int = 30) -> dict:
         "undecided_fraction": float(((images > 0.1) & (images < 0.9)).mean()),
     }
     for axis, name in ((2, "x"), (1, "z")):
-        p11 = two_point(binary, max_lag, axis=axis)
-        out[f"two_point_{name}"] = p11.tolist()
-        # indicator variogram 0.5 E[(m(u) - m(u+h))^2] = (P(u) + P(u+h)) / 2 - P11(h),
-        # with a stationary proportion P: P - P11(h) (0 at lag 0)
-        out[f"variogram_{name}"] = (p11[0] - p11).tolist()
+        out[f"two_point_{name}"] = two_point(binary, max_lag, axis=axis).tolist()
+        out[f"variogram_{name}"] = variogram(binary, max_lag, axis=axis).tolist()
     return out
 
 
@@ -148,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     train_crops = lambda n, seed: extract_patches(  # noqa: E731
         ti, TRUTH_SHAPE, n, rows=TRAIN_ROWS, exclude=windows, random_state=seed)
     out = Path(args.out)
-    results: dict = {"command": " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
+    argv = list(sys.argv[1:] if argv is None else argv)
+    results: dict = {"command": " ".join(["python", "benchmarks/train_prior.py"] + argv),
                      "seed": args.seed, "training_image": Path(args.ti).name,
                      "allocator": allocator,
                      "train_rows": TRAIN_ROWS, "excluded_windows": windows}
@@ -228,8 +237,10 @@ def main(argv: list[str] | None = None) -> int:
         st = pattern_stats(drawn[source])
         results["patterns"][source] = {"samples": st, **compare_stats(st, r_stats)}
     if "density" in sources:
-        results["patterns"]["density"].update(n_components=args.density_components,
-                                              n_crops=args.density_crops)
+        # fitted in this run, or kept from the saved prior (--density-components 0)
+        results["patterns"]["density"].update(
+            n_components=int(prior.latent_density_.n_components),
+            n_crops=args.density_crops if args.density_components > 0 else None)
 
     # 5. figure
     try:
@@ -275,10 +286,12 @@ def main(argv: list[str] | None = None) -> int:
              f"{pt['samples']['proportion_binary']:.4f} / "
              f"{r_stats['proportion_binary']:.4f}", "within 10 %"],
             [f"{label}: proportion rel. error", pt["proportion_rel_error"], "<= 0.10"],
+            # the target is on the two-point probability (issue 2); the variogram,
+            # another view of the same pairs, is shown for information
             *[[f"{label}: {stat} {axis}, max rel. error (lags {lags})",
-               pt[f"{key}_{axis}_max_rel_error"], f"<= 0.10 (or {other})"]
-              for stat, key, lags, other in (("two-point", "two_point", "0-30", "variogram"),
-                                             ("variogram", "variogram", "1-30", "two-point"))
+               pt[f"{key}_{axis}_max_rel_error"], target]
+              for stat, key, lags, target in (("two-point", "two_point", "0-30", "<= 0.10"),
+                                              ("variogram", "variogram", "1-30", ""))
               for axis in ("x", "z")],
             *[[f"{label}: {stat} {axis}, relative L2 error over lags {lags}",
                pt[f"{key}_{axis}_curve_rel_error"], ""]
