@@ -21,6 +21,15 @@ TRAIN_ROWS = (0, 1900)
 VALID_ROWS = (1900, 2500)
 
 
+def require_shared() -> Path:
+    """``SHARED``, or exit with a message that says where the data are expected."""
+    if not SHARED.is_dir():
+        raise SystemExit(f"this benchmark reads the project's shared data, expected at "
+                         f"{SHARED} (the folder shared/data beside the repository); it is "
+                         "missing.")
+    return SHARED
+
+
 def add_allocator_option(parser) -> None:
     """``--default-allocator``: run without :func:`skvaeinv.runtime.tune_allocator`."""
     parser.add_argument("--default-allocator", action="store_true",
@@ -78,12 +87,15 @@ def _cpu_details() -> dict:
                 break  # the first processor is enough
             continue
         fields.setdefault(key.strip(), value.strip())
-    flags = set(fields.get("flags", "").split())
+    # x86 lists "flags"; ARM lists "Features" (and no model name or family)
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    family = fields.get("cpu family")
     out.update({
-        "cpu_model": fields.get("model name"),
-        "cpu_family_model": f"{fields.get('cpu family')}/{fields.get('model')}",
+        "cpu_model": fields.get("model name") or fields.get("CPU part"),
+        "cpu_family_model": None if family is None else f"{family}/{fields.get('model')}",
         "cpu_flags": sorted(flags & {"avx2", "fma", "avx512f", "avx512_bf16",
-                                     "avx512_vnni", "amx_bf16", "amx_tile"}),
+                                     "avx512_vnni", "amx_bf16", "amx_tile",
+                                     "asimd", "sve", "bf16"}),
     })
     return out
 

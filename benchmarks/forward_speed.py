@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS as OUT  # noqa: E402
 from _common import SHARED as DATA  # noqa: E402
 from _common import slowness as facies_to_slowness  # noqa: E402
-from _common import survey  # noqa: E402
+from _common import machine_info, require_shared, survey  # noqa: E402
 
 from skvaeinv.forward import ShortestPath, StraightRay, TorchForward  # noqa: E402
 MODELS = ["mc1", "mc2", "mc3", "mv1", "mv2", "mv3"]
@@ -118,13 +118,16 @@ def time_ttcrpy(grid, rays, s, n, threads):
     return np.asarray(tt), L
 
 
-def main():
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--n-jobs", type=int, default=2,
                         help="threads (numba) or worker processes (scipy) for the "
                              "parallel shortest-path rows")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    require_shared()
+    command = " ".join(["python", "benchmarks/forward_speed.py",
+                        *(sys.argv[1:] if argv is None else argv)])
     torch.set_num_threads(1)
     grid, sr_rays = survey()
     ref_spm = np.load(DATA / "reference" / "pygimli_spm_traveltimes.npz")
@@ -135,7 +138,8 @@ def main():
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version(), "numpy": np.__version__,
                     "scipy": __import__("scipy").__version__, "torch": torch.__version__,
-                    "load_average": os.getloadavg()},
+                    "load_average": os.getloadavg(), **machine_info()},
+        "command": command,
         "repeat": args.repeat,
         "targets": TARGETS,
         "timings": {},
@@ -316,7 +320,7 @@ def main():
         f"Optional backends: ttcrpy {results['optional_backends']['ttcrpy']}, "
         f"pyGIMLi {results['optional_backends']['pygimli']}.",
         "",
-    ] + [f"- {n}" for n in notes]
+    ] + [f"- {n}" for n in notes] + ["", f"Command: `{command}`"]
     (OUT / "forward_speed.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

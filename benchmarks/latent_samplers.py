@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (PRIORS, SHARED, TRAIN_ROWS, TRUTH_SHAPE,  # noqa: E402
+from _common import (PRIORS, TRAIN_ROWS, TRUTH_SHAPE, require_shared,  # noqa: E402
                      exclusion_windows, md_table, write_results)
 from train_prior import compare_stats, pattern_stats  # noqa: E402
 
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    ti = load_training_image(SHARED / "ti.png")
+    ti = load_training_image(require_shared() / "ti.png")
     crops = lambda n, seed: extract_patches(  # noqa: E731
         ti, TRUTH_SHAPE, n, rows=TRAIN_ROWS, exclude=exclusion_windows(), random_state=seed)
     prior = VAEPrior.load(args.prior, device="cpu")

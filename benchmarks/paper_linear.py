@@ -38,7 +38,8 @@ import numpy as np
 from joblib import effective_n_jobs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PRIORS, RESULTS, SHARED, md_table, survey, write_results  # noqa: E402
+from _common import (PRIORS, RESULTS, SHARED, md_table, require_shared, survey,  # noqa: E402
+                     write_results)
 
 from skvaeinv import LatentInverter, VAEPrior  # noqa: E402
 from skvaeinv.forward import StraightRay  # noqa: E402
@@ -250,7 +251,7 @@ def run_benchmark(args, rays, *, data_forward, forward, physics, script) -> int:
     args.physics = physics
     prior = VAEPrior.load(args.prior, device=args.device)
     h = LinearVelocity()
-    noise = np.load(SHARED / "truth" / "noise_realization.npy")
+    noise = np.load(require_shared() / "truth" / "noise_realization.npy")
     payload = {"command": " ".join(["python", f"benchmarks/{script}"] + args.argv),
                "prior": Path(args.prior).name, "prior_images_seen": prior.n_images_seen_,
                "physics": physics, "cases": []}
