@@ -43,8 +43,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from joblib import effective_n_jobs
 import torch
+from joblib import effective_n_jobs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (PRIORS, SHARED, add_allocator_option, apply_allocator,  # noqa: E402
@@ -177,9 +177,10 @@ def reference_loop(decoder: torch.nn.Module, A: np.ndarray, d: np.ndarray, n_ite
 def batched_run(prior, fwd, rays, y, n_starts: int, epochs: int, precision: str,
                 n_jobs: int, schedule: dict, compile: bool = False,
                 device: str = "cpu") -> dict:
-    # chunks of at most 25 starts (the fastest batch, decoder_roofline.md), enough of
-    # them to give every worker one
-    chunk = min(25, -(-n_starts // max(1, effective_n_jobs(n_jobs))))
+    # CPU: chunks of at most 25 starts (the fastest batch, decoder_roofline.md), enough
+    # of them to give every worker one; GPU: all starts in one batch (the default)
+    chunk = (min(25, -(-n_starts // max(1, effective_n_jobs(n_jobs))))
+             if torch.device(device).type == "cpu" else None)
     inv = LatentInverter(prior, fwd, n_starts=n_starts, epochs=epochs, device=device,
                          precision=precision, n_jobs=n_jobs, random_state=0,
                          compile=compile, chunk_size=chunk, **schedule)

@@ -188,22 +188,19 @@ def _save_figure(fig: Any, target: Path) -> None:
 
 
 def _save_prior(prior: Any, target: Path) -> None:
-    """``prior.save`` to ``target`` atomically, creating its folder."""
-    tmp = _atomic_path(target)
-    try:
-        prior.save(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """``prior.save`` (atomic already) to ``target``, creating its folder."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    prior.save(target)
 
 
-def _chunk_seed(seed: int, chunk: int) -> int:
-    """Seed of the crops of chunk ``chunk`` of a training run seeded with ``seed``.
+def _chunk_seed(seed: int, chunk: int, stride: int = 1_000_003) -> int:
+    """Seed of the training images of chunk ``chunk`` of a run seeded with ``seed``.
 
-    ``seed * 1_000_003 + chunk`` (the formula the committed priors were trained with),
-    folded into numpy's seed range ``[0, 2**32)``.
+    ``seed * stride + chunk`` (the formula the committed priors were trained with:
+    stride 1,000,003 for train-prior, 7,919 for the demo prior), folded into numpy's seed
+    range ``[0, 2**32)``.
     """
-    return (int(seed) * 1_000_003 + int(chunk)) % 2**32
+    return (int(seed) * int(stride) + int(chunk)) % 2**32
 
 
 def _seed(text: str) -> int:
@@ -300,6 +297,7 @@ def _make_forward(grid: Any, nonlinear: bool, secondary_nodes: int) -> Any:
 def _cmd_invert(args: argparse.Namespace) -> int:
     from skvaeinv import LatentInverter, VAEPrior
     from skvaeinv.inverter import reference_schedule
+    from skvaeinv.petrophysics import apply_numpy
     from skvaeinv.survey import Grid2D
 
     inputs = [args.prior, args.rays, args.traveltimes]
@@ -353,7 +351,8 @@ def _cmd_invert(args: argparse.Namespace) -> int:
               ensemble_mean=ens.mean, channel_probability=ens.channel_probability,
               ensemble_std=ens.std, history_data_rmse=inv.history_.data_rmse,
               history_z_norm=inv.history_.z_norm, history_lr=inv.history_.lr,
-              history_reg_weight=inv.history_.reg_weight, slowness=inv.petrophysics_(inv.model_),
+              history_reg_weight=inv.history_.reg_weight,
+              slowness=apply_numpy(inv.petrophysics_, inv.model_[None])[0],
               interrupted=inv.interrupted_)
     if args.figure:
         from skvaeinv.plotting import plot_inversion
@@ -399,7 +398,8 @@ def demo_prior(retrain: bool = False, *, n_images: int = 200_000, seed: int = 0,
     chunk = 10_000
     for k in range(0, n_images, chunk):
         images = make_channels(min(chunk, n_images - k), shape=DEMO["shape"],
-                               random_state=seed * 7919 + k, **DEMO["channels"])
+                               random_state=_chunk_seed(seed, k, stride=7919),
+                               **DEMO["channels"])
         prior.partial_fit(images)
         logger.info("demo prior: %d / %d images, loss %.1f", k + len(images), n_images,
                     prior.loss_curve_[-1])

@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 #: Pixels per chunk of images in make_channels (bounds its working memory).
 _CHUNK_PIXELS = 1_000_000
+#: A shortfall of the mean channel proportion (absolute) that make_channels warns about.
+_SHORT_OF_TARGET = 0.02
 
 
 def _as_range(value: Any, name: str, *, positive: bool = True) -> tuple[float, float]:
@@ -102,6 +104,12 @@ def make_channels(n_samples: int = 100, shape: tuple[int, int] = (129, 65), *,
     -------
     images : ndarray of shape (n_samples, H, W)
         Binary images (values 0 and 1).
+
+    Warns
+    -----
+    UserWarning
+        When ``max_channels`` channels cannot reach ``proportion``: the images' mean
+        proportion falls more than 0.02 short of it (large images need more channels).
 
     Examples
     --------
@@ -220,10 +228,6 @@ def make_channels(n_samples: int = 100, shape: tuple[int, int] = (129, 65), *,
     if steep:
         out = np.ascontiguousarray(out.transpose(0, 2, 1))
     return out
-
-
-#: A shortfall of the mean channel proportion (absolute) that make_channels warns about.
-_SHORT_OF_TARGET = 0.02
 
 
 def load_training_image(path: str | os.PathLike, *, threshold: float | None = None
@@ -388,7 +392,8 @@ def extract_patches(image: np.ndarray, patch_shape: tuple[int, int], n_patches: 
         raise ValueError(
             f"patch_shape={tuple(patch_shape)} does not fit in rows [{r0}, {r1}) x {W} "
             "columns of the image.")
-    windows = np.array([_check_window(win, i) for i, win in enumerate(exclude or ())],
+    exclude = () if exclude is None else exclude
+    windows = np.array([_check_window(win, i) for i, win in enumerate(exclude)],
                        dtype=np.int64).reshape(-1, 4)
     rng = check_random_state(random_state)
     n = int(n_patches)

@@ -117,7 +117,7 @@ def learning_rate(lr: float, lr_decay: float, lr_step: int, epoch: int) -> float
     Returns
     -------
     float
-        The learning rate of ``epoch``.
+        The learning rate of ``epoch`` (``inf`` where it overflows a float).
     """
     return _scaled(lr, lr_decay, int(epoch) // int(lr_step))
 
@@ -137,7 +137,8 @@ def reg_weight_at(reg_weight: float, reg_decay: float, iteration: int) -> float:
     Returns
     -------
     float
-        The regularisation weight ``λ_k`` of ``iteration``.
+        The regularisation weight ``λ_k`` of ``iteration`` (0 for a zero
+        ``reg_weight``; ``inf`` where it overflows a float).
     """
     return _scaled(reg_weight, reg_decay, int(iteration))
 
@@ -406,7 +407,8 @@ def _check_config(*, epochs: int, batch_size: int, n_rays: int, lr: float, lr_de
         if not last <= _FLOAT32_MAX:
             raise ValueError(
                 f"{name}={value!r} makes the {what} grow beyond the float32 range "
-                f"within the run's {n_total} iterations (it would reach {last:.3g}); use "
+                f"(max {_FLOAT32_MAX:.7g}) within the run's {n_total} iterations (it would "
+                f"reach {last:.7g}); use "
                 f"{name} <= 1, or a value closer to 1.")
 
 

@@ -156,7 +156,8 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         order, so ``LinearVelocity(v_channel=..., v_matrix=...)`` by keyword is the
         unambiguous form); or any callable differentiable on torch tensors: it is called
         with float32 batches of facies images ``(n_images, H, W)`` (in the inversion and
-        in :meth:`predict` alike) and returns slowness of the same shape. ``fit`` first
+        in :meth:`predict` alike; on ``device`` in the inversion, on the CPU in the
+        checks and :meth:`predict`) and returns slowness of the same shape. ``fit`` first
         tries it on uniform facies images (0, 0.5 and 1): it must return finite,
         positive slowness of the images' shape.
     n_starts : int, default=10
@@ -585,13 +586,13 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         n_jobs = effective_n_jobs(self.n_jobs)
         in_process = device.type != "cpu" or n_jobs == 1 or len(chunks) == 1
         operator = _operator_with_spare_cores(self.forward, n_jobs if in_process else 1)
-        # workers collect their log records and send them back with their results
-        log_level = None if in_process else logging.getLogger("skvaeinv").getEffectiveLevel()
+        # worker processes collect their log records and send them back with the results
+        caller = None if in_process else (os.getpid(), _package_log_level())
         jobs = [
             delayed(_fit_chunk)(
                 decoder, operator, rays, y, w, petrophysics, z0[idx],
                 [rngs[i] for i in idx], str(device), settings,
-                f"starts {idx[0]}-{idx[-1]}: ", log_level,
+                f"starts {idx[0]}-{idx[-1]}: ", caller,
             )
             for idx in chunks
         ]
@@ -868,20 +869,21 @@ def _batch_groups(rays: np.ndarray, batching: str) -> np.ndarray | None:
 def _fit_chunk(decoder: torch.nn.Module, operator: Any, rays: np.ndarray, y: np.ndarray,
                w: np.ndarray | None, petrophysics: Any, z0: np.ndarray,
                rngs: list[np.random.Generator], device: str, settings: dict,
-               log_prefix: str, log_level: int | None = None
+               log_prefix: str, caller: tuple[int, int] | None = None
                ) -> tuple[EngineResult, list[logging.LogRecord]]:
-    """Run one chunk of starts (in this process or a joblib worker).
+    """Run one chunk of starts (in this process, a thread or a joblib worker process).
 
-    In a worker, pass the caller's ``log_level``: the package's log records of the chunk
-    are then collected and returned, for :func:`_relay` to hand to the caller's
-    handlers (a worker process has none of them). In this process (None) they go to the
-    handlers directly and the list is empty.
+    ``caller`` is ``(process id, log level)`` of the process that called fit. In another
+    process (a loky worker, which has none of the caller's log handlers) the package's
+    log records of the chunk are collected at that level and returned, for
+    :func:`_relay` to hand to the caller's handlers; in the caller's own process (also
+    from threads) they go to the handlers directly and the list is empty.
     """
     from skvaeinv.forward import TorchForward
 
     dev = torch.device(device)
     context = _one_thread() if dev.type == "cpu" else contextlib.nullcontext()
-    collect = (_collect_logs(log_level) if log_level is not None
+    collect = (_collect_logs(caller[1]) if caller is not None and os.getpid() != caller[0]
                else contextlib.nullcontext([]))
     with context, collect as records, warnings.catch_warnings():
         # fit resolved ``precision`` and warned already, in the caller's process
@@ -901,18 +903,33 @@ class _ListHandler(logging.Handler):
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        record = copy.copy(record)
-        record.msg, record.args = record.getMessage(), None
-        record.exc_info = record.exc_text = record.stack_info = None
-        self.records.append(record)
+        try:
+            record = copy.copy(record)
+            record.msg, record.args = record.getMessage(), None
+            record.exc_info = record.exc_text = record.stack_info = None
+            self.records.append(record)
+        except Exception:  # a malformed log call: reported, as logging does, not raised
+            self.handleError(record)
+
+
+def _package_log_level() -> int:
+    """The lowest level any of this process's ``skvaeinv`` loggers lets through."""
+    names = [n for n in logging.Logger.manager.loggerDict
+             if n == "skvaeinv" or n.startswith("skvaeinv.")]
+    return min([logging.getLogger(n).getEffectiveLevel() for n in names]
+               or [logging.getLogger("skvaeinv").getEffectiveLevel()])
 
 
 @contextlib.contextmanager
 def _collect_logs(level: int) -> Iterator[list[logging.LogRecord]]:
-    """Collect the package's log records at ``level`` and above, instead of emitting them."""
+    """Collect the package's log records at ``level`` and above, instead of emitting them.
+
+    For worker processes only: it changes the process-wide ``skvaeinv`` logger while it
+    runs (and restores it after).
+    """
     package = logging.getLogger("skvaeinv")
     handler = _ListHandler()
-    saved = package.level, package.propagate
+    saved_level, saved_propagate = package.level, package.propagate
     package.addHandler(handler)
     package.setLevel(level)
     package.propagate = False
@@ -920,10 +937,14 @@ def _collect_logs(level: int) -> Iterator[list[logging.LogRecord]]:
         yield handler.records
     finally:
         package.removeHandler(handler)
-        package.level, package.propagate = saved
+        package.setLevel(saved_level)
+        package.propagate = saved_propagate
 
 
 def _relay(records: list[logging.LogRecord]) -> None:
-    """Hand log records collected in a worker to this process's handlers."""
+    """Hand log records collected in a worker to this process's handlers, each at the
+    level its logger has here."""
     for record in records:
-        logging.getLogger(record.name).handle(record)
+        logger_ = logging.getLogger(record.name)
+        if logger_.isEnabledFor(record.levelno):
+            logger_.handle(record)

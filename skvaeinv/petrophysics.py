@@ -190,7 +190,9 @@ def check_petrophysics(petrophysics: Any,
         of facies images, shape ``(n_images, H, W)``, to slowness of the same shape,
         differentiably. This one form is what the inversion, the check below and
         :func:`apply_numpy` (hence ``LatentInverter.predict``) call it with, so a mapping
-        may vary in space (e.g. broadcast an ``(H, W)`` or ``(H, 1)`` field).
+        may vary in space (e.g. broadcast an ``(H, W)`` or ``(H, 1)`` field). The tensors
+        live on the inversion's device in the inversion and on the CPU in the check and
+        :func:`apply_numpy`: move any tensor of the mapping's own to ``m.device``.
     image_shape : tuple of int, default=None
         When given, the mapping is also tried on a batch of three uniform facies images
         of this shape (all 0, all 0.5, all 1): it must return slowness of the same shape,
@@ -299,7 +301,8 @@ def apply_numpy(petrophysics: Callable[[Any], Any], m: np.ndarray) -> np.ndarray
     if isinstance(petrophysics, LinearVelocity):
         return petrophysics(np.asarray(m, dtype=np.float64))
     with torch.no_grad():
-        out = petrophysics(torch.from_numpy(np.asarray(m, dtype=np.float32)))
+        # a copy: an in-place mapping must not change the caller's array
+        out = petrophysics(torch.from_numpy(np.array(m, dtype=np.float32)))
     if isinstance(out, torch.Tensor):
         out = out.detach().cpu().numpy()
     return np.asarray(out, dtype=np.float64)

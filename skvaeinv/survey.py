@@ -24,7 +24,8 @@ __all__ = ["Grid2D", "crosshole", "rays_from_sensors"]
 _BOUNDARY_RTOL = 1e-9
 #: Points this far beyond the extent (relative to the spacing) still count as inside:
 #: well above float32 rounding of boundary coordinates (~6e-8 relative), as loose as the
-#: shortest-path node snapping; the forward operators clip such rays to the grid.
+#: shortest-path node snapping; ForwardOperator.validate_rays moves such points onto
+#: the edge.
 _CONTAINS_RTOL = 1e-6
 
 
@@ -342,7 +343,7 @@ def rays_from_sensors(sensors: Any, s_idx: Any, g_idx: Any) -> np.ndarray:
         if arr.size and (arr.min() < 0 or arr.max() >= sens.shape[0]):   # before the cast
             raise ValueError(
                 f"{name} holds indices outside [0, {sens.shape[0] - 1}] "
-                f"(min {arr.min():g}, max {arr.max():g})."
+                f"(min {arr.min().item()!r}, max {arr.max().item()!r})."
             )
         idx.append(arr.astype(np.int64))
     if idx[0].shape != idx[1].shape:

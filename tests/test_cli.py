@@ -63,6 +63,9 @@ def test_large_seeds_and_saving_into_new_folders(tmp_path, tiny_prior):
     for seed in (0, 4295, 2**32 - 1):
         assert 0 <= cli._chunk_seed(seed, 7) < 2**32
     assert cli._chunk_seed(3, 2) == 3 * 1_000_003 + 2   # the committed priors' seeds
+    assert cli._chunk_seed(3, 2, stride=7919) == 3 * 7919 + 2   # the shipped demo prior's
+    prior = cli.demo_prior(True, n_images=4, seed=2**32 - 1)   # overflowed from 542,353
+    assert prior.n_images_seen_ == 4
     np.save(tmp_path / "ti.npy", (np.random.default_rng(0).random((40, 30)) > 0.7) * 1.0)
     out = tmp_path / "new" / "folder" / "p.skv"
     assert cli.main(["train-prior", str(tmp_path / "ti.npy"), "--out", str(out), "--shape",

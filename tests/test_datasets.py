@@ -157,6 +157,17 @@ def test_extract_patches_reference_setup(shared_data):
                     & (pos[:, 1] < c + w) & (c < pos[:, 1] + 65)).any()
 
 
+def test_extract_patches_takes_an_array_of_windows():
+    image = np.random.default_rng(0).random((200, 100))
+    windows = [(10, 0, 9, 5), (50, 50, 10, 10)]
+    for exclude in (windows, np.array(windows), np.array(windows[:1]), None, ()):
+        crops, pos = extract_patches(image, (20, 10), 30, exclude=exclude, random_state=0,
+                                     return_positions=True)
+        for r, c, h, w in ([] if exclude is None else np.asarray(exclude).tolist()):
+            assert not np.any((pos[:, 0] < r + h) & (pos[:, 0] + 20 > r)
+                              & (pos[:, 1] < c + w) & (pos[:, 1] + 10 > c))
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(patch_shape=(300, 10)), "does not fit"),
     (dict(rows=(50, 40)), "rows"),

@@ -278,3 +278,11 @@ def test_float32_sensors_on_the_edge(make):
     # beyond rounding it is still an error
     with pytest.raises(ValueError, match="outside the grid"):
         op.traveltimes(s, rays + [0, 0, 1e-5, 0])
+    # within it, the point is moved onto the edge (no operator sees it outside): the
+    # same times as the ray from the edge, also with a far-off origin
+    far = Grid2D((12, 6), spacing=0.1, origin=(1000.3, 20.7))
+    edge = crosshole(far, far.extent[2] + np.array([0.05, 0.35]))
+    outside = edge - [0.99e-6 * far.spacing, 0, 0, 0]
+    np.testing.assert_array_equal(make(far).validate_rays(outside), edge)
+    np.testing.assert_array_equal(make(far).traveltimes(s, outside),
+                                  make(far).traveltimes(s, edge))

@@ -590,19 +590,45 @@ def test_growing_schedules_within_range(tiny_prior, survey, data):
     assert np.all(inv.history_.reg_weight == 0.0)
 
 
-@pytest.mark.parametrize("n_jobs", [1, 2])
-def test_verbose_logs_reach_this_process(tiny_prior, survey, data, caplog, n_jobs):
-    # chunks run in joblib workers send their progress records back to the caller
+@pytest.mark.parametrize("backend", ["in-process", "loky", "threading"])
+def test_verbose_logs_reach_this_process(tiny_prior, survey, data, caplog, backend):
+    # chunks in worker processes send their progress records back to the caller; in
+    # threads they log directly; either way each epoch line arrives once
+    from joblib import parallel_config
+
     grid, rays = survey
     inv = LatentInverter(tiny_prior, StraightRay(grid), n_starts=4, chunk_size=2,
-                         n_jobs=n_jobs, verbose=2, random_state=0, **FAST)
-    with caplog.at_level("INFO", logger="skvaeinv"):
+                         n_jobs=1 if backend == "in-process" else 2, verbose=2,
+                         random_state=0, **FAST)
+    package = logging.getLogger("skvaeinv")
+    with caplog.at_level("INFO", logger="skvaeinv"), parallel_config(
+            backend="loky" if backend == "in-process" else backend):
+        before = package.level, package.propagate, list(package.handlers)
         inv.fit(rays, data[2])
+        assert (package.level, package.propagate, package.handlers) == before
     lines = [r.getMessage() for r in caplog.records if r.name == "skvaeinv.engine"]
     for chunk in ("starts 0-1: ", "starts 2-3: "):
         epochs = [m for m in lines if m.startswith(chunk + "epoch ")]
         assert len(epochs) == FAST["epochs"], (chunk, lines)   # each epoch once
-    assert logging.getLogger("skvaeinv").level == logging.NOTSET   # left as it was
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_relayed_logs_follow_this_process_levels(tiny_prior, survey, data, caplog, n_jobs):
+    # a quieter engine logger here silences the workers' epoch lines too, and a louder
+    # one lets them through although the package logger is quiet
+    grid, rays = survey
+    inv = LatentInverter(tiny_prior, StraightRay(grid), n_starts=4, chunk_size=2,
+                         n_jobs=n_jobs, verbose=2, random_state=0, **FAST)
+    engine_logger = logging.getLogger("skvaeinv.engine")
+    for package_level, engine_level, expected in (("INFO", "WARNING", 0),
+                                                  ("WARNING", "INFO", 2 * FAST["epochs"])):
+        caplog.clear()
+        with caplog.at_level(package_level, logger="skvaeinv"), \
+                caplog.at_level(engine_level, logger="skvaeinv.engine"):
+            inv.fit(rays, data[2])
+        epochs = [r for r in caplog.records
+                  if r.name == engine_logger.name and "epoch " in r.getMessage()]
+        assert len(epochs) == expected, (package_level, engine_level, len(epochs))
 
 
 def test_empty_ensemble_warning_points_at_the_caller(tiny_prior, survey, data):

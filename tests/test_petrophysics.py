@@ -52,3 +52,12 @@ def test_check_petrophysics():
         check_petrophysics((0.1, 0.2, 0.3))
     with pytest.raises(ValueError, match="v_channel=-1"):
         check_petrophysics(LinearVelocity(v_channel=-1))
+
+
+def test_apply_numpy_leaves_the_callers_array_alone():
+    def in_place(m):
+        return m.mul_(2.0).add_(10.0)   # a mapping that writes into its input
+
+    m = np.full((1, 3, 2), 0.5, dtype=np.float32)
+    np.testing.assert_allclose(apply_numpy(in_place, m), 11.0)
+    np.testing.assert_array_equal(m, 0.5)

@@ -81,7 +81,7 @@ def test_rays_from_sensors():
     np.testing.assert_allclose(rays, [[0, 1, 5, 1.5], [0, 2, 5, 1.5]])
     with pytest.raises(ValueError, match="g_idx"):
         rays_from_sensors(sensors, [0], [3])
-    with pytest.raises(ValueError, match=r"s_idx holds indices outside \[0, 2\] \(min 0, "
+    with pytest.raises(ValueError, match=r"s_idx holds indices outside \[0, 2\] \(min 0.0, "
                                          r"max 1e\+30\)"):
         rays_from_sensors(sensors, [0, 1e30], [2, 2])   # reported as given, not cast
     with pytest.raises(ValueError, match="same length"):

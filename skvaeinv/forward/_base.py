@@ -146,7 +146,8 @@ class ForwardOperator(BaseEstimator):
         ----------
         rays : array-like of shape (n_rays, 4) or (4,)
             Columns ``xs, zs, xr, zr``; a single ray may be given as a 1-D array of 4
-            coordinates. Sources and receivers must lie within the grid extent.
+            coordinates. Sources and receivers must lie within the grid extent (up to
+            rounding, ``1e-6 * spacing``: such points are moved onto the edge).
 
         Returns
         -------
@@ -179,6 +180,12 @@ class ForwardOperator(BaseEstimator):
                 f"rays rows {_format_rows(np.flatnonzero(~inside))} have a source or "
                 f"receiver outside the grid extent {grid.extent} (x_min, x_max, z_min, z_max)."
             )
+        # points within Grid2D.contains' rounding tolerance beyond the edge are moved onto
+        # it, so no operator (or external backend) sees a point outside the grid
+        x0, x1, z0, z1 = grid.extent
+        lo, hi = np.array([x0, z0, x0, z0]), np.array([x1, z1, x1, z1])
+        if ((R < lo) | (R > hi)).any():
+            R = np.clip(R, lo, hi)
         return np.ascontiguousarray(R)
 
     # -- defaults for subclasses -------------------------------------------------------
