@@ -122,6 +122,40 @@ def test_invert_command(survey_files):
     assert np.ravel(np.load(d / "res2.npz")["history_lr"])[0] == pytest.approx(0.05)
 
 
+def test_invert_physics_and_schedule_options(tmp_path, tiny_prior):
+    # --nonlinear, --secondary-nodes, --spacing, --origin and the schedule flags reach
+    # the inversion: predictions are the bent-ray times of the saved model on that grid
+    from skvaeinv.forward import ShortestPath, StraightRay
+    from skvaeinv.petrophysics import LinearVelocity
+    from skvaeinv.survey import Grid2D, crosshole
+
+    grid = Grid2D((32, 16), spacing=0.2, origin=(1.0, 2.0))
+    rays = crosshole(grid, depths=2.0 + np.arange(0.3, 6.4, 0.6))
+    bent = ShortestPath(grid, secondary_nodes=1)
+    truth = tiny_prior.sample(1, random_state=4)[0]
+    np.save(tmp_path / "rays.npy", rays)
+    np.save(tmp_path / "tt.npy", bent.traveltimes(LinearVelocity()(truth), rays))
+    tiny_prior.save(tmp_path / "prior.skv")
+    out = tmp_path / "res.npz"
+    assert cli.main(["invert", "--prior", str(tmp_path / "prior.skv"), "--rays",
+                     str(tmp_path / "rays.npy"), "--traveltimes", str(tmp_path / "tt.npy"),
+                     "--out", str(out), "--nonlinear", "--secondary-nodes", "1",
+                     "--spacing", "0.2", "--origin", "1", "2", "--starts", "2",
+                     "--epochs", "4", "--batch-size", "25", "--lr", "0.02",
+                     "--lr-decay", "0.5", "--lr-step", "2", "--reg", "origin",
+                     "--reg-decay", "0.9", "--n-jobs", "1"]) == 0
+    res = np.load(out)
+    slowness = LinearVelocity()(res["model"].astype(np.float64))
+    np.testing.assert_allclose(res["predicted"], bent.traveltimes(slowness, rays), rtol=1e-6)
+    assert not np.allclose(res["predicted"], StraightRay(grid).traveltimes(slowness, rays),
+                           rtol=1e-3)
+    per_epoch = -(-len(rays) // 25)
+    epoch = np.repeat(np.arange(4), per_epoch)
+    np.testing.assert_allclose(res["history_lr"], 0.02 * 0.5 ** (epoch // 2))
+    np.testing.assert_allclose(res["history_reg_weight"],
+                               10.0 * 0.9 ** np.arange(4 * per_epoch), rtol=1e-6)
+
+
 @pytest.mark.parametrize("content, message", [
     ("xs,zs,xr,zr\n0,0.5,1.6,0.5\n0,abc,1.6,0.7\n", "line 3"),
     ("0,0.5,1.6,0.5\n0,0.5,1.6\n", "line 2: expected 4 column"),

@@ -165,7 +165,8 @@ def test_off_node_sensors(backend):
     t = op.traveltimes(s, rays)
     dist = 2.0 * np.hypot(rays[:, 2] - rays[:, 0], rays[:, 3] - rays[:, 1])
     assert (t >= dist - 1e-12).all()
-    np.testing.assert_allclose(t[:3], dist[:3], rtol=0.02)
+    # above the straight time by no more than the graph's angular error
+    assert (t[:3] <= dist[:3] * (1 + ANGULAR_ERROR[3])).all()
     np.testing.assert_allclose(t[3:], dist[3:], rtol=1e-12)
     s = _hetero(grid, 1)
     t, J = op._traveltimes_and_jacobian(s.ravel(), op.validate_rays(rays))

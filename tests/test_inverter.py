@@ -641,3 +641,13 @@ def test_empty_ensemble_warning_points_at_the_caller(tiny_prior, survey, data):
     with pytest.warns(UserWarning, match="the ensemble is empty") as record:
         inv.ensemble(1e-6)
     assert record[0].filename == __file__
+
+
+def test_lr_step_reaches_the_schedule(tiny_prior, survey, data):
+    grid, rays = survey
+    inv = LatentInverter(tiny_prior, StraightRay(grid), n_starts=1, random_state=0,
+                         **{**FAST, "epochs": 5, "lr_step": 2, "lr_decay": 0.5})
+    inv.fit(rays, data[2])
+    h = inv.history_
+    np.testing.assert_array_equal(h.epoch, np.repeat(np.arange(5), len(rays) // 32))
+    np.testing.assert_allclose(h.lr, FAST["lr"] * 0.5 ** (h.epoch // 2))

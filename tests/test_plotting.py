@@ -27,6 +27,8 @@ def test_plot_survey(tmp_path):
     fig = plotting.plot_survey(grid, rays, model=np.random.default_rng(0).random((20, 10)))
     ax = fig.axes[0]
     assert len(ax.lines) == len(rays) + 2          # rays, sources, receivers
+    # the model lies under the survey in metres, depth downwards: extent x0, x1, z1, z0
+    assert list(ax.images[0].get_extent()) == [0.0, 5.0, 10.0, 0.0]
     assert ax.get_ylim()[0] > ax.get_ylim()[1]     # depth grows downwards
     _saved(fig, tmp_path / "survey.png")
     # max_rays caps the ray lines, spread over the survey (first and last included)
@@ -88,9 +90,15 @@ def test_plot_ensemble_and_inversion(tmp_path, tiny_prior):
     fig = plotting.plot_ensemble(ens, grid=grid, truth=truth)
     assert [ax.get_title() for ax in fig.axes[:4:1] if ax.get_title()][0] == "truth"
     _saved(fig, tmp_path / "ensemble.png")
-    # a fitted inverter stands for its ensemble at its own threshold
+    # a fitted inverter stands for its ensemble at its own threshold; each panel shows
+    # its own array, upright on the grid
     fig = plotting.plot_ensemble(inv, grid=grid)
-    np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), inv.ensemble_mean_)
+    panels = [ax for ax in fig.axes if ax.images]
+    for ax, expected in zip(panels, (inv.ensemble_mean_, inv.channel_probability_,
+                                     inv.ensemble_std_)):
+        np.testing.assert_array_equal(ax.images[0].get_array(), expected)
+        assert list(ax.images[0].get_extent()) == [0.0, 1.6, 3.2, 0.0]
+    assert len(panels) == 3
     plt.close(fig)
     fig = plotting.plot_inversion(inv, truth=truth, threshold=np.inf)
     titles = [ax.get_title() for ax in fig.axes]

@@ -200,7 +200,12 @@ def test_reference_architecture_shapes():
     assert p.encoder_.padded_shape == (129, 65)      # no padding: exactly the study's net
     assert p.decoder_.bottleneck == (256, 6, 2)
     n_params = sum(q.numel() for q in p.decoder_.parameters())
-    assert n_params == 2_294_049
+    # the design note's decoder, counted by hand: Linear(20->512) and Linear(512->3072)
+    # with biases, ConvTranspose 256->128 (k4), 128->64 (k4), 64->32 (k5) without bias,
+    # 32->1 (k5) with its bias; instance norms have no weights
+    expected = ((20 * 512 + 512) + (512 * 3072 + 3072) + 256 * 128 * 16 + 128 * 64 * 16
+                + 64 * 32 * 25 + (32 * 25 + 1))
+    assert n_params == expected == 2_294_049
     assert p.inverse_transform(np.zeros((1, 20))).shape == (1, 129, 65)
 
 
@@ -559,3 +564,48 @@ def test_divergence_message_fits_the_precision(tiny_images):
     p = VAEPrior(**{**TINY_PRIOR_KW, "lr": 1e30, "epochs": 2, "random_state": 0})
     with pytest.raises(FloatingPointError, match=r"diverged \(loss=nan\).*; lower lr\.$"):
         p.fit(tiny_images[:16])   # already float32: no advice to switch to it
+
+
+def test_loss_terms_follow_the_design_note(tiny_prior, tiny_images):
+    # sum over batch and pixels of squared error; mean over batch and latent dims of
+    # the Gaussian KL to N(0, I): written out here in float64 from the networks' outputs
+    x = torch.tensor(tiny_images[:5], dtype=torch.float32)
+    eps = torch.randn((5, tiny_prior.latent_dim), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        sse, kl = tiny_prior._loss_terms(x, eps)
+        mean, logvar = (t.double().numpy() for t in tiny_prior.encoder_(x))
+        z = torch.tensor(mean + eps.double().numpy() * np.exp(0.5 * logvar),
+                         dtype=torch.float32)
+        recon = tiny_prior.decoder_(z).double().numpy()
+    np.testing.assert_allclose(float(sse), ((recon - tiny_images[:5]) ** 2).sum(), rtol=1e-5)
+    np.testing.assert_allclose(float(kl), np.mean(0.5 * (mean**2 + np.exp(logvar) - 1 - logvar)),
+                               rtol=1e-5)
+
+
+def test_score_samples_is_minus_the_deterministic_loss(tiny_prior, tiny_images):
+    import copy
+
+    X = tiny_images[:6]
+    with torch.no_grad():
+        mean, logvar = (t.double().numpy() for t in tiny_prior.encoder_(
+            torch.tensor(X, dtype=torch.float32)))
+    kl = np.mean(0.5 * (mean**2 + np.exp(logvar) - 1 - logvar), axis=1)   # per image
+    expected = -(tiny_prior.reconstruction_error(X) + tiny_prior.beta * kl)
+    np.testing.assert_allclose(tiny_prior.score_samples(X), expected, rtol=1e-5)
+    other = copy.deepcopy(tiny_prior).set_params(beta=tiny_prior.beta + 10.0)
+    np.testing.assert_allclose(tiny_prior.score_samples(X) - other.score_samples(X), 10 * kl,
+                               rtol=1e-4)
+    assert tiny_prior.score(X) == pytest.approx(np.mean(expected), rel=1e-5)
+
+
+def test_sample_draws_codes_from_the_standard_normal(tiny_prior):
+    z = tiny_prior._sample_latents(20000, np.random.RandomState(0), "normal")
+    d = tiny_prior.latent_dim
+    assert z.shape == (20000, d)
+    np.testing.assert_allclose(z.mean(axis=0), 0, atol=0.03)
+    np.testing.assert_allclose(np.cov(z.T), np.eye(d), atol=0.04)
+    # and sample() decodes exactly such draws
+    np.testing.assert_array_equal(
+        tiny_prior.sample(3, random_state=5),
+        tiny_prior.inverse_transform(tiny_prior._sample_latents(3, np.random.RandomState(5),
+                                                                "normal")))
