@@ -58,6 +58,37 @@ def test_seed_outside_numpys_range_is_a_usage_error(command, seed, capsys):
     assert ("outside [0, 2**32 - 1]" if seed != "x" else "invalid int value: 'x'") in err
 
 
+def test_train_prior_options_reach_the_prior_and_the_crops(tmp_path, monkeypatch):
+    import skvaeinv.datasets
+
+    calls = []
+    real = skvaeinv.datasets.extract_patches
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(skvaeinv.datasets, "extract_patches", recording)
+    np.save(tmp_path / "ti.npy", (np.random.default_rng(0).random((80, 60)) > 0.7) * 1.0)
+    out = tmp_path / "p.skv"
+    assert cli.main(["train-prior", str(tmp_path / "ti.npy"), "--out", str(out), "--shape",
+                     "20", "12", "--rows", "5:70", "--exclude", "30,10,15,20",
+                     "--exclude=-5,0,10,10", "--n-images", "12", "--chunk", "6",
+                     "--beta", "7.5", "--batch-size", "3", "--lr", "0.002",
+                     "--latent-dim", "2", "--base-channels", "2", "--hidden-units", "4",
+                     "--device", "cpu", "--precision", "float32", "--seed", "3"]) == 0
+    assert [c["rows"] for c in calls] == [(5, 70)] * 2
+    assert [list(map(tuple, c["exclude"])) for c in calls] == \
+        [[(30, 10, 15, 20), (-5, 0, 10, 10)]] * 2
+    assert [c["random_state"] for c in calls] == [cli._chunk_seed(3, k) for k in range(2)]
+    from skvaeinv import VAEPrior
+
+    params = VAEPrior.load(out).get_params()
+    assert (params["beta"], params["batch_size"], params["lr"], params["random_state"]) == \
+        (7.5, 3, 0.002, 3)
+    assert VAEPrior.load(out).n_batches_ == 4   # 12 crops in batches of 3
+
+
 def test_large_seeds_and_saving_into_new_folders(tmp_path, tiny_prior):
     # every seed numpy takes works (seed * 1_000_003 + chunk overflowed 2**32 before)
     for seed in (0, 4295, 2**32 - 1):
