@@ -45,26 +45,23 @@ from skvaeinv.datasets import extract_patches, load_training_image  # noqa: E402
 log = logging.getLogger("train_prior")
 
 
+def _by_lag(images: np.ndarray, max_lag: int, axis: int, pair_mean) -> np.ndarray:
+    """``pair_mean(m(u), m(u + h))`` over all pixel pairs at lags h = 0..max_lag along
+    ``axis`` (1 = z, 2 = x)."""
+    n = images.shape[axis]
+    return np.asarray([float(pair_mean(np.take(images, np.arange(0, n - h), axis=axis),
+                                       np.take(images, np.arange(h, n), axis=axis)))
+                       for h in range(max_lag + 1)])
+
+
 def two_point(images: np.ndarray, max_lag: int, axis: int) -> np.ndarray:
     """P(m(u) = 1 and m(u + h) = 1) for lags h = 0..max_lag along ``axis`` (1 = z, 2 = x)."""
-    out = []
-    n = images.shape[axis]
-    for h in range(max_lag + 1):
-        a = np.take(images, np.arange(0, n - h), axis=axis)
-        b = np.take(images, np.arange(h, n), axis=axis)
-        out.append(float((a * b).mean()))
-    return np.asarray(out)
+    return _by_lag(images, max_lag, axis, lambda a, b: (a * b).mean())
 
 
 def variogram(images: np.ndarray, max_lag: int, axis: int) -> np.ndarray:
     """Indicator variogram ``0.5 E[(m(u) - m(u + h))^2]`` for lags h = 0..max_lag."""
-    out = []
-    n = images.shape[axis]
-    for h in range(max_lag + 1):
-        a = np.take(images, np.arange(0, n - h), axis=axis)
-        b = np.take(images, np.arange(h, n), axis=axis)
-        out.append(float(0.5 * ((a - b) ** 2).mean()))
-    return np.asarray(out)
+    return _by_lag(images, max_lag, axis, lambda a, b: 0.5 * ((a - b) ** 2).mean())
 
 
 def throughput(precision: str, n_batches: int, seed: int, patches: np.ndarray,
