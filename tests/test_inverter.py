@@ -289,8 +289,9 @@ def test_init_vectors(tiny_prior, survey, data):
     ("complex_init", ValueError, "Complex data not supported: init must be real"),
     ("grad_init", ValueError, r"init could not be converted.*tensor.detach\(\)"),
     ("duck_forward", InvalidParameterError, "'forward' parameter .*ForwardOperator"),
-    ("reg_decay", ValueError, "reg_decay=2.0 makes the regularisation weight grow beyond "
-                              "the float32 range within the run's 24 iterations"),
+    ("reg_decay", ValueError, r"reg_decay=2.0 makes the regularisation weight grow beyond "
+                              r"the float32 range \(max 3.402823e\+38\) within the run's 24 "
+                              r"iterations \(it would reach 1.677722e\+40\)"),
     ("lr_decay", ValueError, "lr_decay=1e\\+30 makes the learning rate grow"),
 ])
 def test_bad_inputs(tiny_prior, survey, data, case, error, match):
