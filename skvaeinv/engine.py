@@ -667,7 +667,9 @@ def run_latent_sgd(
                     batch_sse = batch_sse.detach()
                     if not linear and tracked:
                         sse = (w * (forward(s.detach(), None) - y_t) ** 2).sum(1)
-                    ok = s_ok & torch.isfinite(batch_sse) & torch.isfinite(grad).all(1)
+                    # (a finite z whose norm overflows float32 has diverged too)
+                    ok = (s_ok & torch.isfinite(batch_sse) & torch.isfinite(grad).all(1)
+                          & torch.isfinite(znorm.detach()))
                     if tracked:
                         ok &= torch.isfinite(sse)
                     newly = active & ~ok
@@ -695,7 +697,7 @@ def run_latent_sgd(
                         keep = active[:, None]
                         m_adam = torch.where(keep, m_new, m_adam)
                         v_adam = torch.where(keep, v_new, v_adam)
-                    ok = torch.isfinite(z_new).all(1)
+                    ok = torch.isfinite(torch.linalg.vector_norm(z_new, dim=1))   # and z
                     newly = active & ~ok
                     diverged_at = torch.where(newly, torch.full_like(diverged_at, it),
                                               diverged_at)

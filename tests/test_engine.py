@@ -242,6 +242,22 @@ def test_diverging_start_is_flagged_and_others_go_on(problem):
     np.testing.assert_allclose(alone.latents, res.latents[[0, 2]], rtol=1e-5, atol=1e-6)
 
 
+def test_overflowing_latent_norm_is_divergence(problem):
+    # a latent vector can stay finite while its norm overflows float32; with a saturating
+    # decoder and reg=None nothing else turns non-finite, yet the start has diverged
+    A = torch.as_tensor(problem["A"], dtype=torch.float32)
+
+    def decoder(z):
+        return 1.0 + torch.sigmoid(z @ A.T)
+
+    z0 = np.array([[0.1, 0.2, -0.3], [3e38, 3e38, 0.0]])
+    res = run_latent_sgd(decoder, DenseForward(problem["K"]), problem["y"], z0, seeds(2),
+                         epochs=2, batch_size=10, lr=1e-3, reg=None)
+    np.testing.assert_array_equal(res.diverged, [False, True])
+    assert res.diverged_at[1] == 0 and np.isnan(res.history.z_norm[1]).all()
+    assert np.isfinite(res.history.z_norm[0]).all()
+
+
 def test_all_diverged_log_names_the_iteration(problem, caplog):
     def decoder(z):  # NaN image from the start: every start diverges at iteration 0
         return torch.full((z.shape[0], problem["K"].shape[1]), math.nan) + 0 * z.sum()
