@@ -11,6 +11,7 @@ complete), never over an input file: on failure nothing is left behind.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import logging
 import numbers
@@ -18,7 +19,8 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +216,15 @@ def _seed(text: str) -> int:
     return value
 
 
+@contextlib.contextmanager
+def _fit_warned_of_empty_ensemble() -> Iterator[None]:
+    """Silence the empty-ensemble warning that ``fit`` has given once already."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="no start has a data RMSE",
+                                category=UserWarning)
+        yield
+
+
 def _save_npz(target: Path, **arrays: Any) -> None:
     tmp = _atomic_path(target)
     try:
@@ -344,7 +355,8 @@ def _cmd_invert(args: argparse.Namespace) -> int:
         raise InputError(str(exc)) from exc
     wall = time.perf_counter() - t0
     out = Path(args.out)
-    ens = inv.ensemble(args.threshold)  # the same starts as inv.accepted_
+    with _fit_warned_of_empty_ensemble():
+        ens = inv.ensemble(args.threshold)  # the same starts as inv.accepted_
     _save_npz(out, model=inv.model_, models=inv.models_, latents=inv.latents_,
               data_rmse=inv.data_rmse_, best_index=inv.best_index_,
               predicted=inv.predict(rays), accepted=ens.accepted,
@@ -357,8 +369,9 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     if args.figure:
         from skvaeinv.plotting import plot_inversion
 
-        _save_figure(plot_inversion(inv, grid=grid, threshold=args.threshold),
-                     Path(args.figure))
+        with _fit_warned_of_empty_ensemble():
+            fig = plot_inversion(inv, grid=grid, threshold=args.threshold)
+        _save_figure(fig, Path(args.figure))
     print(f"{args.starts} starts, {inv.n_iter_} iterations, {wall:.1f} s; best data RMSE "
           f"{inv.data_rmse_[inv.best_index_]:.4g} ns; accepted {ens.n_accepted}; "
           f"wrote {out}" + (f" and {args.figure}" if args.figure else ""))

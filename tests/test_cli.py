@@ -278,9 +278,10 @@ def _invert_args(d, out, *extra, tt="tt.csv"):
 def test_invert_threshold_reaches_the_result_and_figure(survey_files, capsys):
     d, rays, tt = survey_files
     out, fig = d / "res.npz", d / "fig.png"
-    with pytest.warns(UserWarning, match="ensemble is empty"):
+    with pytest.warns(UserWarning, match="ensemble is empty") as record:
         assert cli.main(_invert_args(d, out, "--threshold", "1e-9", "--figure",
                                      str(fig))) == 0
+    assert len([w for w in record if "ensemble is empty" in str(w.message)]) == 1   # once
     assert "accepted 0" in capsys.readouterr().out
     res = np.load(out)
     assert res["accepted"].size == 0 and np.isnan(res["ensemble_mean"]).all()
