@@ -39,14 +39,15 @@ def _cpu_flags() -> set[str]:
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64")
                     or not Path("/proc/cpuinfo").is_file(),
                     reason="the check reads the x86 flags of /proc/cpuinfo")
-def test_native_bfloat16_follows_the_cpu_flags():
+def test_native_bfloat16_follows_the_cpu_flags(monkeypatch):
     # oneDNN's bfloat16 kernels need AVX-512 (avx512_core: F, BW, VL, DQ); AVX2-only
     # processors (e.g. AMD Zen 3) get torch's slow reference kernels
     flags = _cpu_flags()
     assert has_native_bfloat16("cpu") == ("avx512bw" in flags)
     assert has_native_bfloat16(CPU) == has_native_bfloat16("cpu")
     # the package's own device values work; bad ones say what is wrong
-    if not torch.cuda.is_available():
+    with monkeypatch.context() as m:   # "auto" is the CPU where there is no GPU
+        m.setattr(torch.cuda, "is_available", lambda: False)
         assert has_native_bfloat16("auto") == has_native_bfloat16(None) == ("avx512bw" in flags)
     with pytest.raises(ValueError, match="not a valid torch device"):
         has_native_bfloat16("gpu-please")

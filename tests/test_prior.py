@@ -328,13 +328,14 @@ def test_fit_bad_input(X, match):
         VAEPrior(epochs=1, **TINY_PRIOR_KW).fit(X)
 
 
-def test_bad_parameters_and_device():
+def test_bad_parameters_and_device(monkeypatch):
     X = np.zeros((4, 32, 16))
     with pytest.raises(ValueError, match="latent_dim"):
         VAEPrior(latent_dim=0).fit(X)
     with pytest.raises(ValueError, match="precision"):
         VAEPrior(precision="float16").fit(X)
-    if not torch.cuda.is_available():
+    with monkeypatch.context() as m:   # a machine without a GPU, also on one with
+        m.setattr(torch.cuda, "is_available", lambda: False)
         with pytest.raises(ValueError, match="CUDA is not available"):
             VAEPrior(device="cuda", **{k: v for k, v in TINY_PRIOR_KW.items()
                                        if k != "device"}).fit(X)
@@ -453,11 +454,12 @@ def test_network_size_changed_after_fit(tiny_prior, tiny_images, tmp_path, param
                                   tiny_prior.sample(2, random_state=0))
 
 
-def test_load_device_override_and_damaged_files(tiny_prior, tmp_path):
+def test_load_device_override_and_damaged_files(tiny_prior, tmp_path, monkeypatch):
     tiny_prior.save(tmp_path / "p.skv")
     with pytest.raises(ValueError, match="not a valid torch device"):
         VAEPrior.load(tmp_path / "p.skv", device="gpu-please")
-    if not torch.cuda.is_available():
+    with monkeypatch.context() as m:   # a machine without a GPU, also on one with
+        m.setattr(torch.cuda, "is_available", lambda: False)
         with pytest.raises(ValueError, match="CUDA is not available"):
             VAEPrior.load(tmp_path / "p.skv", device="cuda")
         # the saved parameter names a GPU: the prior loads on the CPU, with a warning
