@@ -610,9 +610,13 @@ class LatentInverter(RegressorMixin, BaseEstimator):
                         break
             else:
                 parallel = Parallel(n_jobs=min(n_jobs, len(chunks)), return_as="generator")
-                for res, records in parallel(jobs):
-                    _relay(records)
-                    results.append(res)
+                try:
+                    for res, records in parallel(jobs):
+                        _relay(records)
+                        results.append(res)
+                except Exception as exc:
+                    _relay(getattr(exc, "_skvaeinv_log_records", []))
+                    raise
         except KeyboardInterrupt:
             if not results:
                 raise
@@ -889,9 +893,14 @@ def _fit_chunk(decoder: torch.nn.Module, operator: Any, rays: np.ndarray, y: np.
         # fit resolved ``precision`` and warned already, in the caller's process
         warnings.simplefilter("ignore", SlowPrecisionWarning)
         forward = TorchForward(operator, rays, device=dev, dtype=torch.float32)
-        result = run_latent_sgd(decoder, forward, y, z0, rngs, petrophysics=petrophysics,
-                                sample_weight=w, device=dev, log_prefix=log_prefix,
-                                **settings)
+        try:
+            result = run_latent_sgd(decoder, forward, y, z0, rngs,
+                                    petrophysics=petrophysics, sample_weight=w, device=dev,
+                                    log_prefix=log_prefix, **settings)
+        except Exception as exc:   # the records so far travel with the error
+            if records:
+                exc._skvaeinv_log_records = list(records)
+            raise
     return result, records
 
 

@@ -613,6 +613,33 @@ def test_verbose_logs_reach_this_process(tiny_prior, survey, data, caplog, backe
         assert len(epochs) == FAST["epochs"], (chunk, lines)   # each epoch once
 
 
+class _FailingVelocity(LinearVelocity):
+    """The reference mapping, until its ``after``-th call in the inversion."""
+
+    def __init__(self, after=12):
+        super().__init__()
+        self.after, self.calls = after, 0
+
+    def __call__(self, m):
+        if isinstance(m, torch.Tensor) and m.requires_grad:   # the inversion's calls
+            self.calls += 1
+            if self.calls > self.after:
+                raise RuntimeError("physics code crashed")
+        return super().__call__(m)
+
+
+def test_a_failing_worker_still_sends_its_logs(tiny_prior, survey, data, caplog):
+    grid, rays = survey   # 256 rays in batches of 32: 8 iterations an epoch
+    inv = LatentInverter(tiny_prior, StraightRay(grid), petrophysics=_FailingVelocity(12),
+                         n_starts=4, chunk_size=2, n_jobs=2, verbose=2, random_state=0,
+                         **FAST)
+    with caplog.at_level("INFO", logger="skvaeinv"), \
+            pytest.raises(RuntimeError, match="physics code crashed"):
+        inv.fit(rays, data[2])
+    lines = [r.getMessage() for r in caplog.records if r.name == "skvaeinv.engine"]
+    assert any(m.startswith("starts ") and "epoch 1/3" in m for m in lines), lines
+
+
 @pytest.mark.parametrize("n_jobs", [1, 2])
 def test_relayed_logs_follow_this_process_levels(tiny_prior, survey, data, caplog, n_jobs):
     # a quieter engine logger here silences the workers' epoch lines too, and a louder
