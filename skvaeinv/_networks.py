@@ -21,6 +21,7 @@ the rewritten form would be slower, so it is used only under the compiler.
 
 from __future__ import annotations
 
+import importlib
 import math
 
 import torch
@@ -106,6 +107,17 @@ def conv_transpose_one_channel(x: torch.Tensor, conv: nn.ConvTranspose2d) -> tor
     return out
 
 
+def _compiling_check():
+    """``torch.compiler.is_compiling`` (torch >= 2.3), or its older home in torch._dynamo."""
+    check = getattr(torch.compiler, "is_compiling", None)
+    if check is None:  # torch 2.1-2.2
+        check = importlib.import_module("torch._dynamo").is_compiling
+    return check
+
+
+_is_compiling = _compiling_check()
+
+
 def run_layers(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     """Run ``layers`` on ``x``, in the fusable form when :func:`torch.compile` traces it.
 
@@ -124,7 +136,7 @@ def run_layers(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     -------
     torch.Tensor
     """
-    if not torch.compiler.is_compiling():
+    if not _is_compiling():
         return layers(x)
     x = x.contiguous(memory_format=torch.channels_last)
     mods = list(layers)

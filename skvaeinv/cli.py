@@ -698,15 +698,18 @@ def run() -> int:
     """Entry point of the ``skvaeinv`` console script and ``python -m skvaeinv``.
 
     The command line owns its process, so it first keeps freed memory for reuse
-    (:func:`skvaeinv.runtime.tune_allocator`) and selects matplotlib's file-only
-    ``Agg`` backend unless ``MPLBACKEND`` is set, then runs :func:`main`.
+    (:func:`skvaeinv.runtime.tune_allocator`, unless the user set glibc's
+    ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_`` already: theirs win) and
+    selects matplotlib's file-only ``Agg`` backend unless ``MPLBACKEND`` is set, then
+    runs :func:`main`.
 
     Returns
     -------
     int
         The exit code of :func:`main`.
     """
-    tune_allocator()
+    if not {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"} & set(os.environ):
+        tune_allocator()
     os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files, never to a screen
     return main()
 

@@ -261,9 +261,11 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         self.image_shape_ = tuple(int(s) for s in image_shape)
         seed = int(rng.randint(0, 2**31 - 1))
         # Initialise weights from our own seed without leaving a trace in torch's
-        # global generator (no global state).
+        # global generators (no global state): the modules are built on the CPU, so only
+        # its generator is seeded (torch.manual_seed would reseed every GPU's too) and
+        # restored after.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)
             kw = dict(latent_dim=self.latent_dim, base_channels=self.base_channels,
                       hidden_units=self.hidden_units)
             self.encoder_ = Encoder(self.image_shape_, **kw).to(self.device_)

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+import skvaeinv._networks as networks
 from skvaeinv._networks import (Decoder, Encoder, conv_transpose_one_channel,
                                 instance_norm_relu, run_layers)
 
@@ -75,7 +76,7 @@ def test_fused_path_equals_eager_networks(shape, monkeypatch):
     mean_ref, logvar_ref = enc(x)
     img_ref = dec(z)
     (gz_ref,) = torch.autograd.grad(img_ref.sum(), z)
-    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    monkeypatch.setattr(networks, "_is_compiling", lambda: True)
     mean, logvar = enc(x)
     img = dec(z)
     (gz,) = torch.autograd.grad(img.sum(), z)
@@ -83,6 +84,15 @@ def test_fused_path_equals_eager_networks(shape, monkeypatch):
     torch.testing.assert_close(logvar, logvar_ref, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(img, img_ref, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(gz, gz_ref, rtol=1e-4, atol=1e-5)
+
+
+def test_compiling_check_works_before_torch_2_3(monkeypatch):
+    # torch.compiler.is_compiling arrived in torch 2.3; 2.1-2.2 have torch._dynamo's
+    import torch._dynamo
+
+    assert networks._compiling_check() is torch.compiler.is_compiling
+    monkeypatch.delattr(torch.compiler, "is_compiling")
+    assert networks._compiling_check() is torch._dynamo.is_compiling
 
 
 def test_run_layers_eager_is_the_sequential():

@@ -124,12 +124,17 @@ def test_same_random_state_same_outputs(tiny_images):
     assert not np.allclose(a.transform(tiny_images[:5]), c.transform(tiny_images[:5]))
 
 
-def test_fit_does_not_touch_global_torch_rng(tiny_images):
+def test_fit_does_not_touch_global_torch_rng(tiny_images, monkeypatch):
+    reseeded = []   # GPU generators: torch.manual_seed would reseed them all
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda s: reseeded.append(s))
+    monkeypatch.setattr(torch.mps, "manual_seed", lambda s: reseeded.append(s))
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
+    reseeded.clear()
     VAEPrior(epochs=1, random_state=0, **TINY_PRIOR_KW).fit(tiny_images[:32])
     np.testing.assert_array_equal(torch.rand(3).numpy(), expected.numpy())
+    assert reseeded == []
 
 
 def test_partial_fit_continues(tiny_images):

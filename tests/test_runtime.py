@@ -91,3 +91,10 @@ def test_console_script_entry_tunes_only_its_own_process(monkeypatch):
     with pytest.raises(SystemExit):
         cli.run()
     assert calls == [1]
+    # the user's own malloc settings win
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):
+        with monkeypatch.context() as m:
+            m.setenv(name, "0")
+            with pytest.raises(SystemExit):
+                cli.run()
+    assert calls == [1]
