@@ -85,6 +85,8 @@ def test_console_script_entry_tunes_only_its_own_process(monkeypatch):
     calls = []
     monkeypatch.setattr(cli, "tune_allocator", lambda: calls.append(1) or True)
     monkeypatch.setattr(sys, "argv", ["skvaeinv", "--version"])
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):   # a fresh process's
+        monkeypatch.delenv(name, raising=False)
     with pytest.raises(SystemExit):
         cli.main(["--version"])
     assert calls == []
