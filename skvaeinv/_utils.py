@@ -264,10 +264,11 @@ def load_plain_npy(path: Any, what: str, *, keep_dtype: bool = False) -> np.ndar
     """
     try:
         arr = np.load(path, allow_pickle=False)
-        if arr.dtype.kind not in "biufc":
+        if arr.dtype.kind == "c":
+            as_real_array(arr, f"{what} file {str(path)!r}")   # raises its complex error
+        if arr.dtype.kind not in "biuf":
             raise ValueError(f"its dtype is {arr.dtype}, not a number type")
-        values = as_real_array(arr, f"{what} file {str(path)!r}")
-        return arr if keep_dtype else values
+        return arr if keep_dtype else arr.astype(np.float64)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"{what} file {str(path)!r} is not a plain numeric .npy array: "
                          f"{exc}") from exc
