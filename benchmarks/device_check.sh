@@ -51,6 +51,6 @@ step sgd_speed_cuda_1000 90 $PY benchmarks/sgd_speed.py --device cuda --starts 1
   --precisions bfloat16 --compile eager --ref-iterations 100 --nl-iterations 0 \
   --name sgd_speed_cuda_1000
 step sgd_speed_cuda_nonlinear 120 $PY benchmarks/sgd_speed.py --device cuda --n-jobs -1 --skip-linear \
-  --nl-batching random source --nl-backends $NLB --name sgd_speed_cuda_nonlinear
+  --nl-batching source random --nl-backends $NLB --name sgd_speed_cuda_nonlinear
 tar czf "$OUTDIR/results.tgz" benchmarks/results/*cuda* 2>/dev/null
 echo "== total $(( $(date +%s) - t0 )) s"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -14,6 +16,7 @@ __all__ = [
     "resolve_device",
     "resolve_dtype",
     "autocast_context",
+    "ieee_float32",
     "as_real_array",
     "check_finite",
     "int_pair",
@@ -165,6 +168,49 @@ def autocast_context(device: torch.device, precision: str):
     if dtype is None:
         return torch.autocast(device_type=device.type, enabled=False)
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def ieee_float32(device: torch.device) -> Iterator[None]:
+    """Full IEEE float32 convolutions on a CUDA ``device`` inside the block (no TF32).
+
+    torch lets cuDNN run float32 convolutions on TF32 tensor cores by default. TF32 keeps
+    10 mantissa bits, so ``precision="float32"`` on a GPU would silently be a coarser
+    arithmetic than on the CPU, and GPU results would differ from CPU ones by far more
+    than float32 rounding. Inside this block cuDNN's convolutions are plain float32;
+    torch's settings are restored on leaving it, exceptions included. Matrix products
+    follow torch's own setting (IEEE unless ``torch.set_float32_matmul_precision`` chose
+    otherwise), and the CPU is left alone.
+
+    The setting is process-wide: the block is meant for one thread driving the GPU at a
+    time, as :class:`~skvaeinv.VAEPrior` and the latent-SGD engine do.
+
+    Parameters
+    ----------
+    device : torch.device
+        The device that runs the arithmetic; only ``"cuda"`` changes anything.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    # torch >= 2.9 also keeps per-operator precision strings, which the older flag
+    # rewrites (not back to what they were): save and restore them too
+    leaves = [leaf for leaf in (getattr(cudnn, "conv", None), getattr(cudnn, "rnn", None))
+              if hasattr(leaf, "fp32_precision")]
+    saved = [leaf.fp32_precision for leaf in leaves]
+    try:
+        old = cudnn.allow_tf32
+    except RuntimeError:   # torch >= 2.9 after a mix of its two APIs: no single answer
+        old = None
+    cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        if old is not None:
+            cudnn.allow_tf32 = old
+        for leaf, value in zip(leaves, saved):
+            leaf.fp32_precision = value
 
 
 def as_real_array(values: Any, name: str, dtype: Any = np.float64) -> np.ndarray:

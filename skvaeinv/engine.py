@@ -65,7 +65,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from skvaeinv._utils import autocast_context, resolve_precision
+from skvaeinv._utils import autocast_context, ieee_float32, resolve_precision
 
 __all__ = ["chi_mean", "learning_rate", "reg_weight_at", "SGDHistory", "EngineResult",
            "run_latent_sgd"]
@@ -511,7 +511,9 @@ def run_latent_sgd(
     precision : {"float32", "bfloat16", "auto"}, default="float32"
         Autocast precision of the decoder; petrophysics, forward and cost are float32.
         "auto" is bfloat16 where ``device`` has native bfloat16 kernels, float32
-        elsewhere; "bfloat16" without them warns (emulated, 10-20x slower).
+        elsewhere; "bfloat16" without them warns (emulated, 10-20x slower). On a GPU
+        the run's float32 convolutions are full float32, not TF32
+        (``skvaeinv._utils.ieee_float32``).
     compile : bool, default=False
         Run the decoder through :func:`torch.compile` (in this process; a few seconds
         of compilation, then about 1.3-1.7x faster iterations for the study's network
@@ -636,99 +638,100 @@ def run_latent_sgd(
     bar = tqdm(total=n_total, desc=log_prefix.rstrip(": ") or "latent SGD", unit="it",
                leave=False, disable=not progress)
     try:
-        for epoch in range(epochs):
-            orders = torch.from_numpy(np.stack([epoch_order(rng) for rng in rngs])).to(dev)
-            lr_e = learning_rate(lr, lr_decay, lr_step, epoch)
-            for j in range(n_batches):
+        with ieee_float32(dev):   # no TF32 convolutions on a GPU
+            for epoch in range(epochs):
+                orders = torch.from_numpy(np.stack([epoch_order(rng) for rng in rngs])).to(dev)
+                lr_e = learning_rate(lr, lr_decay, lr_step, epoch)
+                for j in range(n_batches):
+                    lam = reg_weight_at(reg_weight, reg_decay, it)
+                    idx = orders[:, j * batch_size:(j + 1) * batch_size]
+                    tracked = linear or (it % track_every == 0)
+                    zr = z.detach().requires_grad_(True)
+                    x, s = decode(zr)
+                    # a non-finite model must not reach the forward operator (a CPU physics
+                    # code may reject the whole batch): its start is flagged below
+                    s_ok = torch.isfinite(s).all(1)
+                    s = torch.where(s_ok[:, None], s, torch.ones_like(s))
+                    if linear:
+                        r_all = forward(s, None) - y_t
+                        r_b = r_all.gather(1, idx)
+                        sse = (w * r_all.detach() ** 2).sum(1)
+                    else:
+                        r_b = forward(s, idx) - y_t[idx]
+                    w_b = w[idx]
+                    batch_sse = (w_b * r_b ** 2).sum(1)
+                    znorm = torch.linalg.vector_norm(zr, dim=1)
+                    reg_term = penalty(znorm)
+                    total = torch.where(active, batch_sse + lam * reg_term,
+                                        torch.zeros_like(batch_sse)).sum()
+                    (grad,) = torch.autograd.grad(total, zr)
+                    with torch.no_grad():
+                        reg_term = reg_term.detach()
+                        batch_sse = batch_sse.detach()
+                        if not linear and tracked:
+                            sse = (w * (forward(s.detach(), None) - y_t) ** 2).sum(1)
+                        # (a finite z whose norm overflows float32 has diverged too)
+                        ok = (s_ok & torch.isfinite(batch_sse) & torch.isfinite(grad).all(1)
+                              & torch.isfinite(znorm.detach()))
+                        if tracked:
+                            ok &= torch.isfinite(sse)
+                        newly = active & ~ok
+                        diverged_at = torch.where(newly, torch.full_like(diverged_at, it),
+                                                  diverged_at)
+                        active = active & ok
+                        # a batch whose weights are all zero has zero (weighted) misfit
+                        h_batch[it] = torch.where(
+                            active, torch.sqrt(batch_sse / w_b.sum(1).clamp_min(tiny)), nan)
+                        h_znorm[it] = torch.where(active, znorm.detach(), nan)
+                        if tracked:
+                            cost = track(it, zr.detach(), x.detach(), sse, reg_term, lam)
+                            h_data[it] = torch.where(active, torch.sqrt(sse / w_sum), nan)
+                            h_cost[it] = torch.where(active, cost, nan)
+                        # update
+                        if optimizer == "sgd":
+                            z_new = zr.detach() - lr_e * grad
+                        else:
+                            m_new = b1 * m_adam + (1 - b1) * grad
+                            v_new = b2 * v_adam + (1 - b2) * grad ** 2
+                            t = it + 1
+                            step = lr_e * (m_new / (1 - b1 ** t)) / (
+                                torch.sqrt(v_new / (1 - b2 ** t)) + adam_eps)
+                            z_new = zr.detach() - step
+                            keep = active[:, None]
+                            m_adam = torch.where(keep, m_new, m_adam)
+                            v_adam = torch.where(keep, v_new, v_adam)
+                        ok = torch.isfinite(torch.linalg.vector_norm(z_new, dim=1))   # and z
+                        newly = active & ~ok
+                        diverged_at = torch.where(newly, torch.full_like(diverged_at, it),
+                                                  diverged_at)
+                        active = active & ok
+                        z = torch.where(active[:, None], z_new, zr.detach())
+                    h_lr[it] = lr_e
+                    h_reg[it] = lam
+                    h_epoch[it] = epoch
+                    it += 1
+                    bar.update(1)
+                if progress:
+                    bar.set_postfix(best_rmse=f"{float(_best_rmse(best_sse, w_sum).min()):.3g}")
+                if log_every and (epoch + 1) % log_every == 0:
+                    _log_progress(log_prefix, epoch, epochs, it, lr_e, lam, best_sse, w_sum,
+                                  active)
+                if not bool(active.any()):
+                    logger.warning("%sall %d starts diverged (the last at iteration %d); "
+                                   "stopping.", log_prefix, n_starts, int(diverged_at.max()))
+                    break
+            # final iterate (after the last update)
+            with torch.no_grad():
                 lam = reg_weight_at(reg_weight, reg_decay, it)
-                idx = orders[:, j * batch_size:(j + 1) * batch_size]
-                tracked = linear or (it % track_every == 0)
-                zr = z.detach().requires_grad_(True)
-                x, s = decode(zr)
-                # a non-finite model must not reach the forward operator (a CPU physics
-                # code may reject the whole batch): its start is flagged below
+                x, s = decode(z)
                 s_ok = torch.isfinite(s).all(1)
                 s = torch.where(s_ok[:, None], s, torch.ones_like(s))
-                if linear:
-                    r_all = forward(s, None) - y_t
-                    r_b = r_all.gather(1, idx)
-                    sse = (w * r_all.detach() ** 2).sum(1)
-                else:
-                    r_b = forward(s, idx) - y_t[idx]
-                w_b = w[idx]
-                batch_sse = (w_b * r_b ** 2).sum(1)
-                znorm = torch.linalg.vector_norm(zr, dim=1)
-                reg_term = penalty(znorm)
-                total = torch.where(active, batch_sse + lam * reg_term,
-                                    torch.zeros_like(batch_sse)).sum()
-                (grad,) = torch.autograd.grad(total, zr)
-                with torch.no_grad():
-                    reg_term = reg_term.detach()
-                    batch_sse = batch_sse.detach()
-                    if not linear and tracked:
-                        sse = (w * (forward(s.detach(), None) - y_t) ** 2).sum(1)
-                    # (a finite z whose norm overflows float32 has diverged too)
-                    ok = (s_ok & torch.isfinite(batch_sse) & torch.isfinite(grad).all(1)
-                          & torch.isfinite(znorm.detach()))
-                    if tracked:
-                        ok &= torch.isfinite(sse)
-                    newly = active & ~ok
-                    diverged_at = torch.where(newly, torch.full_like(diverged_at, it),
-                                              diverged_at)
-                    active = active & ok
-                    # a batch whose weights are all zero has zero (weighted) misfit
-                    h_batch[it] = torch.where(
-                        active, torch.sqrt(batch_sse / w_b.sum(1).clamp_min(tiny)), nan)
-                    h_znorm[it] = torch.where(active, znorm.detach(), nan)
-                    if tracked:
-                        cost = track(it, zr.detach(), x.detach(), sse, reg_term, lam)
-                        h_data[it] = torch.where(active, torch.sqrt(sse / w_sum), nan)
-                        h_cost[it] = torch.where(active, cost, nan)
-                    # update
-                    if optimizer == "sgd":
-                        z_new = zr.detach() - lr_e * grad
-                    else:
-                        m_new = b1 * m_adam + (1 - b1) * grad
-                        v_new = b2 * v_adam + (1 - b2) * grad ** 2
-                        t = it + 1
-                        step = lr_e * (m_new / (1 - b1 ** t)) / (
-                            torch.sqrt(v_new / (1 - b2 ** t)) + adam_eps)
-                        z_new = zr.detach() - step
-                        keep = active[:, None]
-                        m_adam = torch.where(keep, m_new, m_adam)
-                        v_adam = torch.where(keep, v_new, v_adam)
-                    ok = torch.isfinite(torch.linalg.vector_norm(z_new, dim=1))   # and z
-                    newly = active & ~ok
-                    diverged_at = torch.where(newly, torch.full_like(diverged_at, it),
-                                              diverged_at)
-                    active = active & ok
-                    z = torch.where(active[:, None], z_new, zr.detach())
-                h_lr[it] = lr_e
-                h_reg[it] = lam
-                h_epoch[it] = epoch
-                it += 1
-                bar.update(1)
-            if progress:
-                bar.set_postfix(best_rmse=f"{float(_best_rmse(best_sse, w_sum).min()):.3g}")
-            if log_every and (epoch + 1) % log_every == 0:
-                _log_progress(log_prefix, epoch, epochs, it, lr_e, lam, best_sse, w_sum,
-                              active)
-            if not bool(active.any()):
-                logger.warning("%sall %d starts diverged (the last at iteration %d); "
-                               "stopping.", log_prefix, n_starts, int(diverged_at.max()))
-                break
-        # final iterate (after the last update)
-        with torch.no_grad():
-            lam = reg_weight_at(reg_weight, reg_decay, it)
-            x, s = decode(z)
-            s_ok = torch.isfinite(s).all(1)
-            s = torch.where(s_ok[:, None], s, torch.ones_like(s))
-            sse = (w * (forward(s, None) - y_t) ** 2).sum(1)
-            ok = s_ok & torch.isfinite(sse)
-            diverged_at = torch.where(active & ~ok, torch.full_like(diverged_at, it),
-                                      diverged_at)
-            active = active & ok
-            track(it, z, x, sse, penalty(torch.linalg.vector_norm(z, dim=1)), lam)
+                sse = (w * (forward(s, None) - y_t) ** 2).sum(1)
+                ok = s_ok & torch.isfinite(sse)
+                diverged_at = torch.where(active & ~ok, torch.full_like(diverged_at, it),
+                                          diverged_at)
+                active = active & ok
+                track(it, z, x, sse, penalty(torch.linalg.vector_norm(z, dim=1)), lam)
     except KeyboardInterrupt:
         interrupted = True
         bar.close()

@@ -236,7 +236,9 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         slower than float32, and ``fit`` warns
         (``skvaeinv.runtime.SlowPrecisionWarning``). "auto": bfloat16 where the device
         has native kernels, float32 elsewhere (results then depend on the machine).
-        Petrophysics, forward and costs are always float32.
+        Petrophysics, forward and costs are always float32. On a GPU, float32
+        convolutions are full float32, not torch's default TF32, so GPU and CPU runs
+        agree to float32 rounding (torch's setting is restored after ``fit``).
     compile : bool, default=False
         Compile the decoder with :func:`torch.compile` in every process that runs
         starts: a few seconds of compilation per process, then about 1.3-1.7x faster

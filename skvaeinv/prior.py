@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from skvaeinv._networks import Decoder, Encoder
-from skvaeinv._utils import (as_real_array, autocast_context, check_finite, int_pair,
+from skvaeinv._utils import (as_real_array, autocast_context, check_finite, ieee_float32, int_pair,
                              resolve_device, resolve_precision)
 
 __all__ = ["VAEPrior"]
@@ -78,7 +78,8 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         slower than float32, and fitting warns (``skvaeinv.runtime.SlowPrecisionWarning``).
         "auto" trains in bfloat16 where the device has native kernels
         (:func:`skvaeinv.runtime.has_native_bfloat16`) and in float32 elsewhere, so its
-        results depend on the machine.
+        results depend on the machine. On a GPU, float32 convolutions (training and
+        inference) are full float32, not torch's default TF32 (restored afterwards).
     compile : bool, default=False
         Compile the training step with :func:`torch.compile`; the layers then run in a
         fusable form (see ``skvaeinv._networks.run_layers``) with the same function.
@@ -449,8 +450,9 @@ class VAEPrior(TransformerMixin, BaseEstimator):
             pbar = tqdm(total=epochs * X.shape[0], unit="img", desc="VAEPrior",
                         leave=False)
         try:
-            for _ in range(epochs):
-                self._run_epoch(X, pbar)
+            with ieee_float32(self.device_):   # no TF32 convolutions on a GPU
+                for _ in range(epochs):
+                    self._run_epoch(X, pbar)
         finally:
             if pbar is not None:
                 pbar.close()
@@ -481,9 +483,10 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         X = self._validate_images(X, reset=False)
         self.encoder_.eval()
         out = []
-        for sl in self._batches(X.shape[0]):
-            mean, _ = self.encoder_(torch.tensor(X[sl]).to(self.device_))
-            out.append(mean.float().cpu().numpy())
+        with ieee_float32(self.device_):
+            for sl in self._batches(X.shape[0]):
+                mean, _ = self.encoder_(torch.tensor(X[sl]).to(self.device_))
+                out.append(mean.float().cpu().numpy())
         return np.concatenate(out).astype(np.float64)
 
     @torch.no_grad()
@@ -504,9 +507,10 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         Z = self._validate_latents(Z)
         self.decoder_.eval()
         out = []
-        for sl in self._batches(Z.shape[0]):
-            out.append(self.decoder_(torch.tensor(Z[sl]).to(self.device_)).float().cpu()
-                       .numpy())
+        with ieee_float32(self.device_):
+            for sl in self._batches(Z.shape[0]):
+                out.append(self.decoder_(torch.tensor(Z[sl]).to(self.device_)).float()
+                           .cpu().numpy())
         return np.concatenate(out).astype(np.float64)
 
     def fit_latent_density(self, X: Any, n_components: int = 50,
@@ -620,13 +624,14 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         self.encoder_.eval()
         self.decoder_.eval()
         out = []
-        for sl in self._batches(X.shape[0]):
-            x = torch.tensor(X[sl]).to(self.device_)
-            mean, logvar = self.encoder_(x)
-            recon = self.decoder_(mean)
-            sse = ((recon - x) ** 2).sum(dim=(1, 2))
-            kl = (-0.5 * (1.0 + logvar - mean.pow(2) - logvar.exp())).mean(dim=1)
-            out.append((-(sse + self.beta * kl)).cpu().numpy())
+        with ieee_float32(self.device_):
+            for sl in self._batches(X.shape[0]):
+                x = torch.tensor(X[sl]).to(self.device_)
+                mean, logvar = self.encoder_(x)
+                recon = self.decoder_(mean)
+                sse = ((recon - x) ** 2).sum(dim=(1, 2))
+                kl = (-0.5 * (1.0 + logvar - mean.pow(2) - logvar.exp())).mean(dim=1)
+                out.append((-(sse + self.beta * kl)).cpu().numpy())
         return np.concatenate(out).astype(np.float64)
 
     def score(self, X: Any, y: None = None) -> float:

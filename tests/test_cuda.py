@@ -88,6 +88,28 @@ def test_cuda_prior_persists_and_moves_to_the_cpu(cuda_prior, tmp_path, no_tf32)
     np.testing.assert_allclose(out, expected, atol=1e-5)
 
 
+def test_float32_on_cuda_is_not_tf32(tiny_prior, survey, data, tmp_path):
+    """With torch's default (TF32 convolutions allowed), float32 stays float32."""
+    saved = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        tiny_prior.save(tmp_path / "p.skv")
+        on_gpu = VAEPrior.load(tmp_path / "p.skv", device="cuda")
+        Z = np.random.default_rng(0).standard_normal((64, 4))
+        np.testing.assert_allclose(on_gpu.inverse_transform(Z), tiny_prior.inverse_transform(Z),
+                                   atol=1e-5)
+        grid, rays = survey
+        kw = dict(n_starts=6, random_state=2, **SAME)
+        cpu = LatentInverter(tiny_prior, StraightRay(grid), device="cpu", **kw).fit(rays,
+                                                                                    data[2])
+        gpu = LatentInverter(tiny_prior, StraightRay(grid), device="cuda", **kw).fit(rays,
+                                                                                     data[2])
+        np.testing.assert_allclose(gpu.history_.data_rmse, cpu.history_.data_rmse, rtol=1e-3)
+        assert torch.backends.cudnn.allow_tf32 is True   # the user's setting, restored
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved
+
+
 def test_inversion_on_cuda_follows_the_cpu_one(tiny_prior, survey, data, no_tf32):
     grid, rays = survey
     kw = dict(n_starts=6, random_state=2, **SAME)

@@ -108,8 +108,9 @@ def test_prior_warns_at_the_callers_line(native, tiny_images):
 def test_inverter_warns_once_and_auto_matches(native, tiny_prior, survey, data, n_jobs):
     grid, rays = survey
     y = data[2]
+    # on the CPU, where runs are bit-for-bit repeatable (two CUDA runs differ by rounding)
     kw = dict(n_starts=4, chunk_size=2, epochs=2, batch_size=64, lr=1e-2, n_jobs=n_jobs,
-              random_state=0)
+              random_state=0, device="cpu")
     native(False)
     with pytest.warns(SlowPrecisionWarning) as record:
         LatentInverter(tiny_prior, StraightRay(grid), precision="bfloat16", **kw).fit(rays, y)
@@ -146,3 +147,147 @@ def test_engine_takes_auto(native, tiny_prior, survey, data, answer, same_as):
     with pytest.raises(ValueError, match="'auto'"):
         run_latent_sgd(decoder, forward, data[2], z0, [np.random.default_rng(0)] * 2,
                        petrophysics=slowness, epochs=1, batch_size=64, precision="half")
+
+
+# ---------------------------------------------------------------------- no TF32 on GPUs
+def _cudnn_state() -> tuple:
+    """Every form of torch's cuDNN float32 setting (the old flag can refuse to answer)."""
+    cudnn = torch.backends.cudnn
+    try:
+        flag = cudnn.allow_tf32
+    except RuntimeError:
+        flag = "mixed"
+    leaves = tuple(getattr(getattr(cudnn, name, None), "fp32_precision", None)
+                   for name in ("conv", "rnn"))
+    return flag, leaves, torch.backends.cuda.matmul.allow_tf32
+
+
+@pytest.fixture
+def restore_cudnn():
+    """Put torch's cuDNN and matmul settings back whatever a test does to them."""
+    cudnn = torch.backends.cudnn
+    leaves = [getattr(cudnn, n) for n in ("conv", "rnn")
+              if hasattr(getattr(cudnn, n, None), "fp32_precision")]
+    saved = [leaf.fp32_precision for leaf in leaves], cudnn.allow_tf32
+    matmul_precision = torch.get_float32_matmul_precision()
+    yield
+    cudnn.allow_tf32 = saved[1]
+    for leaf, value in zip(leaves, saved[0]):
+        leaf.fp32_precision = value
+    torch.set_float32_matmul_precision(matmul_precision)
+
+
+def _set_conv_ieee_new_api():
+    if not hasattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision"):
+        pytest.skip("this torch has no per-operator fp32_precision (torch < 2.9)")
+    torch.backends.cudnn.conv.fp32_precision = "ieee"
+
+
+@pytest.mark.parametrize("user_setting", [
+    lambda: None,                                                   # torch's default: TF32
+    lambda: setattr(torch.backends.cudnn, "allow_tf32", False),     # the user's own choice
+    lambda: torch.set_float32_matmul_precision("high"),             # TF32 matrix products
+    _set_conv_ieee_new_api,                                         # torch >= 2.9's API
+], ids=["default", "user-off", "matmul-high", "new-api"])
+def test_ieee_float32_switches_tf32_off_and_restores_everything(restore_cudnn, user_setting):
+    user_setting()
+    before = _cudnn_state()
+    matmul_precision = torch.get_float32_matmul_precision()
+    cuda = torch.device("cuda")   # only flags change: no GPU needed
+    with utils.ieee_float32(cuda):
+        assert torch.backends.cudnn.allow_tf32 is False
+        # matrix products keep the user's setting, and torch can still report it
+        assert torch.backends.cuda.matmul.allow_tf32 == before[2]
+        assert torch.get_float32_matmul_precision() == matmul_precision
+    assert _cudnn_state() == before
+    with pytest.raises(KeyError):   # restored when the block raises too
+        with utils.ieee_float32(cuda):
+            raise KeyError("boom")
+    assert _cudnn_state() == before
+
+
+def test_ieee_float32_leaves_the_cpu_alone(restore_cudnn):
+    torch.backends.cudnn.allow_tf32 = True
+    with utils.ieee_float32(CPU):
+        assert torch.backends.cudnn.allow_tf32 is True
+
+
+def seeds_of(n):
+    return [np.random.default_rng(i) for i in range(n)]
+
+
+class _Recorder:
+    """Stands in for ``ieee_float32``: records its devices and whether code runs inside."""
+
+    def __init__(self):
+        self.devices, self.depth = [], 0
+
+    def __call__(self, device):
+        import contextlib
+
+        @contextlib.contextmanager
+        def block():
+            self.devices.append(device)
+            self.depth += 1
+            try:
+                yield
+            finally:
+                self.depth -= 1
+        return block()
+
+
+def test_engine_runs_decoder_and_gradients_inside_ieee_float32(monkeypatch, tiny_prior,
+                                                                survey, data):
+    import skvaeinv.engine as engine
+    from skvaeinv.forward import TorchForward
+
+    rec = _Recorder()
+    monkeypatch.setattr(engine, "ieee_float32", rec)
+    seen = []
+
+    class Probe(torch.autograd.Function):   # records forward and backward passes
+        @staticmethod
+        def forward(ctx, x):
+            seen.append(("forward", rec.depth))
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            seen.append(("backward", rec.depth))
+            return g
+
+    decoder = tiny_prior.get_decoder("cpu")
+    grid, rays = survey
+    z0 = np.random.default_rng(3).standard_normal((2, tiny_prior.latent_dim))
+    run_latent_sgd(lambda z: Probe.apply(decoder(z)), TorchForward(StraightRay(grid), rays),
+                   data[2], z0, seeds_of(2), petrophysics=slowness, epochs=2, batch_size=64)
+    assert rec.devices == [CPU]
+    n_batches = -(-len(rays) // 64)
+    assert seen.count(("backward", 1)) == 2 * n_batches
+    assert ("forward", 1) in seen and ("backward", 0) not in seen
+    # only the decode of the final iterate's shape (after an interrupt) may be outside
+    assert seen.count(("forward", 0)) == 0
+
+
+def test_prior_runs_its_networks_inside_ieee_float32(monkeypatch, tiny_images):
+    import skvaeinv.prior as prior_module
+
+    rec = _Recorder()
+    monkeypatch.setattr(prior_module, "ieee_float32", rec)
+    prior = VAEPrior(epochs=1, random_state=0, **TINY_PRIOR_KW)
+    depths = []
+
+    def hook(module, args, output):
+        depths.append(rec.depth)
+
+    prior.fit(tiny_images[:40])
+    assert rec.devices == [prior.device_] and rec.depth == 0
+    prior.encoder_.register_forward_hook(hook)
+    prior.decoder_.register_forward_hook(hook)
+    prior.partial_fit(tiny_images[:40])
+    Z = prior.transform(tiny_images[:3])
+    prior.inverse_transform(Z)
+    prior.score_samples(tiny_images[:3])
+    prior.sample(2, random_state=0)
+    assert len(depths) >= 8 and set(depths) == {1}
+    assert len(rec.devices) == 6 and rec.depth == 0
