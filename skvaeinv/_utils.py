@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+import threading
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -35,6 +36,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     Returns
     -------
     torch.device
+        A CUDA device always with its index: ``"cuda"`` and ``"auto"`` mean the GPU
+        current at the call (:func:`torch.cuda.current_device`), so modules and tensors
+        stay on one GPU even if the current one changes later.
 
     Raises
     ------
@@ -43,7 +47,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         available on this machine.
     """
     if device is None or (isinstance(device, str) and device == "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        device = "cuda"
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
@@ -63,6 +69,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
                 f"device={device!r} was requested but only {torch.cuda.device_count()} "
                 "CUDA device(s) exist."
             )
+        if dev.index is None:   # the GPU current now, kept even if the current one changes
+            dev = torch.device("cuda", torch.cuda.current_device())
     elif dev.type == "mps":
         if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
             raise ValueError(
@@ -93,7 +101,9 @@ def has_native_bfloat16(device: str | torch.device = "cpu") -> bool:
     Returns
     -------
     bool
-        CUDA: :func:`torch.cuda.is_bf16_supported`. CPU: whether oneDNN has bfloat16
+        CUDA: whether that GPU's compute capability is 8.0 or newer (older GPUs
+        emulate bfloat16, which :func:`torch.cuda.is_bf16_supported` counts as supported
+        by default). CPU: whether oneDNN has bfloat16
         kernels for this processor (AVX-512 or newer); on AVX2-only CPUs torch falls back
         to reference kernels, 10-20x slower than float32 for the study's network.
         Devices or torch builds that cannot tell count as True.
@@ -105,8 +115,8 @@ def has_native_bfloat16(device: str | torch.device = "cpu") -> bool:
     """
     device = resolve_device(device)
     try:
-        if device.type == "cuda":
-            return bool(torch.cuda.is_bf16_supported())
+        if device.type == "cuda":   # native from Ampere (8.0) on; older GPUs emulate it
+            return torch.cuda.get_device_properties(device).major >= 8
         if device.type == "cpu":
             return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
@@ -170,47 +180,88 @@ def autocast_context(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-@contextlib.contextmanager
-def ieee_float32(device: torch.device) -> Iterator[None]:
-    """Full IEEE float32 convolutions on a CUDA ``device`` inside the block (no TF32).
+# ieee_float32 changes torch's process-wide cuDNN setting: the first block to enter (in
+# any thread) saves and sets it, the last to leave restores it
+_TF32_LOCK = threading.Lock()
+_tf32_state: dict[str, Any] = {"depth": 0, "saved": None}
 
-    torch lets cuDNN run float32 convolutions on TF32 tensor cores by default. TF32 keeps
-    10 mantissa bits, so ``precision="float32"`` on a GPU would silently be a coarser
-    arithmetic than on the CPU, and GPU results would differ from CPU ones by far more
-    than float32 rounding. Inside this block cuDNN's convolutions are plain float32;
-    torch's settings are restored on leaving it, exceptions included. Matrix products
-    follow torch's own setting (IEEE unless ``torch.set_float32_matmul_precision`` chose
-    otherwise), and the CPU is left alone.
 
-    The setting is process-wide: the block is meant for one thread driving the GPU at a
-    time, as :class:`~skvaeinv.VAEPrior` and the latent-SGD engine do.
+def _effective_conv_precision(cudnn: Any) -> str | None:
+    """cuDNN's float32 convolution precision after inheritance (torch >= 2.9), else None."""
+    conv = getattr(cudnn, "conv", None)
+    if not hasattr(conv, "fp32_precision"):
+        return None
+    for value in (conv.fp32_precision, getattr(cudnn, "fp32_precision", "none"),
+                  getattr(torch.backends, "fp32_precision", "none")):
+        if value != "none":
+            return value
+    return "ieee"
 
-    Parameters
-    ----------
-    device : torch.device
-        The device that runs the arithmetic; only ``"cuda"`` changes anything.
-    """
-    if device.type != "cuda":
-        yield
-        return
+
+def _switch_tf32_off() -> tuple:
     cudnn = torch.backends.cudnn
-    # torch >= 2.9 also keeps per-operator precision strings, which the older flag
-    # rewrites (not back to what they were): save and restore them too
     leaves = [leaf for leaf in (getattr(cudnn, "conv", None), getattr(cudnn, "rnn", None))
               if hasattr(leaf, "fp32_precision")]
-    saved = [leaf.fp32_precision for leaf in leaves]
+    saved_leaves = [(leaf, leaf.fp32_precision) for leaf in leaves]
     try:
         old = cudnn.allow_tf32
     except RuntimeError:   # torch >= 2.9 after a mix of its two APIs: no single answer
         old = None
     cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        if old is not None:
-            cudnn.allow_tf32 = old
-        for leaf, value in zip(leaves, saved):
-            leaf.fp32_precision = value
+    # torch >= 2.9: the old flag leaves the operators' own setting at "none", which
+    # inherits a "tf32" set on cuDNN or on torch.backends with the newer API
+    if _effective_conv_precision(cudnn) == "tf32":
+        for leaf in leaves:
+            leaf.fp32_precision = "ieee"
+    return old, saved_leaves
+
+
+def _restore_tf32(saved: tuple) -> None:
+    old, saved_leaves = saved
+    if old is not None:
+        torch.backends.cudnn.allow_tf32 = old
+    for leaf, value in saved_leaves:
+        leaf.fp32_precision = value
+
+
+@contextlib.contextmanager
+def ieee_float32(device: torch.device) -> Iterator[None]:
+    """Plain float32 arithmetic on ``device`` inside the block: no TF32, no outer autocast.
+
+    - On CUDA, torch lets cuDNN run float32 convolutions on TF32 tensor cores by default.
+      TF32 keeps 10 mantissa bits, so ``precision="float32"`` on a GPU would silently be
+      a coarser arithmetic than on the CPU, and GPU results would differ from CPU ones
+      by far more than float32 rounding. Inside the block cuDNN's convolutions are plain
+      float32 (whichever of torch's two APIs set TF32). The setting is process-wide:
+      while any thread is inside such a block, every thread's convolutions are float32;
+      the first block to enter saves torch's setting and the last to leave restores it,
+      exceptions included. Matrix products follow torch's own setting (IEEE unless
+      ``torch.set_float32_matmul_precision`` chose otherwise).
+    - On every device, an autocast region of the caller (``torch.autocast``) is switched
+      off in the block, so the package's float32 parts stay float32; its own bfloat16
+      decoding re-enables autocast inside (:func:`autocast_context`).
+
+    Parameters
+    ----------
+    device : torch.device
+        The device that runs the arithmetic.
+    """
+    with torch.autocast(device_type=device.type, enabled=False):
+        if device.type != "cuda":
+            yield
+            return
+        with _TF32_LOCK:
+            if _tf32_state["depth"] == 0:
+                _tf32_state["saved"] = _switch_tf32_off()
+            _tf32_state["depth"] += 1
+        try:
+            yield
+        finally:
+            with _TF32_LOCK:
+                _tf32_state["depth"] -= 1
+                if _tf32_state["depth"] == 0:
+                    _restore_tf32(_tf32_state["saved"])
+                    _tf32_state["saved"] = None
 
 
 def as_real_array(values: Any, name: str, dtype: Any = np.float64) -> np.ndarray:

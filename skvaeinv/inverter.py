@@ -550,7 +550,8 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         precision = resolve_precision(self.precision, device, stacklevel=3)
         latent_dim, image_shape = self._check_prior()
         # a copy: set_params on the parameter must not change a fitted inverter
-        petrophysics = copy.deepcopy(check_petrophysics(self.petrophysics, image_shape))
+        petrophysics = copy.deepcopy(check_petrophysics(self.petrophysics, image_shape,
+                                                        device))
         n_starts = int(self.n_starts)
 
         children = _seed_sequence(self.random_state).spawn(n_starts)
@@ -810,6 +811,11 @@ def _check_weights(sample_weight: Any, y: np.ndarray) -> np.ndarray:
     return w
 
 
+#: RuntimeErrors that say the device failed (out of memory, a CUDA error), not the shape
+_DEVICE_ERRORS = tuple(e for e in (getattr(torch, "OutOfMemoryError", None),
+                                   getattr(torch, "AcceleratorError", None)) if e is not None)
+
+
 def _check_decoder(decoder: Any, latent_dim: int, image_shape: tuple[int, int],
                    device: torch.device) -> None:
     """The prior's decoder maps ``(1, latent_dim)`` to ``(1, *image_shape)``."""
@@ -818,6 +824,8 @@ def _check_decoder(decoder: Any, latent_dim: int, image_shape: tuple[int, int],
             out = decoder(torch.zeros((1, latent_dim), device=device))
         shape = tuple(out.shape)
     except RuntimeError as exc:  # e.g. latent_dim changed after the prior was fitted
+        if isinstance(exc, _DEVICE_ERRORS):   # the device's own trouble: as it is
+            raise
         raise ValueError(
             f"the prior's decoder does not take latent vectors of size prior.latent_dim="
             f"{latent_dim} ({exc}); was the prior's latent_dim changed after fitting? "

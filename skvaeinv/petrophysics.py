@@ -177,8 +177,8 @@ class LinearVelocity:
     __hash__ = None  # mutable parameters
 
 
-def check_petrophysics(petrophysics: Any,
-                       image_shape: tuple[int, int] | None = None) -> Callable[[Any], Any]:
+def check_petrophysics(petrophysics: Any, image_shape: tuple[int, int] | None = None,
+                       device: Any = None) -> Callable[[Any], Any]:
     """Turn a ``petrophysics`` parameter into a callable facies → slowness.
 
     Parameters
@@ -191,13 +191,19 @@ def check_petrophysics(petrophysics: Any,
         differentiably. This one form is what the inversion, the check below and
         :func:`apply_numpy` (hence ``LatentInverter.predict``) call it with, so a mapping
         may vary in space (e.g. broadcast an ``(H, W)`` or ``(H, 1)`` field). The tensors
-        live on the inversion's device in the inversion and on the CPU in the check and
-        :func:`apply_numpy`: move any tensor of the mapping's own to ``m.device``.
+        live on the inversion's device in the inversion and on the CPU in the check (and
+        once on ``device``, when given) and in :func:`apply_numpy`: move any tensor of
+        the mapping's own to ``m.device``.
     image_shape : tuple of int, default=None
         When given, the mapping is also tried on a batch of three uniform facies images
         of this shape (all 0, all 0.5, all 1): it must return slowness of the same shape,
         finite and positive, or a ``ValueError`` says what it returned. This catches a
         wrong mapping before an inversion starts.
+    device : str or torch.device, default=None
+        With ``image_shape``: where the inversion will run. For a device other than the
+        CPU the mapping is also tried there on one image, so that a tensor of its own
+        left on the CPU is reported now, with the fix, rather than by the first
+        iteration of the inversion.
 
     Returns
     -------
@@ -213,8 +219,31 @@ def check_petrophysics(petrophysics: Any,
     h = _as_mapping(petrophysics)
     if image_shape is not None:
         # on a copy: a mapping with state (e.g. a call counter) is not advanced by it
-        _probe(copy.deepcopy(h), petrophysics, tuple(int(n) for n in image_shape))
+        shape = tuple(int(n) for n in image_shape)
+        _probe(copy.deepcopy(h), petrophysics, shape)
+        if device is not None and torch.device(device).type != "cpu":
+            _probe_device(copy.deepcopy(h), petrophysics, shape, torch.device(device))
     return h
+
+
+def _probe_device(h: Callable[[Any], Any], given: Any, image_shape: tuple[int, int],
+                  device: torch.device) -> None:
+    """Run ``h`` once on ``device``: its output must be a tensor there."""
+    m = torch.full((1, *image_shape), 0.5, dtype=torch.float32, device=device)
+    try:
+        with torch.no_grad():
+            s = h(m)
+    except Exception as exc:
+        raise ValueError(
+            f"petrophysics={given!r} failed on a batch of facies images on {device} "
+            f"(the inversion's device): {exc}. A mapping gets its facies on the "
+            "inversion's device; move any tensor of its own there (e.g. "
+            "`field.to(m.device)`).") from exc
+    if not isinstance(s, torch.Tensor) or s.device != m.device:
+        where = s.device if isinstance(s, torch.Tensor) else type(s).__name__
+        raise ValueError(
+            f"petrophysics={given!r} returned its slowness on {where} for facies on "
+            f"{device}; it must return a tensor on the facies' device, differentiably.")
 
 
 def _probe(h: Callable[[Any], Any], given: Any, image_shape: tuple[int, int]) -> None:

@@ -91,10 +91,12 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         Seed for weight initialisation, batch order and the reparameterisation noise.
         With an int, CPU runs are repeatable bit for bit at the same number of torch
         threads (another thread count sums in another order: results then agree to
-        float32 rounding, ~1e-6, not bit for bit). On CUDA the same draws are
-        made, but cuDNN may pick convolution algorithms that round differently from
-        call to call: decoded images agree to float32 rounding (~1e-7), not bit for
-        bit, and training, which accumulates such differences, is not repeatable.
+        float32 rounding, ~1e-6, not bit for bit). On CUDA the initial weights and
+        the batch order are the CPU's, but the reparameterisation noise comes from the
+        GPU's generator (other numbers for the same seed), and cuDNN may pick
+        convolution algorithms that round differently from call to call: decoded
+        images agree to float32 rounding (~1e-7), not bit for bit, and training, which
+        accumulates such differences, is not repeatable.
     verbose : int, default=0
         If > 0, show a progress bar with the running loss.
 
@@ -684,6 +686,10 @@ class VAEPrior(TransformerMixin, BaseEstimator):
             Module mapping a float32 tensor ``(B, latent_dim)`` to ``(B, H, W)`` in
             [0, 1], in eval mode, with ``requires_grad=False`` on every weight (gradients
             flow to the input only). Picklable, so it can travel to joblib workers.
+            It runs under the caller's torch settings: on a GPU, torch's default lets
+            cuDNN use TF32 for its float32 convolutions (unlike :meth:`inverse_transform`
+            and :class:`~skvaeinv.LatentInverter`); set
+            ``torch.backends.cudnn.allow_tf32 = False`` for full float32.
         """
         self._check_fitted()
         dev = resolve_device(device)

@@ -195,3 +195,54 @@ def test_sparse_kernel_takes_half_precision_slowness():
         got = bridge(s.to(dtype))
         assert got.dtype == dtype
         torch.testing.assert_close(got.float(), expected, rtol=2e-2, atol=0)
+
+
+class _BentRays(StraightRay):
+    """A nonlinear user operator: straight rays whose kernel grows with the slowness,
+    counting what it is asked for."""
+
+    is_linear = False
+
+    def __init__(self, grid):
+        super().__init__(grid)
+        self.asked = {"jacobian": 0, "times": 0}
+
+    def _jacobian(self, slowness, rays):
+        self.asked["jacobian"] += 1
+        return super()._jacobian(None, rays).multiply(1.0 + 0.01 * slowness).tocsr()
+
+    def _traveltimes(self, S, rays):
+        self.asked["times"] += 1
+        K = super()._jacobian(None, rays)
+        return np.stack([K.multiply(1.0 + 0.01 * s) @ s for s in S])
+
+
+@pytest.mark.parametrize("make_op", [lambda: ShortestPath(GRID, secondary_nodes=2),
+                                     lambda: _BentRays(GRID)], ids=["shortest", "user"])
+def test_nonlinear_times_without_gradient_skip_the_jacobian(make_op, monkeypatch):
+    op = make_op()
+    fwd = TorchForward(op, RAYS, dtype=torch.float64)
+    S = _slowness(2).requires_grad_(True)
+    idx = torch.tensor([[0, 4, 8], [1, 1, 2]])
+    with_grad = [fwd(S, idx), fwd(S)]
+    if isinstance(op, ShortestPath):
+        asked = []
+        run = op._run
+        monkeypatch.setattr(op, "_run", lambda *a, jacobian: asked.append(jacobian)
+                            or run(*a, jacobian=jacobian))
+    else:
+        op.asked.update(jacobian=0, times=0)
+    with torch.no_grad():
+        no_grad = [fwd(S, idx), fwd(S)]
+    plain = [fwd(S.detach(), idx), fwd(S.detach())]
+    for a, b, c in zip(with_grad, no_grad, plain):
+        assert a.requires_grad and not b.requires_grad and not c.requires_grad
+        np.testing.assert_allclose(b.numpy(), a.detach().numpy(), rtol=1e-12)
+        np.testing.assert_allclose(c.numpy(), a.detach().numpy(), rtol=1e-12)
+    if isinstance(op, ShortestPath):
+        assert asked and not any(asked)            # every search without the Jacobian
+    else:
+        assert op.asked["jacobian"] == 0 and op.asked["times"] > 0
+    with pytest.raises(ValueError, match="start 1 has"):   # the slowness check stays
+        with torch.no_grad():
+            fwd(torch.cat([S.detach()[:1], -S.detach()[1:]]), idx)

@@ -679,3 +679,19 @@ def test_lr_step_reaches_the_schedule(tiny_prior, survey, data):
     h = inv.history_
     np.testing.assert_array_equal(h.epoch, np.repeat(np.arange(5), len(rays) // 32))
     np.testing.assert_allclose(h.lr, FAST["lr"] * 0.5 ** (h.epoch // 2))
+
+
+def test_decoder_check_passes_device_failures_through():
+    from skvaeinv.inverter import _check_decoder
+
+    def out_of_memory(z):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(torch.OutOfMemoryError, match="out of memory"):
+        _check_decoder(out_of_memory, 4, (32, 16), torch.device("cpu"))
+
+    def wrong_size(z):   # a shape error is still the prior's latent size
+        return torch.nn.Linear(3, 512)(z)
+
+    with pytest.raises(ValueError, match="latent_dim=4"):
+        _check_decoder(wrong_size, 4, (32, 16), torch.device("cpu"))

@@ -61,3 +61,27 @@ def test_apply_numpy_leaves_the_callers_array_alone():
     m = np.full((1, 3, 2), 0.5, dtype=np.float32)
     np.testing.assert_allclose(apply_numpy(in_place, m), 11.0)
     np.testing.assert_array_equal(m, 0.5)
+
+
+def test_check_on_another_device_names_a_tensor_left_on_the_cpu():
+    """(torch's "meta" device stands in for a GPU: it mixes with CPU tensors no better.)"""
+    field = torch.linspace(1.0, 2.0, 8)[:, None]   # a depth trend, left on the CPU
+
+    def depth_trend(m):
+        return (12.5 + 4.0 * m) * field
+
+    check_petrophysics(depth_trend, (8, 4))                       # fine on the CPU
+    check_petrophysics(depth_trend, (8, 4), device="cpu")
+    with pytest.raises(ValueError, match=r"on meta .*move any tensor .*m\.device"):
+        check_petrophysics(depth_trend, (8, 4), device="meta")
+
+    def moved(m):
+        return (12.5 + 4.0 * m) * field.to(m.device)
+
+    check_petrophysics(moved, (8, 4), device="meta")
+
+    def back_on_cpu(m):
+        return (12.5 + 4.0 * m.cpu()) if m.device.type == "cpu" else torch.ones(m.shape)
+
+    with pytest.raises(ValueError, match="returned its slowness on cpu for facies on meta"):
+        check_petrophysics(back_on_cpu, (8, 4), device="meta")

@@ -166,35 +166,40 @@ def _cudnn_state() -> tuple:
 def restore_cudnn():
     """Put torch's cuDNN and matmul settings back whatever a test does to them."""
     cudnn = torch.backends.cudnn
-    leaves = [getattr(cudnn, n) for n in ("conv", "rnn")
-              if hasattr(getattr(cudnn, n, None), "fp32_precision")]
-    saved = [leaf.fp32_precision for leaf in leaves], cudnn.allow_tf32
+    holders = [h for h in (torch.backends, cudnn, getattr(cudnn, "conv", None),
+                           getattr(cudnn, "rnn", None)) if hasattr(h, "fp32_precision")]
+    saved = [h.fp32_precision for h in holders], cudnn.allow_tf32
     matmul_precision = torch.get_float32_matmul_precision()
     yield
     cudnn.allow_tf32 = saved[1]
-    for leaf, value in zip(leaves, saved[0]):
-        leaf.fp32_precision = value
+    for holder, value in zip(holders, saved[0]):
+        holder.fp32_precision = value
     torch.set_float32_matmul_precision(matmul_precision)
 
 
-def _set_conv_ieee_new_api():
-    if not hasattr(getattr(torch.backends.cudnn, "conv", None), "fp32_precision"):
-        pytest.skip("this torch has no per-operator fp32_precision (torch < 2.9)")
-    torch.backends.cudnn.conv.fp32_precision = "ieee"
+def _new_api(holder, value):
+    def set_it():
+        obj = eval(holder, {"torch": torch})
+        if not hasattr(obj, "fp32_precision"):
+            pytest.skip("this torch has no fp32_precision settings (torch < 2.9)")
+        obj.fp32_precision = value
+    return set_it
 
 
 @pytest.mark.parametrize("user_setting", [
     lambda: None,                                                   # torch's default: TF32
     lambda: setattr(torch.backends.cudnn, "allow_tf32", False),     # the user's own choice
     lambda: torch.set_float32_matmul_precision("high"),             # TF32 matrix products
-    _set_conv_ieee_new_api,                                         # torch >= 2.9's API
-], ids=["default", "user-off", "matmul-high", "new-api"])
+    _new_api("torch.backends.cudnn.conv", "ieee"),                  # torch >= 2.9's API
+    _new_api("torch.backends.cudnn", "tf32"),                       # inherited by conv
+], ids=["default", "user-off", "matmul-high", "new-api", "new-api-parent"])
 def test_ieee_float32_switches_tf32_off_and_restores_everything(restore_cudnn, user_setting):
     user_setting()
     before = _cudnn_state()
     matmul_precision = torch.get_float32_matmul_precision()
     cuda = torch.device("cuda")   # only flags change: no GPU needed
     with utils.ieee_float32(cuda):
+        assert utils._effective_conv_precision(torch.backends.cudnn) in (None, "ieee")
         assert torch.backends.cudnn.allow_tf32 is False
         # matrix products keep the user's setting, and torch can still report it
         assert torch.backends.cuda.matmul.allow_tf32 == before[2]
@@ -291,3 +296,69 @@ def test_prior_runs_its_networks_inside_ieee_float32(monkeypatch, tiny_images):
     prior.sample(2, random_state=0)
     assert len(depths) >= 8 and set(depths) == {1}
     assert len(rec.devices) == 6 and rec.depth == 0
+
+
+def test_an_outer_autocast_does_not_reach_the_package(tiny_prior, survey, data):
+    """float32 stays float32 inside a caller's ``torch.autocast`` region."""
+    from skvaeinv.forward import TorchForward
+
+    grid, rays = survey
+    z0 = np.random.default_rng(3).standard_normal((2, tiny_prior.latent_dim))
+    Z = np.random.default_rng(4).standard_normal((3, tiny_prior.latent_dim))
+    runs = {}
+    for outer in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=outer):
+            images = tiny_prior.inverse_transform(Z)
+            codes = tiny_prior.transform(images)
+            fwd = TorchForward(StraightRay(grid), rays, kernel="dense")
+            res = run_latent_sgd(tiny_prior.get_decoder("cpu"), fwd, data[2], z0, seeds_of(2),
+                                 petrophysics=slowness, epochs=2, batch_size=64)
+        runs[outer] = images, codes, res.final_latents, res.data_rmse
+    for a, b in zip(runs[False], runs[True]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_ieee_float32_blocks_in_two_threads_restore_once_both_left(restore_cudnn):
+    """A enters, B enters, A leaves (B still inside: float32), B leaves (restored)."""
+    torch.backends.cudnn.allow_tf32 = True
+    cuda = torch.device("cuda")
+    a, b = utils.ieee_float32(cuda), utils.ieee_float32(cuda)
+    a.__enter__()
+    b.__enter__()
+    a.__exit__(None, None, None)
+    assert torch.backends.cudnn.allow_tf32 is False
+    b.__exit__(None, None, None)
+    assert torch.backends.cudnn.allow_tf32 is True
+    with utils.ieee_float32(cuda):   # and the next block starts afresh
+        assert torch.backends.cudnn.allow_tf32 is False
+    assert torch.backends.cudnn.allow_tf32 is True
+
+
+@pytest.mark.parametrize("major, native", [(7, False), (8, True), (9, True)])
+def test_native_bfloat16_on_cuda_asks_that_gpu(monkeypatch, major, native):
+    import types
+
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+
+    def properties(device):
+        asked.append(torch.device(device))
+        return types.SimpleNamespace(major=major if torch.device(device).index == 1 else 9)
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", properties)
+    # torch's own answer counts emulation as support: it must not be what decides
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert has_native_bfloat16("cuda:1") is native
+    assert asked == [torch.device("cuda", 1)]
+
+
+def test_cuda_without_index_is_the_current_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert utils.resolve_device("cuda") == torch.device("cuda", 1)
+    assert utils.resolve_device("auto") == torch.device("cuda", 1)
+    assert utils.resolve_device(torch.device("cuda")) == torch.device("cuda", 1)
+    assert utils.resolve_device("cuda:0") == torch.device("cuda", 0)

@@ -207,13 +207,17 @@ class ForwardOperator(BaseEstimator):
         return np.asarray(J @ slowness), J
 
     def _subset_evaluator(self, rays: np.ndarray):
-        """A function ``(s, idx) -> (t, J)`` for subsets ``idx`` of validated ``rays``.
+        """A function ``(s, idx, jacobian=True) -> (t, J)`` for subsets ``idx`` of ``rays``.
 
-        Used by the torch bridge for mini-batches. The default evaluates
-        ``rays[idx]`` from scratch; operators with per-survey set-up override it.
+        Used by the torch bridge for mini-batches (``rays`` are validated). With
+        ``jacobian=False`` only the times are needed and ``J`` is None. The default
+        evaluates ``rays[idx]`` from scratch; operators with per-survey set-up override it.
         """
 
-        def evaluate(s: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, sp.csr_matrix]:
+        def evaluate(s: np.ndarray, idx: np.ndarray, jacobian: bool = True
+                     ) -> tuple[np.ndarray, sp.csr_matrix | None]:
+            if not jacobian:
+                return self._traveltimes(s[None], rays[idx])[0], None
             return self._traveltimes_and_jacobian(s, rays[idx])
 
         return evaluate

@@ -69,27 +69,34 @@ def _csr(J: sp.csr_matrix, dtype: torch.dtype, device: torch.device) -> torch.Te
             size=J.shape, dtype=dtype, device=device, check_invariants=True)
 
 
+def _host_rows(slowness: torch.Tensor, bridge: TorchForward, ray_index: np.ndarray,
+               jacobian: bool) -> tuple[np.ndarray, list]:
+    """Times ``(B, k)`` of a nonlinear operator on the CPU, and the Jacobian blocks."""
+    B, k = ray_index.shape
+    S = slowness.detach().to("cpu", torch.float64).numpy()
+    bad = ~(np.isfinite(S) & (S > 0))
+    if bad.any():
+        starts, cells = np.nonzero(bad)
+        raise ValueError(
+            f"slowness must be finite and > 0 in every cell; start {starts[0]} has "
+            f"{float(S[starts[0], cells[0]])!r} in cell {cells[0]} "
+            f"({int(bad.sum())} bad value(s) in all).")
+    times = np.empty((B, k))
+    blocks = []
+    for b in range(B):
+        t_b, J_b = bridge._nonlinear_rows(S[b], ray_index[b], jacobian)
+        times[b] = t_b
+        blocks.append(J_b)
+    return times, blocks
+
+
 class _NonlinearTraveltimes(torch.autograd.Function):
     """Traveltimes of a nonlinear operator, computed on the CPU; backward ``J_b^T g_b``."""
 
     @staticmethod
     def forward(ctx: Any, slowness: torch.Tensor, bridge: TorchForward,
                 ray_index: np.ndarray) -> torch.Tensor:
-        B, k = ray_index.shape
-        S = slowness.detach().to("cpu", torch.float64).numpy()
-        bad = ~(np.isfinite(S) & (S > 0))
-        if bad.any():
-            starts, cells = np.nonzero(bad)
-            raise ValueError(
-                f"slowness must be finite and > 0 in every cell; start {starts[0]} has "
-                f"{float(S[starts[0], cells[0]])!r} in cell {cells[0]} "
-                f"({int(bad.sum())} bad value(s) in all).")
-        times = np.empty((B, k))
-        blocks = []
-        for b in range(B):
-            t_b, J_b = bridge._nonlinear_rows(S[b], ray_index[b])
-            times[b] = t_b
-            blocks.append(J_b)
+        times, blocks = _host_rows(slowness, bridge, ray_index, jacobian=True)
         # block-diagonal (B*k, B*N) Jacobian: one sparse product gives every J_b^T g_b
         J = sp.block_diag(blocks, format="coo")
         indices = torch.from_numpy(np.vstack([J.row, J.col]).astype(np.int64))
@@ -212,10 +219,11 @@ class TorchForward:
         return state
 
     # -- helpers ---------------------------------------------------------------------
-    def _nonlinear_rows(self, s: np.ndarray, idx: np.ndarray) -> tuple:
+    def _nonlinear_rows(self, s: np.ndarray, idx: np.ndarray, jacobian: bool = True
+                        ) -> tuple:
         if self._evaluate is None:
             self._evaluate = self.operator._subset_evaluator(self.rays)
-        return self._evaluate(s, np.asarray(idx))
+        return self._evaluate(s, np.asarray(idx), jacobian=jacobian)
 
     def _check(self, slowness: torch.Tensor, ray_index: Any) -> torch.Tensor | None:
         if not isinstance(slowness, torch.Tensor):
@@ -283,6 +291,10 @@ class TorchForward:
             idx_np = np.broadcast_to(np.arange(self.n_rays), (slowness.shape[0], self.n_rays))
         else:
             idx_np = idx.cpu().numpy()
+        if not (torch.is_grad_enabled() and slowness.requires_grad):
+            # no gradient wanted (e.g. the full-data cost): times only, no Jacobian rows
+            times, _ = _host_rows(slowness, self, idx_np, jacobian=False)
+            return torch.from_numpy(times).to(device=slowness.device, dtype=slowness.dtype)
         return _NonlinearTraveltimes.apply(slowness, self, idx_np)
 
     def full(self, slowness: torch.Tensor) -> torch.Tensor:

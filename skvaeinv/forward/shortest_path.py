@@ -583,8 +583,9 @@ class ShortestPath(ForwardOperator):
         if self._resolved_backend() != "ttcrpy":
             self._prepare(rays)  # set up once, before the first mini-batch
 
-        def evaluate(s: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, sp.csr_matrix]:
-            return self._run(s, rays, idx, jacobian=True)
+        def evaluate(s: np.ndarray, idx: np.ndarray, jacobian: bool = True
+                     ) -> tuple[np.ndarray, sp.csr_matrix | None]:
+            return self._run(s, rays, idx, jacobian=jacobian)
 
         return evaluate
 
