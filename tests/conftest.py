@@ -20,8 +20,11 @@ TINY_PRIOR_KW = dict(latent_dim=4, beta=50.0, batch_size=32, lr=3e-3, base_chann
 
 
 #: Marks a test that runs torch.compile on the CPU, which needs a C++ compiler.
-needs_cxx = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
-                               reason="torch.compile on the CPU needs a C++ compiler")
+needs_cxx = pytest.mark.skipif(
+    (shutil.which("g++") is None and shutil.which("c++") is None)
+    or not torch._dynamo.is_dynamo_supported(),
+    reason="torch.compile on the CPU needs a C++ compiler and a Python that this torch's "
+           "Dynamo supports")
 
 #: Devices to parametrize a test over; "cuda" is skipped where there is no GPU (CI).
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(

@@ -2,6 +2,7 @@
 
 
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -40,7 +41,8 @@ def test_random_starts_reach_the_level_of_the_true_code(tiny_prior, survey, data
     assert np.mean(inv.data_rmse_ <= 1.1 * ref_rmse) >= 0.8
     # the kept models look like the truth (channels at the right place)
     assert np.sqrt(np.mean((inv.model_ - truth) ** 2)) < 0.1
-    np.testing.assert_allclose(inv.predict(rays), y, atol=5 * ref_rmse)
+    # predict gives the best start's traveltimes: as close as the true code's run
+    assert np.sqrt(np.mean((inv.predict(rays) - y) ** 2)) <= 1.1 * ref_rmse
     assert inv.score(rays, y) == pytest.approx(-inv.data_rmse_[inv.best_index_], rel=1e-3)
 
 
@@ -133,9 +135,10 @@ def test_shortest_path_forward_inside_the_loop(tiny_prior, bent_data):
                                fwd.traveltimes(slowness(inv.model_), rays), rtol=1e-6)
 
 
-def test_idle_cores_go_to_the_shortest_path_operator(tiny_prior, bent_data):
+def test_idle_cores_go_to_the_shortest_path_operator(tiny_prior, bent_data, monkeypatch):
     from skvaeinv.inverter import _operator_with_spare_cores
 
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)   # the spare cores are capped by it
     grid, rays, sp, y = bent_data
     given = _operator_with_spare_cores(sp, 2)
     assert given is not sp and given.n_jobs == 2 and sp.n_jobs is None
@@ -380,14 +383,15 @@ def test_source_batching_with_shortest_path(tiny_prior, bent_data):
 def test_ring_radius_reaches_the_engine(tiny_prior, survey, data):
     grid, rays = survey
     y = data[2]
-    # a strong, non-decaying ring dominates the data: ||z|| ends at the chosen radius
-    kw = dict(n_starts=3, epochs=2, batch_size=64, lr=0.005, reg_weight=100.0, reg_decay=1.0,
+    # a strong, non-decaying ring dominates the data (lr * weight = 0.5: one step lands
+    # on the ring): ||z|| ends at the chosen radius, whatever the tiny prior
+    kw = dict(n_starts=3, epochs=2, batch_size=64, lr=5e-5, reg_weight=1e4, reg_decay=1.0,
               device="cpu", random_state=0)
     inv = LatentInverter(tiny_prior, StraightRay(grid), ring_radius=3.0, **kw).fit(rays, y)
-    np.testing.assert_allclose(inv.history_.z_norm[:, -1], 3.0, atol=0.25)
+    np.testing.assert_allclose(inv.history_.z_norm[:, -1], 3.0, atol=0.05)
     default = LatentInverter(tiny_prior, StraightRay(grid), **kw).fit(rays, y)
     np.testing.assert_allclose(default.history_.z_norm[:, -1],
-                               chi_mean(tiny_prior.latent_dim), atol=0.25)
+                               chi_mean(tiny_prior.latent_dim), atol=0.05)
     with pytest.raises(ValueError, match="ring_radius"):
         LatentInverter(tiny_prior, StraightRay(grid), ring_radius=-1.0, **kw).fit(rays, y)
 
@@ -518,7 +522,7 @@ def test_petrophysics_sees_one_form_everywhere(tiny_prior, survey, data):
 def test_grid_search_over_fitted_priors(tiny_prior, tiny_images, survey, data):
     grid, rays = survey
     other = VAEPrior(epochs=1, random_state=1, latent_dim=3, base_channels=4,
-                     hidden_units=16).fit(tiny_images[:50])
+                     hidden_units=16, device="cpu").fit(tiny_images[:50])
     inv = LatentInverter(tiny_prior, StraightRay(grid), n_starts=2, random_state=0, **FAST)
     cv = KFold(2, shuffle=True, random_state=0)
     # GridSearchCV clones the grid's values: bare priors come back unfitted ...

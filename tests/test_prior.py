@@ -94,7 +94,7 @@ def test_training_lowers_loss_and_beats_mean_image(tiny_prior, tiny_images):
     held_out = tiny_images[250:]
     err_vae = tiny_prior.reconstruction_error(held_out).mean()
     err_mean = ((held_out - tiny_images[:250].mean(axis=0)) ** 2).sum(axis=(1, 2)).mean()
-    assert err_vae < 0.8 * err_mean
+    assert err_vae < 0.85 * err_mean   # 0.67-0.77 over tiny priors of 10 seeds; untrained > 1
 
 
 def test_transform_inverse_sample_shapes_and_ranges(tiny_prior, tiny_images):
@@ -148,7 +148,9 @@ def test_fused_adam_follows_plain_adam(tiny_images, monkeypatch):
     """Training uses torch's fused Adam where it exists, and the plain one where a torch
     version cannot fuse on the device; both give the same training to rounding."""
     fused = VAEPrior(epochs=2, random_state=0, **TINY_PRIOR_KW).fit(tiny_images[:64])
-    assert fused._optimizer.defaults["fused"]
+    # torch fuses Adam on the CPU from 2.4 on (pyproject allows 2.1)
+    torch_version = tuple(int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
+    assert fused._optimizer.defaults["fused"] == (torch_version >= (2, 4))
 
     real_adam = torch.optim.Adam
 
