@@ -46,7 +46,8 @@ step sgd_speed_cuda 220 $PY benchmarks/sgd_speed.py --device cuda --n-jobs -1 --
 step train_prior_cuda 120 $PY benchmarks/train_prior.py --evaluate-only --throughput-device cuda \
   --throughput-batches 20 --throughput-repeats 2 --compile --density-components 0 \
   --out benchmarks/priors/reference_prior.skv --name train_prior_cuda
-step pytest_all 240 $PY -m pytest -q -p no:cacheprovider --tb=short -rfE -n 16 --ignore=tests/test_dask.py
+step pytest_all 240 $PY -m pytest -q -p no:cacheprovider --tb=short -rfE -n 16 \
+  --ignore=tests/test_dask.py
 step sgd_speed_cuda_1000 90 $PY benchmarks/sgd_speed.py --device cuda --starts 1000 \
   --precisions bfloat16 --compile eager --ref-iterations 100 --nl-iterations 0 \
   --name sgd_speed_cuda_1000

@@ -103,8 +103,8 @@ def has_native_bfloat16(device: str | torch.device = "cpu") -> bool:
     bool
         CUDA: whether that GPU's compute capability is 8.0 or newer (older GPUs
         emulate bfloat16, which :func:`torch.cuda.is_bf16_supported` counts as supported
-        by default). CPU: whether oneDNN has bfloat16
-        kernels for this processor (AVX-512 or newer); on AVX2-only CPUs torch falls back
+        by default). CPU: whether oneDNN has bfloat16 kernels for this processor
+        (AVX-512, or AVX2 with AVX-NE-CONVERT in recent oneDNN); elsewhere torch falls back
         to reference kernels, 10-20x slower than float32 for the study's network.
         Devices or torch builds that cannot tell count as True.
 
@@ -182,7 +182,7 @@ def autocast_context(device: torch.device, precision: str):
 
 # ieee_float32 changes torch's process-wide cuDNN setting: the first block to enter (in
 # any thread) saves and sets it, the last to leave restores it
-_TF32_LOCK = threading.Lock()
+_TF32_LOCK = threading.RLock()
 _tf32_state: dict[str, Any] = {"depth": 0, "saved": None}
 
 
@@ -207,13 +207,18 @@ def _switch_tf32_off() -> tuple:
         old = cudnn.allow_tf32
     except RuntimeError:   # torch >= 2.9 after a mix of its two APIs: no single answer
         old = None
-    cudnn.allow_tf32 = False
-    # torch >= 2.9: the old flag leaves the operators' own setting at "none", which
-    # inherits a "tf32" set on cuDNN or on torch.backends with the newer API
-    if _effective_conv_precision(cudnn) == "tf32":
-        for leaf in leaves:
-            leaf.fp32_precision = "ieee"
-    return old, saved_leaves
+    saved = old, saved_leaves
+    try:
+        cudnn.allow_tf32 = False
+        # torch >= 2.9: the old flag leaves the operators' own setting at "none", which
+        # inherits a "tf32" set on cuDNN or on torch.backends with the newer API
+        if _effective_conv_precision(cudnn) == "tf32":
+            for leaf in leaves:
+                leaf.fp32_precision = "ieee"
+    except BaseException:
+        _restore_tf32(saved)
+        raise
+    return saved
 
 
 def _restore_tf32(saved: tuple) -> None:
@@ -239,14 +244,22 @@ def ieee_float32(device: torch.device) -> Iterator[None]:
       ``torch.set_float32_matmul_precision`` chose otherwise).
     - On every device, an autocast region of the caller (``torch.autocast``) is switched
       off in the block, so the package's float32 parts stay float32; its own bfloat16
-      decoding re-enables autocast inside (:func:`autocast_context`).
+      decoding re-enables autocast inside (:func:`autocast_context`). torch's cast
+      cache is off in the block: it is cleared only when the outermost autocast region
+      ends, so over a whole training run it would keep stale bfloat16 copies of the
+      weights (and every iterate's copy in an inversion).
 
     Parameters
     ----------
     device : torch.device
         The device that runs the arithmetic.
+
+    Yields
+    ------
+    None
+        Control, with the settings above in force.
     """
-    with torch.autocast(device_type=device.type, enabled=False):
+    with torch.autocast(device_type=device.type, enabled=False, cache_enabled=False):
         if device.type != "cuda":
             yield
             return
@@ -262,6 +275,24 @@ def ieee_float32(device: torch.device) -> Iterator[None]:
                 if _tf32_state["depth"] == 0:
                     _restore_tf32(_tf32_state["saved"])
                     _tf32_state["saved"] = None
+
+
+#: RuntimeError subclasses that mean the device itself failed (torch >= 2.1 names them
+#: differently across versions)
+_DEVICE_ERROR_TYPES = tuple({e for e in (getattr(torch, "OutOfMemoryError", None),
+                                         getattr(torch.cuda, "OutOfMemoryError", None),
+                                         getattr(torch, "AcceleratorError", None))
+                             if e is not None})
+
+
+def is_device_error(exc: BaseException) -> bool:
+    """Whether ``exc`` says the device failed (out of memory, a CUDA error), so that a
+    check of the user's input must pass it on as it is rather than blame the input."""
+    if isinstance(exc, _DEVICE_ERROR_TYPES):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("CUDA error" in text
+                                              or "out of memory" in text)
 
 
 def as_real_array(values: Any, name: str, dtype: Any = np.float64) -> np.ndarray:

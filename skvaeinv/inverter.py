@@ -24,8 +24,8 @@ from sklearn.utils.validation import (_check_sample_weight, check_consistent_len
                                       validate_data)
 from threadpoolctl import threadpool_limits
 
-from skvaeinv._utils import (SlowPrecisionWarning, as_real_array, resolve_device,
-                             resolve_precision)
+from skvaeinv._utils import (SlowPrecisionWarning, as_real_array, is_device_error,
+                             resolve_device, resolve_precision)
 from skvaeinv.engine import EngineResult, SGDHistory, _check_config, run_latent_sgd
 from skvaeinv.forward import ForwardOperator
 from skvaeinv.petrophysics import apply_numpy, check_petrophysics
@@ -237,8 +237,9 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         (``skvaeinv.runtime.SlowPrecisionWarning``). "auto": bfloat16 where the device
         has native kernels, float32 elsewhere (results then depend on the machine).
         Petrophysics, forward and costs are always float32. On a GPU, float32
-        convolutions are full float32, not torch's default TF32, so GPU and CPU runs
-        agree to float32 rounding (torch's setting is restored after ``fit``).
+        convolutions are full float32, not torch's default TF32, so GPU runs stay
+        close to CPU ones (torch's setting is restored after ``fit``; matrix products
+        follow torch's own ``torch.set_float32_matmul_precision``).
     compile : bool, default=False
         Compile the decoder with :func:`torch.compile` in every process that runs
         starts: a few seconds of compilation per process, then about 1.3-1.7x faster
@@ -811,11 +812,6 @@ def _check_weights(sample_weight: Any, y: np.ndarray) -> np.ndarray:
     return w
 
 
-#: RuntimeErrors that say the device failed (out of memory, a CUDA error), not the shape
-_DEVICE_ERRORS = tuple(e for e in (getattr(torch, "OutOfMemoryError", None),
-                                   getattr(torch, "AcceleratorError", None)) if e is not None)
-
-
 def _check_decoder(decoder: Any, latent_dim: int, image_shape: tuple[int, int],
                    device: torch.device) -> None:
     """The prior's decoder maps ``(1, latent_dim)`` to ``(1, *image_shape)``."""
@@ -824,7 +820,7 @@ def _check_decoder(decoder: Any, latent_dim: int, image_shape: tuple[int, int],
             out = decoder(torch.zeros((1, latent_dim), device=device))
         shape = tuple(out.shape)
     except RuntimeError as exc:  # e.g. latent_dim changed after the prior was fitted
-        if isinstance(exc, _DEVICE_ERRORS):   # the device's own trouble: as it is
+        if is_device_error(exc):   # the device's own trouble: as it is
             raise
         raise ValueError(
             f"the prior's decoder does not take latent vectors of size prior.latent_dim="

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from skvaeinv._utils import as_real_array
+from skvaeinv._utils import as_real_array, is_device_error
 
 __all__ = ["LinearVelocity", "check_petrophysics"]
 
@@ -234,6 +234,8 @@ def _probe_device(h: Callable[[Any], Any], given: Any, image_shape: tuple[int, i
         with torch.no_grad():
             s = h(m)
     except Exception as exc:
+        if is_device_error(exc):   # the device's own trouble: as it is
+            raise
         raise ValueError(
             f"petrophysics={given!r} failed on a batch of facies images on {device} "
             f"(the inversion's device): {exc}. A mapping gets its facies on the "

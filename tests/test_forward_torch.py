@@ -246,3 +246,21 @@ def test_nonlinear_times_without_gradient_skip_the_jacobian(make_op, monkeypatch
     with pytest.raises(ValueError, match="start 1 has"):   # the slowness check stays
         with torch.no_grad():
             fwd(torch.cat([S.detach()[:1], -S.detach()[1:]]), idx)
+
+
+def test_an_operators_own_older_evaluator_still_works():
+    """An operator overriding ``_subset_evaluator`` with the older ``(s, idx)`` form."""
+    class OldStyle(_BentRays):
+        def _subset_evaluator(self, rays):
+            def evaluate(s, idx):
+                return self._traveltimes_and_jacobian(s, rays[idx])
+            return evaluate
+
+    fwd = TorchForward(OldStyle(GRID), RAYS, dtype=torch.float64)
+    S = _slowness(2).requires_grad_(True)
+    idx = torch.tensor([[0, 4, 8], [1, 1, 2]])
+    t = fwd(S, idx)
+    t.sum().backward()
+    with torch.no_grad():
+        np.testing.assert_allclose(fwd(S, idx).numpy(), t.detach().numpy(), rtol=1e-12)
+    assert S.grad is not None and torch.isfinite(S.grad).all()

@@ -688,11 +688,18 @@ def test_lr_step_reaches_the_schedule(tiny_prior, survey, data):
 def test_decoder_check_passes_device_failures_through():
     from skvaeinv.inverter import _check_decoder
 
-    def out_of_memory(z):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    oom_type = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
-    with pytest.raises(torch.OutOfMemoryError, match="out of memory"):
+    def out_of_memory(z):
+        raise oom_type("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    def cuda_error(z):   # what torch < 2.8 raises for a failing kernel
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    with pytest.raises(oom_type, match="out of memory"):
         _check_decoder(out_of_memory, 4, (32, 16), torch.device("cpu"))
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        _check_decoder(cuda_error, 4, (32, 16), torch.device("cpu"))
 
     def wrong_size(z):   # a shape error is still the prior's latent size
         return torch.nn.Linear(3, 512)(z)

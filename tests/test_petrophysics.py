@@ -85,3 +85,14 @@ def test_check_on_another_device_names_a_tensor_left_on_the_cpu():
 
     with pytest.raises(ValueError, match="returned its slowness on cpu for facies on meta"):
         check_petrophysics(back_on_cpu, (8, 4), device="meta")
+
+
+def test_check_on_another_device_passes_device_failures_through():
+    def out_of_memory(m):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 8.00 GiB")
+
+    # on the CPU check it is the mapping's failure; on the device it is the device's
+    with pytest.raises(RuntimeError, match="out of memory") as info:
+        check_petrophysics(lambda m: out_of_memory(m) if m.device.type == "meta"
+                           else 12.5 + 4.0 * m, (8, 4), device="meta")
+    assert not isinstance(info.value, ValueError)

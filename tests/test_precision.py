@@ -275,7 +275,7 @@ def test_engine_runs_decoder_and_gradients_inside_ieee_float32(monkeypatch, tiny
     n_batches = -(-len(rays) // 64)
     assert seen.count(("backward", 1)) == 2 * n_batches
     assert ("forward", 1) in seen and ("backward", 0) not in seen
-    # only the decode of the final iterate's shape (after an interrupt) may be outside
+    # (only the shape probe after an interrupt decodes outside; there is none here)
     assert seen.count(("forward", 0)) == 0
 
 
@@ -367,3 +367,64 @@ def test_cuda_without_index_is_the_current_gpu(monkeypatch):
     assert utils.resolve_device("auto") == torch.device("cuda", 1)
     assert utils.resolve_device(torch.device("cuda")) == torch.device("cuda", 1)
     assert utils.resolve_device("cuda:0") == torch.device("cuda", 0)
+
+
+def test_ieee_float32_changes_nothing_for_bfloat16_training_and_inversion(
+        monkeypatch, tiny_images, tiny_prior, survey, data):
+    """Without an outer autocast the block must be invisible, in bfloat16 too (an
+    autocast region spanning the run kept torch's cast cache alive: stale bf16 weights
+    in training, every iterate's cast kept in the inversion)."""
+    import contextlib
+
+    import skvaeinv.engine as engine
+    import skvaeinv.prior as prior_module
+    from skvaeinv.forward import TorchForward
+
+    grid, rays = survey
+    z0 = np.random.default_rng(3).standard_normal((2, tiny_prior.latent_dim))
+    runs = []
+    for patched in (False, True):
+        with monkeypatch.context() as m:
+            if patched:
+                for module in (engine, prior_module):
+                    m.setattr(module, "ieee_float32", lambda dev: contextlib.nullcontext())
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", SlowPrecisionWarning)
+                prior = VAEPrior(epochs=2, precision="bfloat16", random_state=0,
+                                 **TINY_PRIOR_KW).fit(tiny_images[:64])
+                res = run_latent_sgd(tiny_prior.get_decoder("cpu"),
+                                     TorchForward(StraightRay(grid), rays), data[2], z0,
+                                     seeds_of(2), petrophysics=slowness, epochs=2,
+                                     batch_size=64, precision="bfloat16")
+        runs.append((prior.loss_curve_, res.final_latents))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+
+
+def test_ieee_float32_in_real_threads(restore_cudnn):
+    """Two threads inside at once; the setting comes back only when both have left."""
+    import threading
+
+    torch.backends.cudnn.allow_tf32 = True
+    cuda = torch.device("cuda")
+    both_in, a_out = threading.Barrier(2), threading.Event()
+    seen = {}
+
+    def a():
+        with utils.ieee_float32(cuda):
+            both_in.wait(timeout=10)
+        a_out.set()
+
+    def b():
+        with utils.ieee_float32(cuda):
+            both_in.wait(timeout=10)
+            a_out.wait(timeout=10)
+            seen["b after a left"] = torch.backends.cudnn.allow_tf32
+
+    threads = [threading.Thread(target=a), threading.Thread(target=b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    assert seen == {"b after a left": False}
+    assert torch.backends.cudnn.allow_tf32 is True

@@ -223,7 +223,13 @@ class TorchForward:
                         ) -> tuple:
         if self._evaluate is None:
             self._evaluate = self.operator._subset_evaluator(self.rays)
-        return self._evaluate(s, np.asarray(idx), jacobian=jacobian)
+        idx = np.asarray(idx)
+        if jacobian:
+            return self._evaluate(s, idx)
+        try:
+            return self._evaluate(s, idx, jacobian=False)
+        except TypeError:   # an operator's own evaluator of the older (s, idx) form
+            return self._evaluate(s, idx)[0], None
 
     def _check(self, slowness: torch.Tensor, ray_index: Any) -> torch.Tensor | None:
         if not isinstance(slowness, torch.Tensor):
