@@ -18,6 +18,8 @@ __all__ = [
     "resolve_dtype",
     "autocast_context",
     "ieee_float32",
+    "is_device_error",
+    "input_errors",
     "as_real_array",
     "check_finite",
     "int_pair",
@@ -293,6 +295,35 @@ def is_device_error(exc: BaseException) -> bool:
     text = str(exc)
     return isinstance(exc, RuntimeError) and ("CUDA error" in text
                                               or "out of memory" in text)
+
+
+@contextlib.contextmanager
+def input_errors(catch: type[BaseException] | tuple[type[BaseException], ...],
+                 message: Any) -> Iterator[None]:
+    """Turn ``catch`` exceptions raised in the block into ``ValueError(message(exc))``.
+
+    For checks that run the user's input (a decoder, a petrophysics mapping) once: a
+    failure there is the input's, and the message says how to fix it. Errors that say
+    the device failed (:func:`is_device_error`) pass unchanged.
+
+    Parameters
+    ----------
+    catch : exception type or tuple of types
+        What the check blames on the input.
+    message : callable
+        ``message(exc) -> str``, the ValueError's text.
+
+    Yields
+    ------
+    None
+        Control, for the check.
+    """
+    try:
+        yield
+    except catch as exc:
+        if is_device_error(exc):
+            raise
+        raise ValueError(message(exc)) from exc
 
 
 def as_real_array(values: Any, name: str, dtype: Any = np.float64) -> np.ndarray:

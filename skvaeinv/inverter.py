@@ -24,7 +24,7 @@ from sklearn.utils.validation import (_check_sample_weight, check_consistent_len
                                       validate_data)
 from threadpoolctl import threadpool_limits
 
-from skvaeinv._utils import (SlowPrecisionWarning, as_real_array, is_device_error,
+from skvaeinv._utils import (SlowPrecisionWarning, as_real_array, input_errors,
                              resolve_device, resolve_precision)
 from skvaeinv.engine import EngineResult, SGDHistory, _check_config, run_latent_sgd
 from skvaeinv.forward import ForwardOperator
@@ -815,18 +815,12 @@ def _check_weights(sample_weight: Any, y: np.ndarray) -> np.ndarray:
 def _check_decoder(decoder: Any, latent_dim: int, image_shape: tuple[int, int],
                    device: torch.device) -> None:
     """The prior's decoder maps ``(1, latent_dim)`` to ``(1, *image_shape)``."""
-    try:
-        with torch.no_grad():
-            out = decoder(torch.zeros((1, latent_dim), device=device))
-        shape = tuple(out.shape)
-    except RuntimeError as exc:  # e.g. latent_dim changed after the prior was fitted
-        if is_device_error(exc):   # the device's own trouble: as it is
-            raise
-        raise ValueError(
+    # a RuntimeError here: e.g. latent_dim changed after the prior was fitted
+    with input_errors(RuntimeError, lambda exc: (
             f"the prior's decoder does not take latent vectors of size prior.latent_dim="
             f"{latent_dim} ({exc}); was the prior's latent_dim changed after fitting? "
-            "Refit the prior or restore its parameter."
-        ) from exc
+            "Refit the prior or restore its parameter.")), torch.no_grad():
+        shape = tuple(decoder(torch.zeros((1, latent_dim), device=device)).shape)
     if shape != (1, *image_shape):
         raise ValueError(f"the prior's decoder gives images of shape {shape[1:]}; "
                          f"expected its image_shape_ {image_shape}.")

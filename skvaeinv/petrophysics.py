@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from skvaeinv._utils import as_real_array, is_device_error
+from skvaeinv._utils import as_real_array, input_errors
 
 __all__ = ["LinearVelocity", "check_petrophysics"]
 
@@ -221,8 +221,9 @@ def check_petrophysics(petrophysics: Any, image_shape: tuple[int, int] | None = 
         # on a copy: a mapping with state (e.g. a call counter) is not advanced by it
         shape = tuple(int(n) for n in image_shape)
         _probe(copy.deepcopy(h), petrophysics, shape)
-        if device is not None and torch.device(device).type != "cpu":
-            _probe_device(copy.deepcopy(h), petrophysics, shape, torch.device(device))
+        device = None if device is None else torch.device(device)
+        if device is not None and device.type != "cpu":
+            _probe_device(copy.deepcopy(h), petrophysics, shape, device)
     return h
 
 
@@ -230,17 +231,12 @@ def _probe_device(h: Callable[[Any], Any], given: Any, image_shape: tuple[int, i
                   device: torch.device) -> None:
     """Run ``h`` once on ``device``: its output must be a tensor there."""
     m = torch.full((1, *image_shape), 0.5, dtype=torch.float32, device=device)
-    try:
-        with torch.no_grad():
-            s = h(m)
-    except Exception as exc:
-        if is_device_error(exc):   # the device's own trouble: as it is
-            raise
-        raise ValueError(
+    with input_errors(Exception, lambda exc: (
             f"petrophysics={given!r} failed on a batch of facies images on {device} "
             f"(the inversion's device): {exc}. A mapping gets its facies on the "
             "inversion's device; move any tensor of its own there (e.g. "
-            "`field.to(m.device)`).") from exc
+            "`field.to(m.device)`).")), torch.no_grad():
+        s = h(m)
     if not isinstance(s, torch.Tensor) or s.device != m.device:
         where = s.device if isinstance(s, torch.Tensor) else type(s).__name__
         raise ValueError(

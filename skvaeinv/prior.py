@@ -463,11 +463,16 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         self.decoder_.eval()
 
     # ------------------------------------------------------------------ inference
-    def _batches(self, n: int, size: int = 256):
-        for start in range(0, n, size):
-            yield slice(start, min(start + size, n))
-
     @torch.no_grad()
+    def _in_batches(self, A: np.ndarray, fn: Any, size: int = 256) -> np.ndarray:
+        """``fn`` of ``A`` on the device, ``size`` rows at a time, as one float64 array."""
+        out = []
+        with ieee_float32(self.device_):   # no TF32 convolutions on a GPU
+            for start in range(0, A.shape[0], size):
+                batch = torch.tensor(A[start:start + size]).to(self.device_)
+                out.append(fn(batch).float().cpu().numpy())
+        return np.concatenate(out).astype(np.float64)
+
     def transform(self, X: Any) -> np.ndarray:
         """Encode images to their posterior means.
 
@@ -484,14 +489,8 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         self._check_fitted()
         X = self._validate_images(X, reset=False)
         self.encoder_.eval()
-        out = []
-        with ieee_float32(self.device_):
-            for sl in self._batches(X.shape[0]):
-                mean, _ = self.encoder_(torch.tensor(X[sl]).to(self.device_))
-                out.append(mean.float().cpu().numpy())
-        return np.concatenate(out).astype(np.float64)
+        return self._in_batches(X, lambda x: self.encoder_(x)[0])
 
-    @torch.no_grad()
     def inverse_transform(self, Z: Any) -> np.ndarray:
         """Decode latent vectors to images.
 
@@ -508,12 +507,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         self._check_fitted()
         Z = self._validate_latents(Z)
         self.decoder_.eval()
-        out = []
-        with ieee_float32(self.device_):
-            for sl in self._batches(Z.shape[0]):
-                out.append(self.decoder_(torch.tensor(Z[sl]).to(self.device_)).float()
-                           .cpu().numpy())
-        return np.concatenate(out).astype(np.float64)
+        return self._in_batches(Z, self.decoder_)
 
     def fit_latent_density(self, X: Any, n_components: int = 50,
                            random_state: Any = None) -> "VAEPrior":
@@ -604,7 +598,6 @@ class VAEPrior(TransformerMixin, BaseEstimator):
                  for k, c in enumerate(counts) if c]
         return np.concatenate(parts)[rng.permutation(n)]
 
-    @torch.no_grad()
     def score_samples(self, X: Any) -> np.ndarray:
         """Negative VAE loss of each image (an ELBO-type score, higher is better).
 
@@ -625,16 +618,14 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         X = self._validate_images(X, reset=False)
         self.encoder_.eval()
         self.decoder_.eval()
-        out = []
-        with ieee_float32(self.device_):
-            for sl in self._batches(X.shape[0]):
-                x = torch.tensor(X[sl]).to(self.device_)
-                mean, logvar = self.encoder_(x)
-                recon = self.decoder_(mean)
-                sse = ((recon - x) ** 2).sum(dim=(1, 2))
-                kl = (-0.5 * (1.0 + logvar - mean.pow(2) - logvar.exp())).mean(dim=1)
-                out.append((-(sse + self.beta * kl)).cpu().numpy())
-        return np.concatenate(out).astype(np.float64)
+
+        def score(x: torch.Tensor) -> torch.Tensor:
+            mean, logvar = self.encoder_(x)
+            sse = ((self.decoder_(mean) - x) ** 2).sum(dim=(1, 2))
+            kl = (-0.5 * (1.0 + logvar - mean.pow(2) - logvar.exp())).mean(dim=1)
+            return -(sse + self.beta * kl)
+
+        return self._in_batches(X, score)
 
     def score(self, X: Any, y: None = None) -> float:
         """Mean of :meth:`score_samples` (higher is better).
