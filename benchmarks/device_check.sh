@@ -44,7 +44,7 @@ NLB=$($PY -c "import numba" 2>/dev/null && echo numba || echo scipy)
 step pytest_cuda 200 $PY -m pytest -q -p no:cacheprovider -rfEs tests/test_cuda.py tests/test_forward_torch.py
 step sgd_speed_cuda 220 $PY benchmarks/sgd_speed.py --device cuda --n-jobs -1 --nl-batching random --nl-backends $NLB --name sgd_speed_cuda ${SGD_EXTRA:-}
 step train_prior_cuda 120 $PY benchmarks/train_prior.py --evaluate-only --throughput-device cuda \
-  --throughput-batches 20 --throughput-repeats 2 --compile --density-components 0 \
+  --throughput-batches 20 --throughput-repeats 2 --compile --density none \
   --out benchmarks/priors/reference_prior.skv --name train_prior_cuda
 step pytest_all 240 $PY -m pytest -q -p no:cacheprovider --tb=short -rfE -n 16 \
   --ignore=tests/test_dask.py

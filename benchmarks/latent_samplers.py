@@ -4,14 +4,14 @@ Decodes ``--n-samples`` latent vectors from each sampler with the committed refe
 prior and compares the channel proportion and the two-point / variogram curves with
 those of training-band crops (the functions of ``train_prior.py``), for two sample seeds:
 
-* the committed mixture (``VAEPrior.sample(source="density")``);
-* a mixture refitted as committed (200 components, 20,000 codes), and with its
-  covariances scaled by 0.7 ("temperature");
+* the committed density (``VAEPrior.sample(source="density")``);
+* a mixture refitted like the one committed until 2026-11-27 (200 components, 20,000
+  codes), and with its covariances scaled by 0.7 ("temperature");
 * a mixture of 200 components fitted to 60,000 codes;
 * codes of training crops drawn at random, without noise (re-decoded training crops:
   the best any latent sampler can do with this decoder) and with Gaussian kernel noise
   of 0.2, 0.4 and Scott's factor times the code covariance;
-* the committed mixture's draws after 1, 2 and 3 encode-decode cycles (one seed).
+* the committed density's draws after 1, 2 and 3 encode-decode cycles (one seed).
 
 Usage::
 
@@ -60,6 +60,18 @@ def kernel_sampler(codes: np.ndarray, factor: float):
     return draw
 
 
+def setup(prior_path: str, n_samples: int):
+    """``(crops, prior, ref)``: a function ``crops(n, seed)`` of training-band crops (truth
+    windows excluded), the prior loaded on the CPU, and the pattern statistics of
+    ``n_samples`` reference crops (seed 2024, as in ``train_prior.py``)."""
+    ti = load_training_image(require_shared() / "ti.png")
+
+    def crops(n: int, seed: int) -> np.ndarray:
+        return extract_patches(ti, TRUTH_SHAPE, n, rows=TRAIN_ROWS,
+                               exclude=exclusion_windows(), random_state=seed)
+    return crops, VAEPrior.load(prior_path, device="cpu"), pattern_stats(crops(n_samples, 2024))
+
+
 def main(argv: list[str] | None = None) -> None:
     from sklearn.mixture import GaussianMixture
 
@@ -71,11 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    ti = load_training_image(require_shared() / "ti.png")
-    crops = lambda n, seed: extract_patches(  # noqa: E731
-        ti, TRUTH_SHAPE, n, rows=TRAIN_ROWS, exclude=exclusion_windows(), random_state=seed)
-    prior = VAEPrior.load(args.prior, device="cpu")
-    ref = pattern_stats(crops(args.n_samples, 2024))     # as in train_prior.py
+    crops, prior, ref = setup(args.prior, args.n_samples)
     t0 = time.perf_counter()
     codes = prior.transform(crops(args.n_codes, 31))     # seed 31 as the committed density
     log.info("%d codes in %.0f s", len(codes), time.perf_counter() - t0)
@@ -87,8 +95,9 @@ def main(argv: list[str] | None = None) -> None:
     wide = GaussianMixture(200, covariance_type="full", random_state=0).fit(codes)
     scott = len(codes) ** (-1.0 / (codes.shape[1] + 4))
     samplers = {
-        "committed mixture (200 comp., 20,000 codes)": committed,
-        "mixture refitted as committed": mixture_sampler(refit),
+        "committed density (sample(source=\"density\"))": committed,
+        "mixture, 200 comp., 20,000 codes (committed until 2026-11-27)":
+            mixture_sampler(refit),
         "same, temperature 0.7": mixture_sampler(refit, 0.7),
         f"mixture, 200 comp., {len(codes):,} codes": mixture_sampler(wide),
         "training codes, no noise (re-decoded crops)": kernel_sampler(codes, 0.0),
@@ -112,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         z = prior.transform(prior.inverse_transform(z))
         s = pattern_stats(prior.inverse_transform(z))
         cycles.append({"proportion": s["proportion_binary"], **compare_stats(s, ref)})
-        rows.append(_row(f"committed mixture, {cycle} encode-decode cycle(s) (seed 1)",
+        rows.append(_row(f"committed density, {cycle} encode-decode cycle(s) (seed 1)",
                          cycles[-1:], ref))
     results["encode-decode cycles"] = cycles
 

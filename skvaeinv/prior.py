@@ -19,6 +19,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
+from skvaeinv import _density
 from skvaeinv._networks import Decoder, Encoder
 from skvaeinv._utils import (as_real_array, autocast_context, check_finite, ieee_float32, int_pair,
                              resolve_device, resolve_precision)
@@ -27,7 +28,7 @@ __all__ = ["VAEPrior"]
 
 logger = logging.getLogger(__name__)
 
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2   # 2: the latent density may be a kernel density (tied)
 
 
 class VAEPrior(TransformerMixin, BaseEstimator):
@@ -120,8 +121,10 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         Number of images processed during training.
     latent_density_ : sklearn.mixture.GaussianMixture
         Only after :meth:`fit_latent_density` (until the next :meth:`fit`): a mixture
-        fitted to the latent codes of real images, used by
-        ``sample(..., source="density")``.
+        (full covariances) or kernel density (tied covariances) fitted to the latent
+        codes of real images, used by ``sample(..., source="density")``.
+    latent_bandwidth_ : float
+        Only with a kernel density: its bandwidth factor (given or cross-validated).
 
     See Also
     --------
@@ -279,6 +282,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         self._rng = rng
         # a latent density fitted to the codes of an earlier network does not apply
         self.__dict__.pop("latent_density_", None)
+        self.__dict__.pop("latent_bandwidth_", None)
         self.loss_curve_ = []
         self.n_iter_ = 0
         self.n_batches_ = 0
@@ -509,14 +513,15 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         self.decoder_.eval()
         return self._in_batches(Z, self.decoder_)
 
-    def fit_latent_density(self, X: Any, n_components: int = 50,
+    def fit_latent_density(self, X: Any, n_components: int = 50, *,
+                           kind: str = "mixture", bandwidth: float | str = "cv",
                            random_state: Any = None) -> "VAEPrior":
-        """Fit a Gaussian mixture to the latent codes of ``X`` (ex-post density estimation).
+        """Fit a density to the latent codes of ``X`` (ex-post density estimation).
 
         With the reference loss the posteriors are narrow and their aggregate does not
         fill ``N(0, I)``: decoding ``z ~ N(0, I)`` then lands between the codes of real
         images and gives blurred, too-channel-rich pictures (the "prior hole"). A
-        mixture fitted to the codes of training images after training follows the
+        density fitted to the codes of training images after training follows the
         aggregate posterior instead (Ghosh et al., 2020), and
         ``sample(..., source="density")`` draws from it. The network is not changed.
 
@@ -524,34 +529,69 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         ----------
         X : array-like of shape (n_samples, H, W) or (n_samples, H*W)
             Images of the fitted shape, typically (a subset of) the training images.
-            At least ``n_components`` of them, and ideally many more.
+            For ``kind="mixture"`` at least ``n_components`` of them, and ideally many
+            more; for ``kind="kernel"`` with ``bandwidth="cv"`` at least 10.
         n_components : int, default=50
-            Number of Gaussian components (full covariances).
+            Number of Gaussian components (full covariances) of ``kind="mixture"``;
+            ignored by ``kind="kernel"``.
+        kind : {"mixture", "kernel"}, default="mixture"
+            "mixture": a Gaussian mixture fitted by EM. "kernel": a Gaussian kernel
+            density, one equal-weight component at each code, all with the codes'
+            covariance times ``bandwidth**2`` (stored as a tied-covariance
+            GaussianMixture holding every code: its size grows with ``X``). On the
+            reference prior the kernel density scores the codes of held-out crops 2.35
+            nats per code higher than a 200-component mixture, and its samples are
+            statistically closer to the training image
+            (``benchmarks/results/latent_density.md``).
+        bandwidth : float or "cv", default="cv"
+            ``kind="kernel"`` only: the factor ``h`` of the kernel covariance
+            ``h**2 * cov(codes)``. "cv" picks it by maximising the 5-fold
+            cross-validated log-likelihood of the codes (at most 5,000 held-out codes
+            scored; factors searched within [0.02, 3]).
         random_state : int, RandomState instance or None, default=None
-            Seed of the mixture's initialisation.
+            Seed of the mixture's initialisation, or of the cross-validation folds.
 
         Returns
         -------
         self : VAEPrior
-            With ``latent_density_`` set.
+            With ``latent_density_`` set, and for ``kind="kernel"``
+            ``latent_bandwidth_``.
         """
-        from sklearn.mixture import GaussianMixture
-
         self._check_fitted()
-        if not isinstance(n_components, numbers.Integral) or n_components < 1:
+        if kind not in ("mixture", "kernel"):
+            raise ValueError(f"kind must be 'mixture' or 'kernel', got {kind!r}.")
+        if kind == "mixture" and (not isinstance(n_components, numbers.Integral)
+                                  or n_components < 1):
             raise ValueError(
                 f"n_components must be a positive integer, got {n_components!r}.")
+        if kind == "kernel" and not (isinstance(bandwidth, str) and bandwidth == "cv") and (
+                not isinstance(bandwidth, numbers.Real) or isinstance(bandwidth, bool)
+                or not np.isfinite(bandwidth) or bandwidth <= 0):
+            raise ValueError("bandwidth must be 'cv' or a positive finite factor, got "
+                             f"{bandwidth!r}.")
         Z = self.transform(X)
-        if Z.shape[0] < max(2, n_components):
-            raise ValueError(
-                f"fit_latent_density needs at least n_components={n_components} images "
-                f"(and at least 2), got {Z.shape[0]}; pass more images or fewer "
-                "components.")
-        self.latent_density_ = GaussianMixture(
-            int(n_components), covariance_type="full",
-            random_state=check_random_state(random_state)).fit(Z)
-        logger.info("latent density: %d components fitted to %d codes", n_components,
-                    Z.shape[0])
+        rng = check_random_state(random_state)
+        if kind == "mixture":
+            if Z.shape[0] < max(2, n_components):
+                raise ValueError(
+                    f"fit_latent_density needs at least n_components={n_components} "
+                    f"images (and at least 2), got {Z.shape[0]}; pass more images or "
+                    "fewer components.")
+            density, h = _density.mixture_density(Z, n_components, rng), None
+            logger.info("latent density: %d components fitted to %d codes", n_components,
+                        Z.shape[0])
+        else:
+            if Z.shape[0] < 2:
+                raise ValueError("a kernel density needs at least 2 images, got "
+                                 f"{Z.shape[0]}.")
+            h = _density.cv_bandwidth(Z, rng) if bandwidth == "cv" else float(bandwidth)
+            density = _density.kernel_density(Z, h)
+            logger.info("latent density: kernel density on %d codes, bandwidth factor %.3f",
+                        Z.shape[0], h)
+        self.latent_density_ = density
+        self.__dict__.pop("latent_bandwidth_", None)
+        if h is not None:
+            self.latent_bandwidth_ = h
         return self
 
     def sample(self, n_samples: int = 1, random_state: Any = None, *,
@@ -566,7 +606,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
             Seed for the latent draws.
         source : {"normal", "density"}, default="normal"
             Where the latent vectors come from: "normal" draws ``z ~ N(0, I)``, the
-            VAE's prior; "density" draws from the mixture fitted by
+            VAE's prior; "density" draws from the density fitted by
             :meth:`fit_latent_density`, which follows the codes of real images and
             gives sharper, statistically closer samples for a prior with a "hole".
 
@@ -591,12 +631,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
             raise NotFittedError(
                 "sample(source='density') needs a latent density: call "
                 "prior.fit_latent_density(training_images) first.")
-        gmm = self.latent_density_
-        counts = rng.multinomial(n, gmm.weights_ / gmm.weights_.sum())
-        chol = np.linalg.cholesky(gmm.covariances_)
-        parts = [gmm.means_[k] + rng.standard_normal((c, self.latent_dim)) @ chol[k].T
-                 for k, c in enumerate(counts) if c]
-        return np.concatenate(parts)[rng.permutation(n)]
+        return _density.draw(self.latent_density_, n, rng)
 
     def score_samples(self, X: Any) -> np.ndarray:
         """Negative VAE loss of each image (an ELBO-type score, higher is better).
@@ -725,7 +760,8 @@ class VAEPrior(TransformerMixin, BaseEstimator):
             "encoder": {k: v.detach().cpu() for k, v in self.encoder_.state_dict().items()},
             "decoder": {k: v.detach().cpu() for k, v in self.decoder_.state_dict().items()},
             "saved_device": str(self.device_),
-            **({"latent_density": _density_state(self.latent_density_)}
+            **({"latent_density": _density.density_state(
+                self.latent_density_, getattr(self, "latent_bandwidth_", None))}
                if hasattr(self, "latent_density_") else {}),
         }
 
@@ -754,7 +790,9 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         self.encoder_ = enc.to(self.device_).eval()
         self.decoder_ = dec.to(self.device_).eval()
         if "latent_density" in state:
-            self.latent_density_ = _density_from_state(state["latent_density"])
+            self.latent_density_, h = _density.density_from_state(state["latent_density"])
+            if h is not None:
+                self.latent_bandwidth_ = h
 
     def __getstate__(self) -> dict:
         state = {k: v for k, v in self.__dict__.items()
@@ -888,26 +926,3 @@ def _plain_value(value: Any, name: str) -> Any:
     raise ValueError(
         f"VAEPrior parameter {name}={value!r} cannot be saved: the safe file format holds "
         "numbers, strings and lists only. Set it to a plain value before saving.")
-
-
-def _density_state(gmm: Any) -> dict:
-    """The arrays of a fitted full-covariance GaussianMixture, as tensors."""
-    return {k: torch.as_tensor(np.asarray(getattr(gmm, k + "_"), dtype=np.float64))
-            for k in ("weights", "means", "covariances")}
-
-
-def _density_from_state(state: dict) -> Any:
-    """Rebuild a fitted GaussianMixture from :func:`_density_state`'s arrays."""
-    from sklearn.mixture import GaussianMixture
-
-    w, mu, cov = (state[k].numpy() for k in ("weights", "means", "covariances"))
-    gmm = GaussianMixture(len(w), covariance_type="full")
-    gmm.weights_, gmm.means_, gmm.covariances_ = w, mu, cov
-    chol = np.linalg.cholesky(cov)
-    eye = np.eye(mu.shape[1])
-    gmm.precisions_cholesky_ = np.stack([np.linalg.solve(c, eye).T for c in chol])
-    gmm.precisions_ = gmm.precisions_cholesky_ @ np.transpose(gmm.precisions_cholesky_,
-                                                              (0, 2, 1))
-    gmm.converged_, gmm.n_iter_, gmm.lower_bound_ = True, 0, float("nan")
-    gmm.n_features_in_ = mu.shape[1]
-    return gmm

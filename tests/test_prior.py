@@ -412,6 +412,15 @@ def test_latent_density_persists(density_prior, tiny_prior, tmp_path):
     np.testing.assert_array_equal(
         pickle.loads(pickle.dumps(density_prior)).sample(5, random_state=1,
                                                          source="density"), expected)
+    # a file of format version 1 (before kernel densities) holds a full mixture
+    state = torch.load(tmp_path / "d.skv", weights_only=True)
+    assert "weights" in state["latent_density"]      # unequal weights are stored
+    del state["latent_density"]["covariance_type"]
+    state["format_version"] = 1
+    torch.save(state, tmp_path / "v1.skv")
+    np.testing.assert_array_equal(
+        VAEPrior.load(tmp_path / "v1.skv").sample(5, random_state=1, source="density"),
+        expected)
     tiny_prior.save(tmp_path / "n.skv")     # without a density: none after loading
     assert not hasattr(VAEPrior.load(tmp_path / "n.skv"), "latent_density_")
 
@@ -430,6 +439,117 @@ def test_latent_density_bad_input(tiny_prior, tiny_images):
     assert not hasattr(tiny_prior, "latent_density_")   # failed calls left it unchanged
 
 
+@pytest.fixture(scope="module")
+def kernel_prior(tiny_prior, tiny_images):
+    import copy
+
+    return copy.deepcopy(tiny_prior).fit_latent_density(tiny_images[:250], kind="kernel",
+                                                       bandwidth=0.3)
+
+
+def test_kernel_density_is_the_codes_with_scaled_covariance(kernel_prior, tiny_images):
+    codes = kernel_prior.transform(tiny_images[:250])
+    kde = kernel_prior.latent_density_
+    assert kde.covariance_type == "tied" and kde.n_components == 250
+    assert kernel_prior.latent_bandwidth_ == 0.3
+    np.testing.assert_allclose(kde.means_, codes, rtol=1e-6)
+    np.testing.assert_allclose(kde.weights_, 1 / 250)
+    np.testing.assert_allclose(kde.covariances_, 0.09 * np.cov(codes.T), rtol=1e-6)
+    # draws: a random code plus kernel noise, so their covariance is the codes' (biased)
+    # covariance plus the kernel's, and their mean the codes' mean
+    z = kernel_prior._sample_latents(40000, np.random.RandomState(0), "density")
+    scale = np.abs(np.cov(codes.T)).max()
+    np.testing.assert_allclose(z.mean(0), codes.mean(0), atol=0.03 * np.sqrt(scale))
+    np.testing.assert_allclose(np.cov(z.T), np.cov(codes.T, bias=True) * 1.09,
+                               atol=0.04 * scale)
+    # the density's score is the kernel density's: at a code, mostly its own kernel
+    own = (-0.5 * codes.shape[1] * np.log(2 * np.pi)
+           - 0.5 * np.linalg.slogdet(kde.covariances_)[1] - np.log(250))
+    assert np.all(kde.score_samples(codes) >= own - 1e-9)
+
+
+def test_kernel_density_likelihood_and_cv_bandwidth_match_sklearn():
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.neighbors import KernelDensity
+
+    from skvaeinv import _density
+
+    rng = np.random.RandomState(0)
+    Z = np.concatenate([0.5 * rng.standard_normal((300, 3)) + c
+                        for c in ([0, 0, 0], [3, 1, 0], [0, 3, 2])])
+    fit, held = Z[:700], Z[700:]
+    chol = np.linalg.cholesky(np.cov(fit.T))
+    white = lambda a: np.linalg.solve(chol, a.T).T  # noqa: E731
+    ref = [KernelDensity(bandwidth=h).fit(white(fit)).score_samples(white(held)).mean()
+           - np.log(np.diag(chol)).sum() for h in (0.2, 0.5)]
+    np.testing.assert_allclose(_density.held_out_log_likelihood(fit, held, [0.2, 0.5]),
+                               ref, rtol=1e-10)
+    h = _density.cv_bandwidth(Z, np.random.RandomState(0))
+    assert h == _density.cv_bandwidth(Z, np.random.RandomState(0))
+    # sklearn's 5-fold grid search over the same kernel (whitened once, other folds)
+    allchol = np.linalg.cholesky(np.cov(Z.T))
+    gs = GridSearchCV(KernelDensity(), {"bandwidth": np.geomspace(0.05, 1.5, 200)}, cv=5)
+    ref_h = gs.fit(np.linalg.solve(allchol, Z.T).T).best_params_["bandwidth"]
+    assert abs(h / ref_h - 1) < 0.15, (h, ref_h)
+
+
+def test_cv_kernel_density_on_the_prior(tiny_prior, tiny_images, tmp_path):
+    import copy
+
+    prior = copy.deepcopy(tiny_prior).fit_latent_density(tiny_images[:250], kind="kernel",
+                                                        random_state=0)
+    assert 0.02 < prior.latent_bandwidth_ < 3
+    codes = prior.transform(tiny_images[250:])
+    mixture = copy.deepcopy(tiny_prior).fit_latent_density(tiny_images[:250], n_components=4,
+                                                          random_state=0)
+    # better than N(0, I) at explaining held-out codes
+    normal_ll = -0.5 * (codes**2).sum(1).mean() - codes.shape[1] / 2 * np.log(2 * np.pi)
+    assert prior.latent_density_.score(codes) > normal_ll
+    assert mixture.latent_density_.covariance_type == "full"
+    assert not hasattr(mixture, "latent_bandwidth_")
+    # persistence: the same draws, scores and bandwidth after save/load and pickle
+    expected = prior.sample(5, random_state=1, source="density")
+    prior.save(tmp_path / "k.skv")
+    loaded = VAEPrior.load(tmp_path / "k.skv")
+    assert loaded.latent_bandwidth_ == prior.latent_bandwidth_
+    saved = torch.load(tmp_path / "k.skv", weights_only=True)["latent_density"]
+    # compact: the codes as float32 (lossless, they are float32 values), no weights
+    assert saved["means"].dtype == torch.float32 and "weights" not in saved
+    np.testing.assert_array_equal(loaded.sample(5, random_state=1, source="density"),
+                                  expected)
+    np.testing.assert_array_equal(loaded.latent_density_.score_samples(codes),
+                                  prior.latent_density_.score_samples(codes))
+    np.testing.assert_array_equal(
+        pickle.loads(pickle.dumps(prior)).sample(5, random_state=1, source="density"),
+        expected)
+    # a kernel density replaced by a mixture drops the bandwidth; a refit drops both
+    prior.fit_latent_density(tiny_images[:250], n_components=2, random_state=0)
+    assert not hasattr(prior, "latent_bandwidth_")
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(kind="gmm"), "kind must be"),
+    (dict(kind="kernel", bandwidth=0), "bandwidth must be"),
+    (dict(kind="kernel", bandwidth=-0.5), "bandwidth must be"),
+    (dict(kind="kernel", bandwidth=float("nan")), "bandwidth must be"),
+    (dict(kind="kernel", bandwidth=True), "bandwidth must be"),
+    (dict(kind="kernel", bandwidth="silverman"), "bandwidth must be"),
+])
+def test_kernel_density_bad_input(kernel_prior, tiny_images, kw, match):
+    import copy
+
+    prior = copy.deepcopy(kernel_prior)
+    before = prior.latent_density_
+    with pytest.raises(ValueError, match=match):
+        prior.fit_latent_density(tiny_images[:20], **kw)
+    with pytest.raises(ValueError, match="at least 10 images"):
+        prior.fit_latent_density(tiny_images[:6], kind="kernel")
+    with pytest.raises(ValueError, match="singular"):
+        prior.fit_latent_density(np.repeat(tiny_images[:1], 12, axis=0), kind="kernel",
+                                 bandwidth=0.5)
+    assert prior.latent_density_ is before and prior.latent_bandwidth_ == 0.3
+
+
 def test_refit_drops_the_latent_density(tiny_images):
     X = tiny_images[:40]
     p = VAEPrior(epochs=1, random_state=0, **TINY_PRIOR_KW).fit(X)
@@ -438,6 +558,9 @@ def test_refit_drops_the_latent_density(tiny_images):
     # (here also of another latent size) must not sample from it
     p.set_params(latent_dim=3).fit(X)
     assert not hasattr(p, "latent_density_")
+    p.fit_latent_density(X, kind="kernel", bandwidth=0.5)
+    p.fit(X)
+    assert not hasattr(p, "latent_density_") and not hasattr(p, "latent_bandwidth_")
     with pytest.raises(NotFittedError, match="fit_latent_density"):
         p.sample(2, source="density")
     q = VAEPrior(epochs=1, random_state=0, **TINY_PRIOR_KW)
@@ -481,7 +604,8 @@ def test_load_device_override_and_damaged_files(tiny_prior, tmp_path, monkeypatc
             p = VAEPrior.load(tmp_path / "gpu.skv")
         assert p.device == "cpu" and p.device_.type == "cpu"
     state = torch.load(tmp_path / "p.skv", weights_only=True)
-    for damage in ("missing", "latent_dim", "unknown", "architecture", "density"):
+    for damage in ("missing", "latent_dim", "unknown", "architecture", "density",
+                   "density kind"):
         bad = dict(state, params=dict(state["params"]))
         if damage == "missing":
             del bad["decoder"]
@@ -494,6 +618,10 @@ def test_load_device_override_and_damaged_files(tiny_prior, tmp_path, monkeypatc
             bad["latent_density"] = {"weights": torch.ones(1, dtype=torch.float64),
                                      "means": torch.zeros(1, d, dtype=torch.float64),
                                      "covariances": -torch.eye(d, dtype=torch.float64)[None]}
+        elif damage == "density kind":
+            d = tiny_prior.latent_dim
+            bad["latent_density"] = {"covariance_type": "spherical",
+                                     "means": torch.zeros(2, d), "covariances": torch.ones(2)}
         else:
             bad["params"]["no_such_parameter"] = 1
         torch.save(bad, tmp_path / "bad.skv")
@@ -502,6 +630,9 @@ def test_load_device_override_and_damaged_files(tiny_prior, tmp_path, monkeypatc
     torch.save(dict(state, format_version="2"), tmp_path / "bad.skv")
     with pytest.raises(ValueError, match="format_version is '2', not an integer"):
         VAEPrior.load(tmp_path / "bad.skv")
+    torch.save(dict(state, format_version=state["format_version"] + 1), tmp_path / "new.skv")
+    with pytest.raises(ValueError, match="written by a newer skvaeinv"):
+        VAEPrior.load(tmp_path / "new.skv")
 
 
 def test_more_bad_input_messages(tiny_prior, tiny_images):
