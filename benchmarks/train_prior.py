@@ -144,10 +144,11 @@ def main(argv: list[str] | None = None) -> int:
                          "a kernel density with a cross-validated bandwidth, a Gaussian "
                          "mixture of --density-components, or none (keep the saved one)")
     ap.add_argument("--density-components", type=int, default=200,
-                    help="components of --density mixture (0: fit none, keep the saved one)")
+                    help="components of --density mixture (0: fit no density of either "
+                         "kind, keep the saved one)")
     ap.add_argument("--density-seeds", type=int, nargs="*", default=[2, 3, 4],
                     help="further sample seeds whose density samples are compared too")
-    ap.add_argument("--density-crops", type=int, default=20_000,
+    ap.add_argument("--density-crops", type=int, default=18_000,
                     help="training crops whose codes the latent density is fitted to")
     add_allocator_option(ap)
     args = ap.parse_args(argv)
@@ -222,8 +223,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # 4. pattern statistics of samples vs the training image (training band): decoding
     #    z ~ N(0, I), and decoding draws of a density fitted to the codes of training crops
-    refit = args.density == "kernel" or (args.density == "mixture"
-                                         and args.density_components > 0)
+    # --density-components 0 keeps the saved density, as it did before --density existed
+    refit = args.density != "none" and args.density_components > 0
     if refit:
         prior.fit_latent_density(train_crops(args.density_crops, args.seed + 31),
                                  n_components=args.density_components, kind=args.density,
@@ -335,8 +336,9 @@ def _density_label(prior: VAEPrior) -> str:
     """Table label of the prior's latent density."""
     gmm = prior.latent_density_
     if gmm.covariance_type == "tied":
-        return (f"latent kernel density ({gmm.n_components} codes, bandwidth "
-                f"{prior.latent_bandwidth_:.3f})")
+        h = getattr(prior, "latent_bandwidth_", None)
+        return (f"latent kernel density ({gmm.n_components} codes"
+                + (f", bandwidth {h:.3f})" if h is not None else ")"))
     return f"latent density ({gmm.n_components} comp.)"
 
 

@@ -530,7 +530,9 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         X : array-like of shape (n_samples, H, W) or (n_samples, H*W)
             Images of the fitted shape, typically (a subset of) the training images.
             For ``kind="mixture"`` at least ``n_components`` of them, and ideally many
-            more; for ``kind="kernel"`` with ``bandwidth="cv"`` at least 10.
+            more; for ``kind="kernel"`` more than ``latent_dim``, and with
+            ``bandwidth="cv"`` more than ``latent_dim`` in each of the 5 training folds
+            (about ``1.25 * latent_dim + 2``).
         n_components : int, default=50
             Number of Gaussian components (full covariances) of ``kind="mixture"``;
             ignored by ``kind="kernel"``.
@@ -538,7 +540,9 @@ class VAEPrior(TransformerMixin, BaseEstimator):
             "mixture": a Gaussian mixture fitted by EM. "kernel": a Gaussian kernel
             density, one equal-weight component at each code, all with the codes'
             covariance times ``bandwidth**2`` (stored as a tied-covariance
-            GaussianMixture holding every code: its size grows with ``X``). On the
+            GaussianMixture holding every code: its size grows with ``X``, and
+            scikit-learn scores it one component at a time, so ``score_samples`` of
+            many codes is slow). On the
             reference prior the kernel density scores the codes of held-out crops 2.35
             nats per code higher than a 200-component mixture, and its samples are
             statistically closer to the training image
@@ -547,7 +551,8 @@ class VAEPrior(TransformerMixin, BaseEstimator):
             ``kind="kernel"`` only: the factor ``h`` of the kernel covariance
             ``h**2 * cov(codes)``. "cv" picks it by maximising the 5-fold
             cross-validated log-likelihood of the codes (at most 5,000 held-out codes
-            scored; factors searched within [0.02, 3]).
+            scored; factors searched within [0.02, 3], with a warning at the edge).
+            Ignored by ``kind="mixture"``, but validated.
         random_state : int, RandomState instance or None, default=None
             Seed of the mixture's initialisation, or of the cross-validation folds.
 
@@ -558,17 +563,20 @@ class VAEPrior(TransformerMixin, BaseEstimator):
             ``latent_bandwidth_``.
         """
         self._check_fitted()
-        if kind not in ("mixture", "kernel"):
+        if not isinstance(kind, str) or kind not in ("mixture", "kernel"):
             raise ValueError(f"kind must be 'mixture' or 'kernel', got {kind!r}.")
-        if kind == "mixture" and (not isinstance(n_components, numbers.Integral)
-                                  or n_components < 1):
+        if not isinstance(n_components, numbers.Integral) or n_components < 1:
             raise ValueError(
                 f"n_components must be a positive integer, got {n_components!r}.")
-        if kind == "kernel" and not (isinstance(bandwidth, str) and bandwidth == "cv") and (
-                not isinstance(bandwidth, numbers.Real) or isinstance(bandwidth, bool)
-                or not np.isfinite(bandwidth) or bandwidth <= 0):
-            raise ValueError("bandwidth must be 'cv' or a positive finite factor, got "
-                             f"{bandwidth!r}.")
+        if not (isinstance(bandwidth, str) and bandwidth == "cv"):
+            try:
+                ok = (isinstance(bandwidth, numbers.Real) and not isinstance(
+                    bandwidth, (bool, np.bool_)) and 0 < float(bandwidth) < np.inf)
+            except (OverflowError, TypeError, ValueError):
+                ok = False
+            if not ok:
+                raise ValueError("bandwidth must be 'cv' or a positive finite factor, got "
+                                 f"{bandwidth!r}.")
         Z = self.transform(X)
         rng = check_random_state(random_state)
         if kind == "mixture":
@@ -581,9 +589,11 @@ class VAEPrior(TransformerMixin, BaseEstimator):
             logger.info("latent density: %d components fitted to %d codes", n_components,
                         Z.shape[0])
         else:
-            if Z.shape[0] < 2:
-                raise ValueError("a kernel density needs at least 2 images, got "
-                                 f"{Z.shape[0]}.")
+            if bandwidth != "cv" and Z.shape[0] <= self.latent_dim:
+                raise ValueError(
+                    f"a kernel density needs more images than latent_dim="
+                    f"{self.latent_dim} (the codes' covariance must be invertible), got "
+                    f"{Z.shape[0]}; pass more images.")
             h = _density.cv_bandwidth(Z, rng) if bandwidth == "cv" else float(bandwidth)
             density = _density.kernel_density(Z, h)
             logger.info("latent density: kernel density on %d codes, bandwidth factor %.3f",
@@ -748,7 +758,9 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         params = {k: _plain_value(v, k) for k, v in params.items()}
         return {
             "format": "skvaeinv.VAEPrior",
-            "format_version": _FORMAT_VERSION,
+            # version 1 unless a kernel density needs 2, so older releases read the rest
+            "format_version": 2 if getattr(getattr(self, "latent_density_", None),
+                                           "covariance_type", "full") == "tied" else 1,
             "params": params,
             # the size the networks were built with (params may have changed since fit)
             "architecture": dict(self.decoder_.architecture),
@@ -790,7 +802,8 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         self.encoder_ = enc.to(self.device_).eval()
         self.decoder_ = dec.to(self.device_).eval()
         if "latent_density" in state:
-            self.latent_density_, h = _density.density_from_state(state["latent_density"])
+            self.latent_density_, h = _density.density_from_state(
+                state["latent_density"], int(kw["latent_dim"]))
             if h is not None:
                 self.latent_bandwidth_ = h
 

@@ -484,8 +484,17 @@ def test_kernel_density_likelihood_and_cv_bandwidth_match_sklearn():
            - np.log(np.diag(chol)).sum() for h in (0.2, 0.5)]
     np.testing.assert_allclose(_density.held_out_log_likelihood(fit, held, [0.2, 0.5]),
                                ref, rtol=1e-10)
+    # ... which is the log-density of the kernel density that gets built
+    np.testing.assert_allclose(_density.kernel_density(fit, 0.5).score(held), ref[1],
+                               rtol=1e-7)
     h = _density.cv_bandwidth(Z, np.random.RandomState(0))
     assert h == _density.cv_bandwidth(Z, np.random.RandomState(0))
+    # the search finds the maximum of the cross-validated likelihood (a fine grid's)
+    folds = _density.cv_folds(Z, np.random.RandomState(0))
+    grid = np.geomspace(0.05, 2.0, 400)
+    cv = _density._log_likelihoods(folds, grid)
+    assert abs(np.log(grid[np.argmax(cv)] / h)) < 2 * np.log(grid[1] / grid[0])
+    assert _density._log_likelihoods(folds, h)[0] >= cv.max() - 1e-6
     # sklearn's 5-fold grid search over the same kernel (whitened once, other folds)
     allchol = np.linalg.cholesky(np.cov(Z.T))
     gs = GridSearchCV(KernelDensity(), {"bandwidth": np.geomspace(0.05, 1.5, 200)}, cv=5)
@@ -493,12 +502,30 @@ def test_kernel_density_likelihood_and_cv_bandwidth_match_sklearn():
     assert abs(h / ref_h - 1) < 0.15, (h, ref_h)
 
 
+def test_cv_bandwidth_warns_at_the_edge_of_its_range():
+    from skvaeinv import _density
+
+    # codes that repeat: held-out codes sit on fitting codes, and the likelihood grows
+    # without bound as the bandwidth shrinks
+    rng = np.random.RandomState(0)
+    Z = np.repeat(rng.standard_normal((4, 2)), 15, axis=0)
+    with pytest.warns(RuntimeWarning, match="edge of the search range"):
+        h = _density.cv_bandwidth(Z, rng)
+    assert h < 0.021
+
+
 def test_cv_kernel_density_on_the_prior(tiny_prior, tiny_images, tmp_path):
     import copy
 
+    from skvaeinv import _density
+
     prior = copy.deepcopy(tiny_prior).fit_latent_density(tiny_images[:250], kind="kernel",
                                                         random_state=0)
-    assert 0.02 < prior.latent_bandwidth_ < 3
+    # the factor maximises the likelihood of the folds random_state=0 makes
+    folds = _density.cv_folds(prior.transform(tiny_images[:250]), np.random.RandomState(0))
+    grid = np.geomspace(0.05, 2.0, 200)
+    best = grid[np.argmax(_density._log_likelihoods(folds, grid))]
+    assert abs(np.log(best / prior.latent_bandwidth_)) < 2 * np.log(grid[1] / grid[0])
     codes = prior.transform(tiny_images[250:])
     mixture = copy.deepcopy(tiny_prior).fit_latent_density(tiny_images[:250], n_components=4,
                                                           random_state=0)
@@ -512,9 +539,13 @@ def test_cv_kernel_density_on_the_prior(tiny_prior, tiny_images, tmp_path):
     prior.save(tmp_path / "k.skv")
     loaded = VAEPrior.load(tmp_path / "k.skv")
     assert loaded.latent_bandwidth_ == prior.latent_bandwidth_
-    saved = torch.load(tmp_path / "k.skv", weights_only=True)["latent_density"]
-    # compact: the codes as float32 (lossless, they are float32 values), no weights
-    assert saved["means"].dtype == torch.float32 and "weights" not in saved
+    saved = torch.load(tmp_path / "k.skv", weights_only=True)
+    # compact: the codes as float32 (lossless, they are float32 values), no weights; the
+    # format version is 2 for a kernel density only (older releases read the others)
+    assert saved["latent_density"]["means"].dtype == torch.float32
+    assert "weights" not in saved["latent_density"] and saved["format_version"] == 2
+    mixture.save(tmp_path / "m.skv")
+    assert torch.load(tmp_path / "m.skv", weights_only=True)["format_version"] == 1
     np.testing.assert_array_equal(loaded.sample(5, random_state=1, source="density"),
                                   expected)
     np.testing.assert_array_equal(loaded.latent_density_.score_samples(codes),
@@ -529,25 +560,49 @@ def test_cv_kernel_density_on_the_prior(tiny_prior, tiny_images, tmp_path):
 
 @pytest.mark.parametrize("kw, match", [
     (dict(kind="gmm"), "kind must be"),
+    (dict(kind=np.array(["kernel"])), "kind must be"),
     (dict(kind="kernel", bandwidth=0), "bandwidth must be"),
     (dict(kind="kernel", bandwidth=-0.5), "bandwidth must be"),
     (dict(kind="kernel", bandwidth=float("nan")), "bandwidth must be"),
+    (dict(kind="kernel", bandwidth=10**400), "bandwidth must be"),
     (dict(kind="kernel", bandwidth=True), "bandwidth must be"),
     (dict(kind="kernel", bandwidth="silverman"), "bandwidth must be"),
+    (dict(kind="mixture", bandwidth=-1), "bandwidth must be"),   # ignored, but checked
+    (dict(kind="kernel", n_components=-3), "n_components"),
 ])
-def test_kernel_density_bad_input(kernel_prior, tiny_images, kw, match):
+def test_kernel_density_bad_parameters(kernel_prior, tiny_images, kw, match):
     import copy
 
     prior = copy.deepcopy(kernel_prior)
     before = prior.latent_density_
     with pytest.raises(ValueError, match=match):
         prior.fit_latent_density(tiny_images[:20], **kw)
-    with pytest.raises(ValueError, match="at least 10 images"):
+    assert prior.latent_density_ is before and prior.latent_bandwidth_ == 0.3
+
+
+def test_kernel_density_bad_images_and_numeric_types(kernel_prior, tiny_images):
+    import copy
+    import warnings
+    from fractions import Fraction
+
+    prior = copy.deepcopy(kernel_prior)
+    before = prior.latent_density_
+    d = prior.latent_dim     # 4: cv folds of 4/5 of the codes need 5 codes, so 7 images
+    with pytest.raises(ValueError, match=r"more than 4 codes \(latent_dim\).*at least 7"):
         prior.fit_latent_density(tiny_images[:6], kind="kernel")
+    with pytest.raises(ValueError, match="more images than latent_dim=4"):
+        prior.fit_latent_density(tiny_images[:d], kind="kernel", bandwidth=0.5)
     with pytest.raises(ValueError, match="singular"):
         prior.fit_latent_density(np.repeat(tiny_images[:1], 12, axis=0), kind="kernel",
                                  bandwidth=0.5)
     assert prior.latent_density_ is before and prior.latent_bandwidth_ == 0.3
+    with warnings.catch_warnings():   # 7 codes in 4 dimensions: the widest factor wins
+        warnings.simplefilter("ignore", RuntimeWarning)
+        prior.fit_latent_density(tiny_images[:7], kind="kernel", random_state=0)  # enough
+    for h in (np.float32(0.25), 1, Fraction(1, 2)):
+        prior.fit_latent_density(tiny_images[:20], kind="kernel", bandwidth=h)
+        assert prior.latent_bandwidth_ == float(h)
+        assert isinstance(prior.latent_bandwidth_, float)
 
 
 def test_refit_drops_the_latent_density(tiny_images):
@@ -605,7 +660,7 @@ def test_load_device_override_and_damaged_files(tiny_prior, tmp_path, monkeypatc
         assert p.device == "cpu" and p.device_.type == "cpu"
     state = torch.load(tmp_path / "p.skv", weights_only=True)
     for damage in ("missing", "latent_dim", "unknown", "architecture", "density",
-                   "density kind"):
+                   "density kind", "density shape"):
         bad = dict(state, params=dict(state["params"]))
         if damage == "missing":
             del bad["decoder"]
@@ -618,6 +673,11 @@ def test_load_device_override_and_damaged_files(tiny_prior, tmp_path, monkeypatc
             bad["latent_density"] = {"weights": torch.ones(1, dtype=torch.float64),
                                      "means": torch.zeros(1, d, dtype=torch.float64),
                                      "covariances": -torch.eye(d, dtype=torch.float64)[None]}
+        elif damage == "density shape":   # a kernel density of another latent size
+            d = tiny_prior.latent_dim
+            bad["latent_density"] = {"covariance_type": "tied",
+                                     "means": torch.zeros(3, d + 3),
+                                     "covariances": torch.eye(d + 3, dtype=torch.float64)}
         elif damage == "density kind":
             d = tiny_prior.latent_dim
             bad["latent_density"] = {"covariance_type": "spherical",
@@ -630,7 +690,9 @@ def test_load_device_override_and_damaged_files(tiny_prior, tmp_path, monkeypatc
     torch.save(dict(state, format_version="2"), tmp_path / "bad.skv")
     with pytest.raises(ValueError, match="format_version is '2', not an integer"):
         VAEPrior.load(tmp_path / "bad.skv")
-    torch.save(dict(state, format_version=state["format_version"] + 1), tmp_path / "new.skv")
+    from skvaeinv.prior import _FORMAT_VERSION
+
+    torch.save(dict(state, format_version=_FORMAT_VERSION + 1), tmp_path / "new.skv")
     with pytest.raises(ValueError, match="written by a newer skvaeinv"):
         VAEPrior.load(tmp_path / "new.skv")
 
