@@ -542,10 +542,9 @@ class VAEPrior(TransformerMixin, BaseEstimator):
             covariance times ``bandwidth**2`` (stored as a tied-covariance
             GaussianMixture holding every code: its size grows with ``X``, and
             scikit-learn scores it one component at a time, so ``score_samples`` of
-            many codes is slow). On the
-            reference prior the kernel density scores the codes of held-out crops 2.35
-            nats per code higher than a 200-component mixture, and its samples are
-            statistically closer to the training image
+            many codes is slow). On the reference prior the kernel density scores the
+            codes of held-out crops 2.35 nats per code higher than a 200-component
+            mixture, and its samples are statistically closer to the training image
             (``benchmarks/results/latent_density.md``).
         bandwidth : float or "cv", default="cv"
             ``kind="kernel"`` only: the factor ``h`` of the kernel covariance
