@@ -61,6 +61,19 @@ def exclusion_windows() -> list[tuple[int, int, int, int]]:
     return [(r, c, *TRUTH_SHAPE) for r, c in TRUTH_WINDOWS.values()]
 
 
+def training_crops(ti: np.ndarray):
+    """``crops(n, seed)``: ``n`` random truth-sized crops of the training band of ``ti``
+    (rows ``TRAIN_ROWS``), none overlapping a truth window."""
+    from skvaeinv.datasets import extract_patches
+
+    windows = exclusion_windows()
+
+    def crops(n: int, seed: int) -> np.ndarray:
+        return extract_patches(ti, TRUTH_SHAPE, n, rows=TRAIN_ROWS, exclude=windows,
+                               random_state=seed)
+    return crops
+
+
 def slowness(m: np.ndarray) -> np.ndarray:
     """Reference petrophysics of the study: s = 1 / (0.06 + 0.02 (1 - m)) ns/m."""
     return 1.0 / (0.06 + 0.02 * (1.0 - m))

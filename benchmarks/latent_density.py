@@ -26,11 +26,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PRIORS, TRAIN_ROWS, md_table, require_shared, write_results  # noqa: E402
-from latent_samplers import _row, setup  # noqa: E402
+from _common import PRIORS, TRAIN_ROWS, md_table, write_results  # noqa: E402
+from latent_samplers import seed_row, setup  # noqa: E402
 from train_prior import compare_stats, pattern_stats  # noqa: E402
-
-from skvaeinv.datasets import load_training_image  # noqa: E402
 
 log = logging.getLogger("latent_density")
 
@@ -47,14 +45,11 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    crops, prior, ref = setup(args.prior, args.n_samples)
+    ti, crops, prior, ref = setup(args.prior, args.n_samples)
     # the yardstick: the reference crops against every pixel pair of the training band
-    band = load_training_image(require_shared() / "ti.png")[TRAIN_ROWS[0]:TRAIN_ROWS[1]]
-    band_stats = pattern_stats(band[None])
-    yardstick = {axis: float(np.max(np.abs(np.subtract(ref[f"two_point_{axis}"],
-                                                       band_stats[f"two_point_{axis}"]))
-                                    / np.asarray(band_stats[f"two_point_{axis}"])))
-                 for axis in ("x", "z")}
+    band_stats = pattern_stats(ti[TRAIN_ROWS[0]:TRAIN_ROWS[1]][None])
+    band = compare_stats(ref, band_stats)
+    yardstick = {axis: band[f"two_point_{axis}_max_rel_error"] for axis in ("x", "z")}
     fit_crops = crops(args.n_codes, 31)                    # as the committed density
     held = prior.transform(crops(args.n_held_out, 77))
     d = held.shape[1]
@@ -83,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
             s = pattern_stats(draws)
             per_seed.append({"proportion": s["proportion_binary"], **compare_stats(s, ref)})
         results[label] = {"held_out_log_likelihood": ll, "per_seed": per_seed}
-        rows.append([label, f"{ll:.2f}", *_row(label, per_seed, ref)[1:]])
+        rows.append([label, f"{ll:.2f}", *seed_row(label, per_seed, ref)[1:]])
         log.info("%s: %s", label, rows[-1])
 
     md = ["# Latent densities of the reference prior", "",

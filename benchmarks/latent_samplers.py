@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (PRIORS, TRAIN_ROWS, TRUTH_SHAPE, require_shared,  # noqa: E402
-                     exclusion_windows, md_table, write_results)
+from _common import (PRIORS, md_table, require_shared, training_crops,  # noqa: E402
+                     write_results)
 from train_prior import compare_stats, pattern_stats  # noqa: E402
 
 from skvaeinv import VAEPrior  # noqa: E402
-from skvaeinv.datasets import extract_patches, load_training_image  # noqa: E402
+from skvaeinv.datasets import load_training_image  # noqa: E402
 
 log = logging.getLogger("latent_samplers")
 
@@ -61,15 +61,14 @@ def kernel_sampler(codes: np.ndarray, factor: float):
 
 
 def setup(prior_path: str, n_samples: int):
-    """``(crops, prior, ref)``: a function ``crops(n, seed)`` of training-band crops (truth
-    windows excluded), the prior loaded on the CPU, and the pattern statistics of
-    ``n_samples`` reference crops (seed 2024, as in ``train_prior.py``)."""
+    """``(ti, crops, prior, ref)``: the training image, a function ``crops(n, seed)`` of
+    training-band crops (``_common.training_crops``), the prior loaded on the CPU, and
+    the pattern statistics of ``n_samples`` reference crops (seed 2024, as in
+    ``train_prior.py``)."""
     ti = load_training_image(require_shared() / "ti.png")
-
-    def crops(n: int, seed: int) -> np.ndarray:
-        return extract_patches(ti, TRUTH_SHAPE, n, rows=TRAIN_ROWS,
-                               exclude=exclusion_windows(), random_state=seed)
-    return crops, VAEPrior.load(prior_path, device="cpu"), pattern_stats(crops(n_samples, 2024))
+    crops = training_crops(ti)
+    return (ti, crops, VAEPrior.load(prior_path, device="cpu"),
+            pattern_stats(crops(n_samples, 2024)))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    crops, prior, ref = setup(args.prior, args.n_samples)
+    _, crops, prior, ref = setup(args.prior, args.n_samples)
     t0 = time.perf_counter()
     codes = prior.transform(crops(args.n_codes, 31))     # seed 31 as the committed density
     log.info("%d codes in %.0f s", len(codes), time.perf_counter() - t0)
@@ -113,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
                                                            args.n_samples)))
             per_seed.append({"proportion": s["proportion_binary"], **compare_stats(s, ref)})
         results[label] = per_seed
-        rows.append(_row(label, per_seed, ref))
+        rows.append(seed_row(label, per_seed, ref))
         log.info("%s: %s", label, rows[-1])
     z = committed(np.random.RandomState(1), args.n_samples)
     cycles = []
@@ -121,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         z = prior.transform(prior.inverse_transform(z))
         s = pattern_stats(prior.inverse_transform(z))
         cycles.append({"proportion": s["proportion_binary"], **compare_stats(s, ref)})
-        rows.append(_row(f"committed density, {cycle} encode-decode cycle(s) (seed 1)",
+        rows.append(seed_row(f"committed density, {cycle} encode-decode cycle(s) (seed 1)",
                          cycles[-1:], ref))
     results["encode-decode cycles"] = cycles
 
@@ -139,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
                               "samplers": results}, "\n".join(md))
 
 
-def _row(label: str, per_seed: list[dict], ref: dict) -> list:
+def seed_row(label: str, per_seed: list[dict], ref: dict) -> list:
     def both(fn) -> str:
         return " / ".join(fn(r) for r in per_seed)
     p0 = ref["proportion_binary"]

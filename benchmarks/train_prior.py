@@ -37,7 +37,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (SHARED, TRAIN_ROWS, TRUTH_SHAPE, VALID_ROWS,  # noqa: E402
                      add_allocator_option, apply_allocator, device_label,
-                     exclusion_windows, md_table, setting_label, write_results)
+                     exclusion_windows, md_table, setting_label, training_crops,
+                     write_results)
 
 from skvaeinv import VAEPrior  # noqa: E402
 from skvaeinv.cli import _chunk_seed  # noqa: E402
@@ -157,8 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ti = load_training_image(args.ti)
     windows = exclusion_windows()
-    train_crops = lambda n, seed: extract_patches(  # noqa: E731
-        ti, TRUTH_SHAPE, n, rows=TRAIN_ROWS, exclude=windows, random_state=seed)
+    train_crops = training_crops(ti)
     out = Path(args.out)
     argv = list(sys.argv[1:] if argv is None else argv)
     results: dict = {"command": " ".join(["python", "benchmarks/train_prior.py"] + argv),
@@ -244,9 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         results["patterns"][source] = {"samples": st, **compare_stats(st, r_stats)}
     if "density" in sources:
         # fitted in this run, or kept from the saved prior (--density none)
-        kde = prior.latent_density_.covariance_type == "tied"
         results["patterns"]["density"].update(
-            kind="kernel" if kde else "mixture",
+            kind="kernel" if prior.latent_density_.covariance_type == "tied" else "mixture",
             n_components=int(prior.latent_density_.n_components),
             bandwidth=getattr(prior, "latent_bandwidth_", None),
             n_crops=args.density_crops if refit else None,
@@ -292,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for source in sources:
         pt = results["patterns"][source]
-        label = ("z ~ N(0, I)" if source == "normal" else _density_label(prior))
+        label = ("z ~ N(0, I)" if source == "normal" else _density_label(pt))
         rows += [
             [f"{label}: channel proportion samples / TI",
              f"{pt['samples']['proportion_binary']:.4f} / "
@@ -332,14 +331,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _density_label(prior: VAEPrior) -> str:
-    """Table label of the prior's latent density."""
-    gmm = prior.latent_density_
-    if gmm.covariance_type == "tied":
-        h = getattr(prior, "latent_bandwidth_", None)
-        return (f"latent kernel density ({gmm.n_components} codes"
+def _density_label(info: dict) -> str:
+    """Table label of the latent density described by ``results["patterns"]["density"]``."""
+    if info["kind"] == "kernel":
+        h = info["bandwidth"]
+        return (f"latent kernel density ({info['n_components']} codes"
                 + (f", bandwidth {h:.3f})" if h is not None else ")"))
-    return f"latent density ({gmm.n_components} comp.)"
+    return f"latent density ({info['n_components']} comp.)"
 
 
 if __name__ == "__main__":

@@ -55,22 +55,15 @@ def kernel_density(Z: np.ndarray, bandwidth: float) -> GaussianMixture:
     without loss).
     """
     Z = np.asarray(Z, dtype=np.float32).astype(np.float64)
-    n = len(Z)
+    n, d = Z.shape
+    if n <= d:
+        raise ValueError(
+            f"a kernel density needs more images than latent_dim={d} (the codes' "
+            f"covariance must be invertible), got {n}; pass more images.")
     chol = float(bandwidth) * _whitener(Z)
     gmm = GaussianMixture(n, covariance_type="tied")
     _set_fitted(gmm, _uniform(n), Z, chol @ chol.T)
     return gmm
-
-
-def held_out_log_likelihood(fit: np.ndarray, held: np.ndarray,
-                            factors: Any) -> np.ndarray:
-    """Mean log-density of ``held`` under kernel densities on ``fit``, for each factor.
-
-    The kernel covariance is ``factor**2 * cov(fit)``: the log-density
-    :func:`kernel_density` ``(fit, factor)`` gives. Returns an array of the shape of
-    ``np.atleast_1d(factors)``.
-    """
-    return _log_likelihoods([_Fold(fit, held)], factors)
 
 
 class _Fold:

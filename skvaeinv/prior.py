@@ -568,10 +568,10 @@ class VAEPrior(TransformerMixin, BaseEstimator):
             raise ValueError(
                 f"n_components must be a positive integer, got {n_components!r}.")
         if not (isinstance(bandwidth, str) and bandwidth == "cv"):
+            ok = isinstance(bandwidth, numbers.Real) and not isinstance(bandwidth, bool)
             try:
-                ok = (isinstance(bandwidth, numbers.Real) and not isinstance(
-                    bandwidth, (bool, np.bool_)) and 0 < float(bandwidth) < np.inf)
-            except (OverflowError, TypeError, ValueError):
+                ok = ok and 0 < float(bandwidth) < np.inf
+            except OverflowError:   # an int beyond float's range
                 ok = False
             if not ok:
                 raise ValueError("bandwidth must be 'cv' or a positive finite factor, got "
@@ -588,11 +588,6 @@ class VAEPrior(TransformerMixin, BaseEstimator):
             logger.info("latent density: %d components fitted to %d codes", n_components,
                         Z.shape[0])
         else:
-            if bandwidth != "cv" and Z.shape[0] <= self.latent_dim:
-                raise ValueError(
-                    f"a kernel density needs more images than latent_dim="
-                    f"{self.latent_dim} (the codes' covariance must be invertible), got "
-                    f"{Z.shape[0]}; pass more images.")
             h = _density.cv_bandwidth(Z, rng) if bandwidth == "cv" else float(bandwidth)
             density = _density.kernel_density(Z, h)
             logger.info("latent density: kernel density on %d codes, bandwidth factor %.3f",
@@ -758,8 +753,9 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         return {
             "format": "skvaeinv.VAEPrior",
             # version 1 unless a kernel density needs 2, so older releases read the rest
-            "format_version": 2 if getattr(getattr(self, "latent_density_", None),
-                                           "covariance_type", "full") == "tied" else 1,
+            "format_version": _FORMAT_VERSION if getattr(
+                getattr(self, "latent_density_", None), "covariance_type", "full"
+            ) == "tied" else 1,
             "params": params,
             # the size the networks were built with (params may have changed since fit)
             "architecture": dict(self.decoder_.architecture),

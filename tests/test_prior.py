@@ -482,8 +482,8 @@ def test_kernel_density_likelihood_and_cv_bandwidth_match_sklearn():
     white = lambda a: np.linalg.solve(chol, a.T).T  # noqa: E731
     ref = [KernelDensity(bandwidth=h).fit(white(fit)).score_samples(white(held)).mean()
            - np.log(np.diag(chol)).sum() for h in (0.2, 0.5)]
-    np.testing.assert_allclose(_density.held_out_log_likelihood(fit, held, [0.2, 0.5]),
-                               ref, rtol=1e-10)
+    np.testing.assert_allclose(
+        _density._log_likelihoods([_density._Fold(fit, held)], [0.2, 0.5]), ref, rtol=1e-10)
     # ... which is the log-density of the kernel density that gets built
     np.testing.assert_allclose(_density.kernel_density(fit, 0.5).score(held), ref[1],
                                rtol=1e-7)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import warnings
 from collections.abc import Iterator
@@ -196,7 +197,7 @@ class TorchForward:
         self._kernel_t: torch.Tensor | None = None  # set for a sparse kernel only
         self._evaluate = None
         if not operator.is_linear:
-            self._evaluate = operator._subset_evaluator(self.rays)
+            self._build_evaluator()
         else:
             J = operator.jacobian(None, self.rays).tocsr()
             n_entries = J.shape[0] * J.shape[1]
@@ -219,17 +220,28 @@ class TorchForward:
         return state
 
     # -- helpers ---------------------------------------------------------------------
+    def _build_evaluator(self) -> None:
+        """The operator's subset evaluator, and whether it takes ``jacobian=``."""
+        self._evaluate = self.operator._subset_evaluator(self.rays)
+        try:
+            params = inspect.signature(self._evaluate).parameters.values()
+        except (TypeError, ValueError):   # no signature to read: the older form
+            params = ()
+        # an operator's own evaluator of the older (s, idx) form always returns the
+        # Jacobian rows too
+        self._evaluate_takes_jacobian = any(
+            p.name == "jacobian" or p.kind is p.VAR_KEYWORD for p in params)
+
     def _nonlinear_rows(self, s: np.ndarray, idx: np.ndarray, jacobian: bool = True
                         ) -> tuple:
         if self._evaluate is None:
-            self._evaluate = self.operator._subset_evaluator(self.rays)
+            self._build_evaluator()
         idx = np.asarray(idx)
         if jacobian:
             return self._evaluate(s, idx)
-        try:
+        if self._evaluate_takes_jacobian:
             return self._evaluate(s, idx, jacobian=False)
-        except TypeError:   # an operator's own evaluator of the older (s, idx) form
-            return self._evaluate(s, idx)[0], None
+        return self._evaluate(s, idx)[0], None
 
     def _check(self, slowness: torch.Tensor, ray_index: Any) -> torch.Tensor | None:
         if not isinstance(slowness, torch.Tensor):
