@@ -745,7 +745,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         return np.asarray([f"z{i}" for i in range(self.latent_dim)], dtype=object)
 
     # ------------------------------------------------------------------ persistence
-    def _state(self, with_params: bool = True) -> dict:
+    def _state(self, with_params: bool = True, with_density: bool = True) -> dict:
         params = self.get_params(deep=False) if with_params else {}
         if not isinstance(params.get("random_state"), (numbers.Integral, type(None))):
             params["random_state"] = None   # a RandomState instance has no plain form
@@ -769,7 +769,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
             "saved_device": str(self.device_),
             **({"latent_density": _density.density_state(
                 self.latent_density_, getattr(self, "latent_bandwidth_", None))}
-               if hasattr(self, "latent_density_") else {}),
+               if with_density and hasattr(self, "latent_density_") else {}),
         }
 
     def _load_state(self, state: dict) -> None:
@@ -807,8 +807,9 @@ class VAEPrior(TransformerMixin, BaseEstimator):
                  if k not in ("encoder_", "decoder_", "_optimizer", "_torch_gen", "_rng",
                               "device_", "_compiled_loss", "_training_precision")}
         if hasattr(self, "encoder_"):
-            # the parameters travel in __dict__; the torch state holds the fitted part
-            state["_torch_state"] = self._state(with_params=False)
+            # the parameters and the latent density (the fitted scikit-learn object
+            # itself) travel in __dict__; the torch state holds the networks
+            state["_torch_state"] = self._state(with_params=False, with_density=False)
         return state
 
     def __setstate__(self, state: dict) -> None:

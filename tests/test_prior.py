@@ -553,6 +553,14 @@ def test_cv_kernel_density_on_the_prior(tiny_prior, tiny_images, tmp_path):
     np.testing.assert_array_equal(
         pickle.loads(pickle.dumps(prior)).sample(5, random_state=1, source="density"),
         expected)
+    # a pickle carries the density once, as the fitted scikit-learn object itself
+    bare = copy.deepcopy(prior)
+    del bare.latent_density_, bare.latent_bandwidth_
+    extra = len(pickle.dumps(prior)) - len(pickle.dumps(bare))
+    assert extra < 1.2 * prior.latent_density_.means_.nbytes + 4096
+    copied = pickle.loads(pickle.dumps(prior)).latent_density_
+    assert copied.get_params() == prior.latent_density_.get_params()
+    np.testing.assert_array_equal(copied.means_, prior.latent_density_.means_)
     # a kernel density replaced by a mixture drops the bandwidth; a refit drops both
     prior.fit_latent_density(tiny_images[:250], n_components=2, random_state=0)
     assert not hasattr(prior, "latent_bandwidth_")
