@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import numbers
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -390,17 +391,41 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         -------
         self : VAEPrior
             The fitted prior.
+
+        Raises
+        ------
+        FloatingPointError
+            If training diverges (a non-finite loss). The prior is then left as it was
+            before the call: still the earlier fitted prior, or still unfitted.
         """
         self._validate_params()
-        X = self._validate_images(X, reset=True)
-        if X.shape[0] < 2:
-            raise ValueError(
-                f"VAEPrior.fit needs at least 2 images to learn a distribution; got "
-                f"{X.shape[0]}."
-            )
-        self._init_modules(X.shape[1:], check_random_state(self.random_state))
-        self._train(X, self.epochs)
+        with self._unchanged_on_error():
+            X = self._validate_images(X, reset=True)
+            if X.shape[0] < 2:
+                raise ValueError(
+                    f"VAEPrior.fit needs at least 2 images to learn a distribution; got "
+                    f"{X.shape[0]}."
+                )
+            self._init_modules(X.shape[1:], check_random_state(self.random_state))
+            self._train(X, self.epochs)
         return self
+
+    @contextlib.contextmanager
+    def _unchanged_on_error(self) -> Iterator[None]:
+        """Put the estimator's attributes back as they were if the body raises.
+
+        For a body that replaces attributes (a fresh ``fit`` builds new networks, a new
+        loss curve, ...) rather than changing them in place: a fit that fails, e.g.
+        diverges, leaves the earlier fitted prior, or an unfitted one, not a half-trained
+        network that looks fitted.
+        """
+        before = dict(self.__dict__)
+        try:
+            yield
+        except Exception:
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            raise
 
     def partial_fit(self, X: Any, y: None = None) -> "VAEPrior":
         """Run one epoch over ``X``, continuing from the current weights.
@@ -423,15 +448,25 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         -------
         self : VAEPrior
             The estimator, trained one more epoch.
+
+        Raises
+        ------
+        FloatingPointError
+            If training diverges (a non-finite loss). A first call then leaves the prior
+            unfitted; a later call leaves the weights of the last batch with a finite
+            loss, from which training can go on with a lower ``lr``.
         """
         first = not hasattr(self, "encoder_")
         self._validate_params()
-        if not first:
-            self._check_fitted()
-        X = self._validate_images(X, reset=first)
         if first:
-            self._init_modules(X.shape[1:], check_random_state(self.random_state))
-        elif not hasattr(self, "_optimizer"):
+            with self._unchanged_on_error():   # a first call that fails leaves no network
+                X = self._validate_images(X, reset=True)
+                self._init_modules(X.shape[1:], check_random_state(self.random_state))
+                self._train(X, 1)
+            return self
+        self._check_fitted()
+        X = self._validate_images(X, reset=False)
+        if not hasattr(self, "_optimizer"):
             self._restore_training_state()
         for group in self._optimizer.param_groups:
             group["lr"] = float(self.lr)

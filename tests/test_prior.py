@@ -780,6 +780,31 @@ def test_divergence_message_fits_the_precision(tiny_images):
         p.fit(tiny_images[:16])   # already float32: no advice to switch to it
 
 
+def test_failed_fit_leaves_the_prior_as_it_was(tiny_prior, tiny_images):
+    import copy
+
+    prior = copy.deepcopy(tiny_prior)
+    Z = prior.transform(tiny_images[:4])
+    curve = list(prior.loss_curve_)
+    # divergence of a refit, and bad images of another shape: the earlier prior stays
+    prior.set_params(lr=1e30)
+    with pytest.raises(FloatingPointError, match="diverged"):
+        prior.fit(tiny_images[:16])
+    bad = np.full((3, 40, 20), 0.5)
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(ValueError):
+        prior.fit(bad)
+    assert prior.image_shape_ == tiny_prior.image_shape_ and prior.loss_curve_ == curve
+    np.testing.assert_array_equal(prior.transform(tiny_images[:4]), Z)
+    # a first fit or partial_fit that diverges leaves no network that looks fitted
+    for method in ("fit", "partial_fit"):
+        fresh = VAEPrior(**{**TINY_PRIOR_KW, "lr": 1e30, "epochs": 2, "random_state": 0})
+        with pytest.raises(FloatingPointError, match="diverged"):
+            getattr(fresh, method)(tiny_images[:64])
+        with pytest.raises(NotFittedError):
+            fresh.transform(tiny_images[:2])
+
+
 def test_loss_terms_follow_the_design_note(trained_tiny_prior, tiny_images):
     tiny_prior = trained_tiny_prior   # the loss of training, as a fitted prior has it
     # sum over batch and pixels of squared error; mean over batch and latent dims of
