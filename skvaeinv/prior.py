@@ -715,6 +715,14 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         -------
         score : float
             Mean of :meth:`score_samples` over ``X`` (higher is better).
+
+        Notes
+        -----
+        The score weighs the KL term by the prior's own ``beta``, so it compares priors
+        of the same ``beta`` only: a search over ``beta`` itself (e.g. ``GridSearchCV``)
+        would favour the smallest one by construction. Compare such priors by a
+        criterion that does not contain ``beta``, e.g. ``-reconstruction_error(X).mean()``
+        of held-out images, or the pattern statistics of their samples.
         """
         return float(np.mean(self.score_samples(X)))
 
