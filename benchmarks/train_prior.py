@@ -43,27 +43,9 @@ from _common import (SHARED, TRAIN_ROWS, TRUTH_SHAPE, VALID_ROWS,  # noqa: E402
 from skvaeinv import VAEPrior  # noqa: E402
 from skvaeinv.cli import _chunk_seed  # noqa: E402
 from skvaeinv.datasets import extract_patches, load_training_image  # noqa: E402
+from skvaeinv.metrics import compare_pattern_statistics, pattern_statistics  # noqa: E402
 
 log = logging.getLogger("train_prior")
-
-
-def _by_lag(images: np.ndarray, max_lag: int, axis: int, pair_mean) -> np.ndarray:
-    """``pair_mean(m(u), m(u + h))`` over all pixel pairs at lags h = 0..max_lag along
-    ``axis`` (1 = z, 2 = x)."""
-    n = images.shape[axis]
-    return np.asarray([float(pair_mean(np.take(images, np.arange(0, n - h), axis=axis),
-                                       np.take(images, np.arange(h, n), axis=axis)))
-                       for h in range(max_lag + 1)])
-
-
-def two_point(images: np.ndarray, max_lag: int, axis: int) -> np.ndarray:
-    """P(m(u) = 1 and m(u + h) = 1) for lags h = 0..max_lag along ``axis`` (1 = z, 2 = x)."""
-    return _by_lag(images, max_lag, axis, lambda a, b: (a * b).mean())
-
-
-def variogram(images: np.ndarray, max_lag: int, axis: int) -> np.ndarray:
-    """Indicator variogram ``0.5 E[(m(u) - m(u + h))^2]`` for lags h = 0..max_lag."""
-    return _by_lag(images, max_lag, axis, lambda a, b: 0.5 * ((a - b) ** 2).mean())
 
 
 def throughput(precision: str, n_batches: int, seed: int, patches: np.ndarray,
@@ -92,30 +74,20 @@ def throughput_table(n_batches: int, seed: int, patches: np.ndarray, modes: list
 
 
 def pattern_stats(images: np.ndarray, max_lag: int = 30) -> dict:
-    """Channel proportion, two-point probabilities and indicator variograms (thresholded)."""
-    binary = (images >= 0.5).astype(np.float64)
-    out = {
-        "proportion_mean": float(images.mean()),
-        "proportion_binary": float(binary.mean()),
-        "undecided_fraction": float(((images > 0.1) & (images < 0.9)).mean()),
-    }
-    for axis, name in ((2, "x"), (1, "z")):
-        out[f"two_point_{name}"] = two_point(binary, max_lag, axis=axis).tolist()
-        out[f"variogram_{name}"] = variogram(binary, max_lag, axis=axis).tolist()
-    return out
+    """:func:`skvaeinv.metrics.pattern_statistics` (thresholded at 0.5) in the form the
+    results files have always had: lists, and ``proportion_binary`` / ``proportion_mean``
+    for the thresholded and the raw channel proportion."""
+    s = pattern_statistics(images, max_lag)
+    return {"proportion_mean": s["mean"], "proportion_binary": s["proportion"],
+            "undecided_fraction": s["undecided_fraction"],
+            **{k: v.tolist() for k, v in s.items() if isinstance(v, np.ndarray)}}
 
 
 def compare_stats(s: dict, r: dict) -> dict:
-    """Relative errors of sample statistics ``s`` against training-image statistics ``r``."""
-    out = {"proportion_rel_error": float(abs(s["proportion_binary"] - r["proportion_binary"])
-                                         / r["proportion_binary"])}
-    for key, first_lag in (("two_point", 0), ("variogram", 1)):
-        for axis in ("x", "z"):
-            name = f"{key}_{axis}"
-            a, b = np.array(s[name])[first_lag:], np.array(r[name])[first_lag:]
-            out[f"{name}_max_rel_error"] = float(np.max(np.abs(a - b) / b))
-            out[f"{name}_curve_rel_error"] = float(np.linalg.norm(a - b) / np.linalg.norm(b))
-    return out
+    """Relative errors of sample statistics ``s`` against training-image statistics ``r``
+    (both from :func:`pattern_stats`): :func:`skvaeinv.metrics.compare_pattern_statistics`."""
+    return compare_pattern_statistics(*({"proportion": d["proportion_binary"], **d}
+                                        for d in (s, r)))
 
 
 def main(argv: list[str] | None = None) -> int:
