@@ -121,7 +121,8 @@ class VAEPrior(TransformerMixin, BaseEstimator):
     n_images_seen_ : int
         Number of images processed during training.
     latent_density_ : sklearn.mixture.GaussianMixture
-        Only after :meth:`fit_latent_density` (until the next :meth:`fit`): a mixture
+        Only after :meth:`fit_latent_density` (until the next :meth:`fit` or
+        :meth:`partial_fit`, which change the codes it was fitted to): a mixture
         (full covariances) or kernel density (tied covariances) fitted to the latent
         codes of real images, used by ``sample(..., source="density")``.
     latent_bandwidth_ : float
@@ -281,13 +282,16 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         self._torch_gen = torch.Generator(device=self.device_)
         self._torch_gen.manual_seed(int(rng.randint(0, 2**31 - 1)))
         self._rng = rng
-        # a latent density fitted to the codes of an earlier network does not apply
-        self.__dict__.pop("latent_density_", None)
-        self.__dict__.pop("latent_bandwidth_", None)
+        self._drop_latent_density()   # fitted to the codes of an earlier network
         self.loss_curve_ = []
         self.n_iter_ = 0
         self.n_batches_ = 0
         self.n_images_seen_ = 0
+
+    def _drop_latent_density(self) -> None:
+        """Forget the latent density (and bandwidth): the network it was fitted to changes."""
+        self.__dict__.pop("latent_density_", None)
+        self.__dict__.pop("latent_bandwidth_", None)
 
     def _check_fitted(self) -> None:
         """NotFittedError before fit; ValueError if the network's size parameters changed.
@@ -466,6 +470,11 @@ class VAEPrior(TransformerMixin, BaseEstimator):
             return self
         self._check_fitted()
         X = self._validate_images(X, reset=False)
+        if hasattr(self, "latent_density_"):
+            logger.info("partial_fit: the latent density was fitted to the codes of the "
+                        "network before this training and is dropped; refit it with "
+                        "fit_latent_density.")
+            self._drop_latent_density()
         if not hasattr(self, "_optimizer"):
             self._restore_training_state()
         for group in self._optimizer.param_groups:
@@ -722,7 +731,8 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         of the same ``beta`` only: a search over ``beta`` itself (e.g. ``GridSearchCV``)
         would favour the smallest one by construction. Compare such priors by a
         criterion that does not contain ``beta``, e.g. ``-reconstruction_error(X).mean()``
-        of held-out images, or the pattern statistics of their samples.
+        of held-out images, or the pattern statistics of their samples
+        (:mod:`skvaeinv.metrics`).
         """
         return float(np.mean(self.score_samples(X)))
 

@@ -628,9 +628,12 @@ def test_refit_drops_the_latent_density(tiny_images):
         p.sample(2, source="density")
     q = VAEPrior(epochs=1, random_state=0, **TINY_PRIOR_KW)
     q.partial_fit(X)
-    q.fit_latent_density(X, n_components=2, random_state=0)
-    q.partial_fit(X)   # more training of the same network keeps it
-    assert hasattr(q, "latent_density_")
+    q.fit_latent_density(X, kind="kernel", bandwidth=0.5)
+    codes = q.transform(X)
+    # more training moves the codes the density was fitted to: it goes too
+    q.partial_fit(X)
+    assert not np.allclose(q.transform(X), codes, atol=1e-3)
+    assert not hasattr(q, "latent_density_") and not hasattr(q, "latent_bandwidth_")
 
 
 @pytest.mark.parametrize("param", ["latent_dim", "base_channels", "hidden_units"])
