@@ -34,7 +34,7 @@ logger = logging.getLogger("skvaeinv.cli")
 
 #: Settings of the demo (and of the small prior shipped in ``skvaeinv/data``).
 DEMO = {
-    "shape": (65, 33), "spacing": 0.2,            # the study's 6.5 m x 12.9 m panel
+    "shape": (65, 33), "spacing": 0.2,            # ~ the study's panel, 0.2 m cells
     "depths": np.arange(0.5, 12.51, 0.5),          # 25 sources x 25 receivers
     "channels": dict(width=(2.5, 4.5), wavelength=(30.0, 100.0), proportion=0.27),
     # beta scaled from the study's 1000 for 8,385 pixels to this image's 2,145

@@ -219,7 +219,8 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         accelerator. Results depend on it (floating-point batching) but not on
         ``n_jobs``.
     n_jobs : int or None, default=None
-        Chunks of starts run in parallel joblib workers (CPU only). Every chunk uses
+        Chunks of starts run in parallel joblib workers (CPU only); there is more than
+        one chunk only for more than ``chunk_size`` starts. Every chunk uses
         one torch thread, in workers and in this process alike, so results are
         identical for any ``n_jobs``; use ``n_jobs=-1`` to use all cores. When the
         chunks run in this process (a single chunk, or a GPU), a nonlinear operator
