@@ -3,7 +3,6 @@
 import importlib.util
 import pickle
 import sys
-from pathlib import Path
 
 import joblib
 import numpy as np
@@ -15,7 +14,6 @@ import skvaeinv.forward.shortest_path as spm
 from skvaeinv.forward import ShortestPath, StraightRay
 from skvaeinv.survey import Grid2D, crosshole
 
-DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
 MODELS = ["mc1", "mc2", "mc3", "mv1", "mv2", "mv3"]
 TTCRPY_MISSING = ("optional GPL backend (pip install ttcrpy, plus the system "
                   "libOpenCL.so.1) not installed")
@@ -29,10 +27,10 @@ BACKENDS = [pytest.param("numba", marks=needs_numba), "scipy"]
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("secondary_nodes", [2, 3])
-def test_reproduces_pygimli_reference(secondary_nodes, backend):
-    ref = np.load(DATA / "reference" / "pygimli_spm_traveltimes.npz")
+def test_reproduces_pygimli_reference(secondary_nodes, backend, shared_data):
+    ref = np.load(shared_data / "reference" / "pygimli_spm_traveltimes.npz")
     grid = Grid2D((129, 65), 0.1)
-    S = np.stack([1.0 / (0.06 + 0.02 * (1.0 - np.load(DATA / "truth" / f"{m}.npy")))
+    S = np.stack([1.0 / (0.06 + 0.02 * (1.0 - np.load(shared_data / "truth" / f"{m}.npy")))
                   for m in MODELS])
     op = ShortestPath(grid, secondary_nodes=secondary_nodes, backend=backend)
     T = op.traveltimes(S, ref["geometry"])
@@ -288,11 +286,11 @@ def test_ttcrpy_backend_matches_scipy_backend(n_jobs):
     pickle.loads(pickle.dumps(theirs))  # the cached raytracer is not pickled
 
 
-def test_ttcrpy_backend_reproduces_pygimli_reference():
+def test_ttcrpy_backend_reproduces_pygimli_reference(shared_data):
     pytest.importorskip("ttcrpy.rgrid", reason=TTCRPY_MISSING)
-    ref = np.load(DATA / "reference" / "pygimli_spm_traveltimes.npz")
+    ref = np.load(shared_data / "reference" / "pygimli_spm_traveltimes.npz")
     op = ShortestPath(Grid2D((129, 65), 0.1), secondary_nodes=2, backend="ttcrpy")
-    m = np.load(DATA / "truth" / "mc2.npy")
+    m = np.load(shared_data / "truth" / "mc2.npy")
     t = op.traveltimes(1.0 / (0.06 + 0.02 * (1.0 - m)), ref["geometry"])
     np.testing.assert_allclose(t, ref["mc2_sec2"], rtol=1e-6)
 

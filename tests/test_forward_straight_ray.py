@@ -1,6 +1,5 @@
 """Tests for skvaeinv.forward.StraightRay: exact intersection lengths."""
 
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -10,7 +9,6 @@ from hypothesis import strategies as st
 from skvaeinv.forward import StraightRay, straight_ray_kernel
 from skvaeinv.survey import Grid2D, crosshole
 
-DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
 MODELS = ["mc1", "mc2", "mc3", "mv1", "mv2", "mv3"]
 
 
@@ -18,17 +16,17 @@ def _slowness(m):
     return 1.0 / (0.06 + 0.02 * (1.0 - m))
 
 
-def test_reference_kernel_and_traveltimes():
+def test_reference_kernel_and_traveltimes(shared_data):
     grid = Grid2D((129, 65), 0.1)
     rays = crosshole(grid, np.arange(0.5, 12.51, 0.5), source_x=0.01, receiver_x=6.49)
-    ref = np.load(DATA / "reference" / "straight_ray_traveltimes.npz")
+    ref = np.load(shared_data / "reference" / "straight_ray_traveltimes.npz")
     np.testing.assert_allclose(rays, ref["geometry"], atol=1e-12)
-    K = sp.load_npz(DATA / "reference" / "straight_ray_kernel.npz")
+    K = sp.load_npz(shared_data / "reference" / "straight_ray_kernel.npz")
     op = StraightRay(grid)
     J = op.jacobian(None, rays)
     assert isinstance(J, sp.csr_matrix) and J.shape == K.shape
     assert abs(J - K).max() <= 1e-9
-    S = np.stack([_slowness(np.load(DATA / "truth" / f"{m}.npy")) for m in MODELS])
+    S = np.stack([_slowness(np.load(shared_data / "truth" / f"{m}.npy")) for m in MODELS])
     T = op.traveltimes(S, rays)  # a batch of six models
     for m, t in zip(MODELS, T):
         np.testing.assert_allclose(t, ref[m], rtol=0, atol=1e-9)
