@@ -25,7 +25,10 @@ extensions = [
 autosummary_generate = True
 autodoc_default_options = {
     "members": True,
-    "inherited-members": False,
+    # our own base classes' members (e.g. ForwardOperator.traveltimes on StraightRay's
+    # page) are documented on every subclass; scikit-learn's and Python's are not
+    "inherited-members": "BaseEstimator, TransformerMixin, RegressorMixin, "
+                         "_MetadataRequester, object",
     # scikit-learn's generated metadata-routing setters document sklearn's own glossary
     "exclude-members": "set_fit_request, set_score_request, set_predict_request, "
                        "set_transform_request, set_inverse_transform_request, set_output",

@@ -113,7 +113,7 @@ def has_native_bfloat16(device: str | torch.device = "cpu") -> bool:
     Raises
     ------
     ValueError
-        For a device that is not available (as :func:`resolve_device`).
+        For a device that is not available (as ``resolve_device``).
     """
     device = resolve_device(device)
     try:

@@ -334,7 +334,7 @@ class EngineResult:
 
     Parameters
     ----------
-    models : ndarray of shape (B, *image_shape)
+    models : ndarray of shape (B, H, W)
         Decoded image of the kept (lowest total cost) iterate; NaN if none was tracked.
     latents : ndarray of shape (B, latent_dim)
         Kept latent vectors.

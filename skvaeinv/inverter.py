@@ -88,7 +88,7 @@ def reference_schedule(name: str = "straight") -> dict[str, Any]:
 class Ensemble:
     """The accepted starts of a :class:`LatentInverter` fit and their statistics.
 
-    Returned by :meth:`LatentInverter.ensemble`; each parameter is kept as the attribute
+    Returned by :meth:`skvaeinv.LatentInverter.ensemble`; each parameter is kept as the attribute
     of the same name.
 
     Parameters
@@ -700,9 +700,11 @@ class LatentInverter(RegressorMixin, BaseEstimator):
 
         Returns
         -------
-        Ensemble
-            Accepted indices and models, mean image, channel probability and spread
-            (all-NaN images, with a warning, when no start is accepted).
+        ensemble : Ensemble
+            ``accepted`` (indices of the accepted starts), ``models`` (their kept
+            models), ``mean``, ``channel_probability`` and ``std`` (images of shape
+            ``(H, W)``), ``n_accepted`` and ``threshold``; the images are all NaN, with
+            a warning, when no start is accepted.
         """
         check_is_fitted(self, "models_")
         return self._ensemble(threshold, stacklevel=3)

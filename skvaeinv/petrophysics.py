@@ -189,10 +189,10 @@ def check_petrophysics(petrophysics: Any, image_shape: tuple[int, int] | None = 
         those velocities. A callable is returned as-is; it must map a float32 torch tensor
         of facies images, shape ``(n_images, H, W)``, to slowness of the same shape,
         differentiably. This one form is what the inversion, the check below and
-        :func:`apply_numpy` (hence ``LatentInverter.predict``) call it with, so a mapping
+        ``apply_numpy`` (hence ``LatentInverter.predict``) call it with, so a mapping
         may vary in space (e.g. broadcast an ``(H, W)`` or ``(H, 1)`` field). The tensors
         live on the inversion's device in the inversion and on the CPU in the check (and
-        once on ``device``, when given) and in :func:`apply_numpy`: move any tensor of
+        once on ``device``, when given) and in ``apply_numpy``: move any tensor of
         the mapping's own to ``m.device``.
     image_shape : tuple of int, default=None
         When given, the mapping is also tried on a batch of three uniform facies images

@@ -44,7 +44,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
     (Lopez-Alvis et al., 2021): four strided convolutions (32, 64, 128, 256 channels,
     kernels 5, 5, 4, 4) with instance normalisation and ReLU, a 512-unit layer and a
     mirrored transposed-convolution decoder with a sigmoid output. Other shapes are
-    zero-padded to the next valid size (see :mod:`skvaeinv._networks`).
+    zero-padded to the next valid size (see ``skvaeinv._networks``).
 
     Parameters
     ----------
