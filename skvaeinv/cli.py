@@ -128,8 +128,10 @@ def _check_outputs(outputs: dict[str, str | None], inputs: Sequence[str | None])
     name an input file, a folder, or another output."""
     taken = {Path(p).resolve(): "an input file" for p in inputs if p}
     for flag, value in outputs.items():
-        if not value:
+        if value is None:
             continue
+        if not str(value).strip():
+            raise InputError(f"{flag} is empty; give a file name.")
         path = Path(value)
         resolved = path.resolve()
         if resolved in taken:
@@ -286,7 +288,7 @@ def _cmd_train_prior(args: argparse.Namespace) -> int:
             raise InputError(str(exc)) from exc
         try:
             prior.partial_fit(crops)
-        except ValueError as exc:  # parameters (latent size, device, ...) or crop shape
+        except (ValueError, FloatingPointError) as exc:  # parameters, crop shape, divergence
             raise InputError(f"cannot train the prior: {exc}") from exc
         seen += n
         chunk += 1
@@ -351,7 +353,7 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         inv.fit(rays, tt)
-    except ValueError as exc:
+    except (ValueError, FloatingPointError) as exc:   # bad input, or every start diverged
         raise InputError(str(exc)) from exc
     wall = time.perf_counter() - t0
     out = Path(args.out)

@@ -546,6 +546,12 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         -------
         self : LatentInverter
             The fitted estimator.
+
+        Raises
+        ------
+        FloatingPointError
+            If no start produced a finite model (all diverged: lower ``lr``); an
+            earlier fit is then left as it was.
         """
         rays, y, w = self._check_inputs(X, y, sample_weight)
         device = resolve_device(self.device)
@@ -661,7 +667,7 @@ class LatentInverter(RegressorMixin, BaseEstimator):
                     **{f: np.full((len(idx), 0), np.nan) for f in SGDHistory.per_start_fields},
                     lr=np.zeros(0), reg_weight=np.zeros(0), epoch=np.zeros(0, dtype=np.int64)))
         if not np.isfinite(rmse).any():
-            raise RuntimeError(
+            raise FloatingPointError(
                 "no start produced a finite model (all diverged or the run was interrupted "
                 "before the first iteration); try a smaller lr."
             )

@@ -887,15 +887,28 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         ------
         FileNotFoundError
             If the destination's folder does not exist.
+        IsADirectoryError
+            If the destination is a folder (or an empty name).
+        OSError
+            If the file cannot be written; no partial or temporary file is left.
         """
         self._check_fitted()
         path = Path(path)
+        if not path.name or path.is_dir():
+            raise IsADirectoryError(f"cannot save to {str(path)!r}: it is a folder; give a "
+                                    "file name, e.g. 'prior.skv'.")
         if not path.parent.is_dir():
             raise FileNotFoundError(f"cannot save to {str(path)!r}: the folder "
                                     f"{str(path.parent)!r} does not exist; create it first.")
         tmp = path.with_name(path.name + ".tmp")
-        torch.save(self._state(), tmp)
-        os.replace(tmp, path)
+        try:
+            try:
+                torch.save(self._state(), tmp)
+            except RuntimeError as exc:   # torch reports an unwritable file this way
+                raise OSError(f"cannot write {str(path)!r}: {exc}") from exc
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None) -> "VAEPrior":

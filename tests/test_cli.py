@@ -256,6 +256,8 @@ def test_demo_command_output(tmp_path):
     (["--device", "no-such-device"], "device"),
     (["--n-images", "0"], "--n-images 0"),
     (["--chunk", "0"], "--chunk 0"),
+    (["--lr", "1e10", "--batch-size", "2"], "diverged"),
+    (["--out", ""], "--out is empty"),
 ])
 def test_train_prior_bad_parameters_are_usage_errors(tmp_path, capsys, extra, message):
     np.save(tmp_path / "ti.npy", (np.random.default_rng(0).random((40, 30)) > 0.7) * 1.0)
@@ -309,6 +311,8 @@ def test_invert_refuses_bad_outputs_before_running(survey_files, capsys, monkeyp
         (_invert_args(d, d / "o.npz", "--figure", str(d / "o.npz")), "also the --out"),
         (_invert_args(d, d / "o.npz", "--figure", str(d / "f.xyz")), "cannot write '.xyz'"),
         (_invert_args(d, d / "o.npz", "--spacing", "0"), "--spacing"),
+        (_invert_args(d, ""), "--out is empty"),
+        (_invert_args(d, d / "o.npz", "--figure", " "), "--figure is empty"),
         (_invert_args(d, d / "o.npz", "--origin", "nan", "0"), "--origin"),
     ]
     for args, message in cases:

@@ -547,6 +547,9 @@ def test_failed_refit_keeps_the_previous_fit(tiny_prior, survey, data):
         inv.fit(rays, -data[2])
     with pytest.raises(InvalidParameterError, match="n_jobs"):
         inv.set_params(n_jobs=0).fit(rays, data[2])
+    # every start's cost overflows from the first iteration: no model to keep
+    with pytest.raises(FloatingPointError, match="no start produced a finite model"):
+        inv.set_params(n_jobs=None, reg="origin", reg_weight=1e38).fit(rays, data[2])
     assert inv.n_features_in_ == 4
     np.testing.assert_array_equal(inv.predict(rays), before[0])
     np.testing.assert_array_equal(inv.models_, before[1])

@@ -1,4 +1,5 @@
 import pickle
+from pathlib import Path
 
 import joblib
 import numpy as np
@@ -285,6 +286,23 @@ def test_save_refuses_parameters_it_cannot_store(tiny_prior, tmp_path):
     assert not list(tmp_path.iterdir())
     with pytest.raises(FileNotFoundError, match="the folder .*nodir' does not exist"):
         tiny_prior.save(tmp_path / "nodir" / "p.skv")
+    # a folder (or no name) as destination: refused up front, nothing written
+    (tmp_path / "folder").mkdir()
+    for dest in (tmp_path / "folder", ""):
+        with pytest.raises(IsADirectoryError, match="is a folder"):
+            tiny_prior.save(dest)
+    assert [f.name for f in tmp_path.iterdir()] == ["folder"]
+
+
+def test_failed_save_leaves_no_file(tiny_prior, tmp_path, monkeypatch):
+    def failing_save(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc] . open file failed")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match="cannot write .*p.skv.*open file failed"):
+        tiny_prior.save(tmp_path / "p.skv")
+    assert not list(tmp_path.iterdir())
 
 
 def test_pickle_after_network_size_change(tiny_prior):
