@@ -266,6 +266,17 @@ def _probe(h: Callable[[Any], Any], given: Any, image_shape: tuple[int, int]) ->
             f"petrophysics={given!r} must map facies in [0, 1] to finite, positive slowness "
             f"(ns/m); for facies {level:g} it returned {float(value)!r}. Check the mapping (is it "
             "velocity instead of slowness, or in other units?).")
+    # the inversion differentiates through it: a detached or numpy result would leave
+    # the data misfit without a gradient, and the starts would move by the ring alone
+    x = torch.full((1, *image_shape), 0.5, dtype=torch.float32, requires_grad=True)
+    out = h(x)
+    if not isinstance(out, torch.Tensor) or not out.requires_grad:
+        what = (f"a {type(out).__name__}" if not isinstance(out, torch.Tensor)
+                else "a tensor without a gradient (detached, or computed outside torch)")
+        raise ValueError(
+            f"petrophysics={given!r} must be differentiable on torch tensors: for facies "
+            f"that require a gradient it returned {what}. Write it with torch operations "
+            "on its input (no .detach(), .numpy() or torch.no_grad()).")
 
 
 def _as_mapping(petrophysics: Any) -> Callable[[Any], Any]:

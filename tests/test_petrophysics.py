@@ -54,6 +54,19 @@ def test_check_petrophysics():
         check_petrophysics(LinearVelocity(v_channel=-1))
 
 
+@pytest.mark.parametrize("mapping, returned", [
+    (lambda m: (1.0 / (0.06 + 0.02 * (1.0 - m))).detach(), "a tensor without a gradient"),
+    (lambda m: np.full(tuple(m.shape), 12.5), "a ndarray"),
+    (lambda m: torch.full_like(m, 12.5), "a tensor without a gradient"),
+])
+def test_check_petrophysics_refuses_mappings_without_a_gradient(mapping, returned):
+    # each passes the value checks (finite, positive slowness of the right shape), but
+    # the inversion could not differentiate the data misfit through it
+    with pytest.raises(ValueError, match=f"must be differentiable.*returned {returned}"):
+        check_petrophysics(mapping, image_shape=(4, 3))
+    check_petrophysics(lambda m: 1.0 / (0.06 + 0.02 * (1.0 - m)), image_shape=(4, 3))
+
+
 def test_apply_numpy_leaves_the_callers_array_alone():
     def in_place(m):
         return m.mul_(2.0).add_(10.0)   # a mapping that writes into its input
