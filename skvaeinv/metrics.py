@@ -144,11 +144,11 @@ def indicator_variogram(images: Any, max_lag: int = 30, *, axis: str = "z",
     Parameters
     ----------
     images : array-like of shape (n_images, H, W) or (H, W)
-        Images with values in [0, 1] (1 = channel), rows along depth.
+        As for :func:`two_point_probability`.
     max_lag : int, default=30
-        Largest lag, in pixels; smaller than the image's size along ``axis``.
+        As for :func:`two_point_probability`.
     axis : {"z", "x"}, default="z"
-        Direction of the lag: ``"z"`` down the rows (depth), ``"x"`` along the columns.
+        As for :func:`two_point_probability`.
     threshold : float in (0, 1] or None, default=0.5
         Pixels ``>= threshold`` are channel; None uses the values themselves.
 
