@@ -397,13 +397,21 @@ def _check_config(*, epochs: int, batch_size: int, n_rays: int, lr: float, lr_de
     for name, value, ok, expected in checks:
         if not ok:
             raise ValueError(f"{name}={value!r} is invalid; expected {expected}.")
-    # a decay factor above 1 grows its schedule: it must stay within float32 to the end
+    # the schedules run in float32: their start values must be in range, and a decay
+    # factor above 1, which grows its schedule, must keep it there to the end (the
+    # regularisation weight only matters with a regulariser)
     n_total = epochs * -(-n_rays // batch_size)
-    for name, value, what, last in (
-            ("lr_decay", lr_decay, "learning rate",
-             learning_rate(lr, lr_decay, lr_step, epochs - 1)),
-            ("reg_decay", reg_decay, "regularisation weight",
-             reg_weight_at(reg_weight, reg_decay, n_total))):
+    schedules = [("lr", lr, "lr_decay", lr_decay, "learning rate",
+                  learning_rate(lr, lr_decay, lr_step, epochs - 1))]
+    if reg is not None:
+        schedules.append(("reg_weight", reg_weight, "reg_decay", reg_decay,
+                          "regularisation weight", reg_weight_at(reg_weight, reg_decay,
+                                                                 n_total)))
+    for start_name, start, name, value, what, last in schedules:
+        if not start <= _FLOAT32_MAX:
+            raise ValueError(
+                f"{start_name}={start!r} is beyond the float32 range the inversion runs "
+                f"in (max {_FLOAT32_MAX:.7g}); use a smaller {start_name}.")
         if not last <= _FLOAT32_MAX:
             raise ValueError(
                 f"{name}={value!r} makes the {what} grow beyond the float32 range "

@@ -525,6 +525,9 @@ class LatentInverter(RegressorMixin, BaseEstimator):
             )
         if not np.all(np.isfinite(z0)):
             raise ValueError("init contains NaN or infinite values.")
+        if np.abs(z0).max() > np.finfo(np.float32).max:
+            raise ValueError("init has values beyond the float32 range (about 3.4e38) the "
+                             "inversion runs in.")
         return z0
 
     # ------------------------------------------------------------------ fit
@@ -812,13 +815,18 @@ def _check_traveltimes(y: Any) -> np.ndarray:
 
 
 def _check_weights(sample_weight: Any, y: np.ndarray) -> np.ndarray:
-    """Per-datum weights: one per row of ``y``, finite, >= 0 and not all zero."""
+    """Per-datum weights: one per row of ``y``, finite, >= 0 and not all zero.
+
+    Returned divided by their maximum: every use is scale-free (``fit`` normalises them
+    to mean one, ``score`` divides by their sum), and weights near the float64 maximum
+    would overflow those sums.
+    """
     w = _check_sample_weight(sample_weight, y, dtype=np.float64, ensure_non_negative=True)
-    if not np.all(np.isfinite(w)) or w.sum() <= 0:
+    if not np.all(np.isfinite(w)) or not w.max() > 0:
         raise ValueError(
             f"sample_weight must be finite, >= 0 and not all zero; got sum {w.sum()!r}."
         )
-    return w
+    return w / w.max()
 
 
 def _check_decoder(decoder: Any, latent_dim: int, image_shape: tuple[int, int],

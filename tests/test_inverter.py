@@ -197,6 +197,11 @@ def test_sample_weight(tiny_prior, survey, data):
     np.testing.assert_array_equal(masked.data_rmse_, wild.data_rmse_)
     unweighted = LatentInverter(tiny_prior, StraightRay(grid), **kw).fit(rays, y)
     assert np.all(unweighted.data_rmse_ > 2 * wild.data_rmse_)
+    # weights are scale-free, up to the float64 maximum (whose sums would overflow)
+    huge = LatentInverter(tiny_prior, StraightRay(grid), **kw).fit(rays, y, w * 1e307)
+    np.testing.assert_allclose(huge.latents_, wild.latents_, rtol=1e-5, atol=1e-6)
+    assert huge.score(rays, y, w * 1e307) == pytest.approx(wild.score(rays, y, w))
+    assert wild.score(rays, y, w) < -0.01
 
 
 def test_adam_bfloat16_and_origin_run(tiny_prior, survey, data):
@@ -296,6 +301,10 @@ def test_init_vectors(tiny_prior, survey, data):
                               r"the float32 range \(max 3.402823e\+38\) within the run's 24 "
                               r"iterations \(it would reach 1.677722e\+40\)"),
     ("lr_decay", ValueError, "lr_decay=1e\\+30 makes the learning rate grow"),
+    # a start value beyond float32 is blamed itself, not its decay
+    ("big_lr", ValueError, r"lr=1e\+39 is beyond the float32 range .*smaller lr"),
+    ("big_reg_weight", ValueError, r"reg_weight=1e\+39 is beyond the float32 range"),
+    ("big_init", ValueError, "init has values beyond the float32 range"),
 ])
 def test_bad_inputs(tiny_prior, survey, data, case, error, match):
     grid, rays = survey
@@ -358,6 +367,12 @@ def test_bad_inputs(tiny_prior, survey, data, case, error, match):
         params.update(reg_decay=2.0, reg_weight=1e33)
     elif case == "lr_decay":
         params.update(lr_decay=1e30)
+    elif case == "big_lr":
+        params.update(lr=1e39)
+    elif case == "big_reg_weight":
+        params.update(reg_weight=1e39, reg_decay=1.0)
+    elif case == "big_init":
+        params["init"] = np.full(tiny_prior.latent_dim, 1e300)
     with pytest.raises(error, match=match):
         LatentInverter(prior, fwd, **params).fit(X, y, sample_weight=w)
 
@@ -596,6 +611,8 @@ def test_growing_schedules_within_range(tiny_prior, survey, data):
                          **{**FAST, "epochs": 200, "reg_weight": 0.0, "reg_decay": 2.0})
     inv.fit(rays, data[2])   # 1600 iterations: 2 ** 1600 overflows a float
     assert np.all(inv.history_.reg_weight == 0.0)
+    # without a regulariser its weight's schedule does not matter
+    inv.set_params(reg=None, reg_weight=10.0, reg_decay=1e9, epochs=3).fit(rays, data[2])
 
 
 @pytest.mark.parametrize("backend", ["in-process", "loky", "threading"])
