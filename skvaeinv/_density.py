@@ -61,8 +61,17 @@ def kernel_density(Z: np.ndarray, bandwidth: float) -> GaussianMixture:
             f"a kernel density needs more images than latent_dim={d} (the codes' "
             f"covariance must be invertible), got {n}; pass more images.")
     chol = float(bandwidth) * _whitener(Z)
+    cov = chol @ chol.T
     gmm = GaussianMixture(n, covariance_type="tied")
-    _set_fitted(gmm, _uniform(n), Z, chol @ chol.T)
+    try:
+        if not np.all(np.isfinite(cov)):
+            raise np.linalg.LinAlgError("not finite")
+        _set_fitted(gmm, _uniform(n), Z, cov)
+    except np.linalg.LinAlgError:
+        raise ValueError(
+            f"bandwidth={bandwidth!r} scales the codes' covariance out of the range of "
+            "float64 (it must stay finite and positive definite); use a factor of order "
+            "0.1-1, or bandwidth='cv' (which searches 0.02-3).") from None
     return gmm
 
 

@@ -592,6 +592,9 @@ def test_cv_kernel_density_on_the_prior(tiny_prior, tiny_images, tmp_path):
     (dict(kind="kernel", bandwidth=float("nan")), "bandwidth must be"),
     (dict(kind="kernel", bandwidth=10**400), "bandwidth must be"),
     (dict(kind="kernel", bandwidth=True), "bandwidth must be"),
+    # finite, but the kernel covariance under- or overflows float64
+    (dict(kind="kernel", bandwidth=1e-300), "out of the range of float64"),
+    (dict(kind="kernel", bandwidth=1e200), "out of the range of float64"),
     (dict(kind="kernel", bandwidth="silverman"), "bandwidth must be"),
     (dict(kind="mixture", bandwidth=-1), "bandwidth must be"),   # ignored, but checked
     (dict(kind="kernel", n_components=-3), "n_components"),
