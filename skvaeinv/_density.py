@@ -61,7 +61,8 @@ def kernel_density(Z: np.ndarray, bandwidth: float) -> GaussianMixture:
             f"a kernel density needs more images than latent_dim={d} (the codes' "
             f"covariance must be invertible), got {n}; pass more images.")
     chol = float(bandwidth) * _whitener(Z)
-    cov = chol @ chol.T
+    with np.errstate(over="ignore", under="ignore"):   # checked just below
+        cov = chol @ chol.T
     gmm = GaussianMixture(n, covariance_type="tied")
     try:
         if not np.all(np.isfinite(cov)):

@@ -702,8 +702,9 @@ def run() -> int:
     The command line owns its process, so it first keeps freed memory for reuse
     (:func:`skvaeinv.runtime.tune_allocator`, unless the user set glibc's
     ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_`` already: theirs win) and
-    selects matplotlib's file-only ``Agg`` backend unless ``MPLBACKEND`` is set, then
-    runs :func:`main`.
+    selects matplotlib's file-only ``Agg`` backend unless ``MPLBACKEND`` is set, shows
+    warnings as one line each (``skvaeinv: warning: ...``, without the library's source
+    line), then runs :func:`main`.
 
     Returns
     -------
@@ -713,7 +714,14 @@ def run() -> int:
     if not {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"} & set(os.environ):
         tune_allocator()
     os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files, never to a screen
+    warnings.formatwarning = _format_warning
     return main()
+
+
+def _format_warning(message: Warning | str, category: type[Warning], filename: str,
+                    lineno: int, line: str | None = None) -> str:
+    """A warning for a command-line user: what happened, not where in the code."""
+    return f"skvaeinv: warning: {message} ({category.__name__})\n"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -326,6 +326,7 @@ def plot_inversion(inverter: Any, *, truth: np.ndarray | None = None, grid: Any 
         raise NotFittedError("plot_inversion needs a fitted LatentInverter (call fit first).")
     if grid is None:
         grid = getattr(getattr(inverter, "forward_", inverter.forward), "grid", None)
+    _check_image(inverter.model_, "the inverter's model", grid)
     if truth is not None:
         truth = _check_image(truth, "truth", grid)
     if threshold is None:

@@ -277,6 +277,17 @@ def _invert_args(d, out, *extra, tt="tt.csv"):
             "1", "--batch-size", "20", *extra]
 
 
+def test_console_warnings_are_one_line(survey_files):
+    # the console script shows a warning as a message, not as the library's source line
+    d, rays, tt = survey_files
+    r = run(*_invert_args(d, d / "w.npz", "--threshold", "1e-9"))
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if "warning" in ln.lower()]
+    assert lines and all(ln.startswith("skvaeinv: warning: ") for ln in lines), r.stderr
+    assert "the ensemble is empty. (UserWarning)" in r.stderr
+    assert ".py:" not in r.stderr and "inv.fit(" not in r.stderr
+
+
 def test_invert_threshold_reaches_the_result_and_figure(survey_files, capsys):
     d, rays, tt = survey_files
     out, fig = d / "res.npz", d / "fig.png"

@@ -106,6 +106,9 @@ def test_plot_ensemble_and_inversion(tmp_path, tiny_prior):
     _saved(fig, tmp_path / "inversion.png")
     with pytest.raises(ValueError, match="fitted"):
         plotting.plot_inversion(LatentInverter(tiny_prior, StraightRay(grid)))
+    # a grid the models are not of is refused, not drawn over the wrong extent
+    with pytest.raises(ValueError, match=r"the inverter's model has shape .* grid has \(5, 5\)"):
+        plotting.plot_inversion(inv, grid=Grid2D((5, 5), 0.1))
     # the ensemble panel follows the inverter's own acceptance threshold by default
     strict = LatentInverter(tiny_prior, StraightRay(grid), n_starts=3, epochs=1,
                             batch_size=20, device="cpu", random_state=0,
