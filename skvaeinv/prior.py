@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import logging
 import numbers
 import os
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -875,8 +877,10 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         """Save the fitted prior to a file in a safe format.
 
         The file is a ``torch.save`` archive of tensors, numbers, strings and lists only
-        (no pickled code), loadable with ``torch.load(weights_only=True)``. The file is
-        written atomically (to a temporary name, then renamed).
+        (no pickled code), loadable with ``torch.load(weights_only=True)``. It carries a
+        SHA-256 checksum of its contents, which :meth:`load` verifies (torch's reader
+        does not check the archive's own CRCs). The file is written atomically (to a
+        temporary name, then renamed).
 
         Parameters
         ----------
@@ -903,7 +907,9 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         tmp = path.with_name(path.name + ".tmp")
         try:
             try:
-                torch.save(self._state(), tmp)
+                state = self._state()
+                state["checksum"] = _checksum(state)
+                torch.save(state, tmp)
             except RuntimeError as exc:   # torch reports an unwritable file this way
                 raise OSError(f"cannot write {str(path)!r}: {exc}") from exc
             os.replace(tmp, path)
@@ -927,6 +933,15 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         -------
         prior : VAEPrior
             A fitted prior whose :meth:`inverse_transform` reproduces the saved one's.
+
+        Raises
+        ------
+        FileNotFoundError
+            If there is no file at ``path``.
+        ValueError
+            If the file is not a prior written by :meth:`save`, is damaged (its checksum
+            does not match, or entries are missing or do not fit), was written by a newer
+            skvaeinv, or ``device`` is not available.
         """
         path = Path(path)
         if not path.is_file():
@@ -935,7 +950,10 @@ class VAEPrior(TransformerMixin, BaseEstimator):
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises several types for corrupt/unsafe files
             lines = str(exc).strip().splitlines()
-            if isinstance(exc, EOFError) or not lines:
+            if not zipfile.is_zipfile(path):
+                reason = ("it is not an archive written by torch.save (a text file, or a "
+                          "file cut short?)")
+            elif isinstance(exc, EOFError) or not lines:
                 reason = ("the file is empty or cut short" if isinstance(exc, EOFError)
                           else type(exc).__name__)
             elif "weights only" in lines[0].lower() or "weights_only" in lines[0]:
@@ -956,6 +974,12 @@ class VAEPrior(TransformerMixin, BaseEstimator):
             raise ValueError(
                 f"{str(path)!r} was written by a newer skvaeinv (format version "
                 f"{state['format_version']}); upgrade skvaeinv to read it.")
+        # files written since the checksum exists carry one (torch's own reader does not
+        # check the archive's CRCs, so changed bytes in the weights would load silently)
+        if "checksum" in state and state["checksum"] != _checksum(
+                {k: v for k, v in state.items() if k != "checksum"}):
+            raise ValueError(f"{str(path)!r} is a damaged prior file: its contents do not "
+                             "match the checksum written with them.")
         if device is not None:
             resolve_device(device)  # a clear error for an unavailable device
         try:
@@ -981,6 +1005,31 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         tags.requires_fit = True
         return tags
 
+
+
+def _checksum(state: Any) -> str:
+    """SHA-256 of a saved state: every key, plain value and tensor (dtype, shape, bytes)."""
+    h = hashlib.sha256()
+
+    def feed(value: Any) -> None:
+        if isinstance(value, dict):
+            for key in sorted(value, key=str):
+                h.update(f"<{key!s}>".encode())
+                feed(value[key])
+        elif isinstance(value, (list, tuple)):
+            h.update(b"[")
+            for item in value:
+                feed(item)
+            h.update(b"]")
+        elif isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            h.update(repr(value).encode())
+
+    feed(state)
+    return h.hexdigest()
 
 
 def _plain_value(value: Any, name: str) -> Any:

@@ -320,11 +320,37 @@ def test_pickle_after_network_size_change(tiny_prior):
                                       tiny_prior.sample(2, random_state=0))
 
 
+def test_load_detects_changed_bytes(tiny_prior, tmp_path):
+    import struct
+    import zipfile
+
+    tiny_prior.save(tmp_path / "p.skv")
+    raw = bytearray((tmp_path / "p.skv").read_bytes())
+    # flip one byte in the middle of the largest tensor's data: torch's reader does not
+    # check the archive's CRCs, so only the file's own checksum sees it
+    with zipfile.ZipFile(tmp_path / "p.skv") as zf:
+        info = max(zf.infolist(), key=lambda i: i.file_size)
+    name_len, extra_len = struct.unpack("<HH", raw[info.header_offset + 26:
+                                                   info.header_offset + 30])
+    raw[info.header_offset + 30 + name_len + extra_len + info.file_size // 2] ^= 0xFF
+    (tmp_path / "flipped.skv").write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="damaged prior file: its contents do not match"):
+        VAEPrior.load(tmp_path / "flipped.skv")
+    # without the checksum (files from before it) the change would pass unseen
+    state = torch.load(tmp_path / "flipped.skv", weights_only=True)
+    del state["checksum"]
+    torch.save(state, tmp_path / "unchecked.skv")
+    a, b = (VAEPrior.load(tmp_path / f)._state() for f in ("p.skv", "unchecked.skv"))
+    assert any(not torch.equal(a[net][k], b[net][k])
+               for net in ("encoder", "decoder") for k in a[net])
+
+
 def test_load_rejects_foreign_files(tmp_path):
     with pytest.raises(FileNotFoundError):
         VAEPrior.load(tmp_path / "nope.skv")
     (tmp_path / "junk.skv").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="not a readable skvaeinv prior"):
+    with pytest.raises(ValueError, match="not a readable skvaeinv prior .*not an archive "
+                                         "written by torch.save"):
         VAEPrior.load(tmp_path / "junk.skv")
     torch.save({"hello": 1}, tmp_path / "other.skv")
     with pytest.raises(ValueError, match="not a skvaeinv prior"):
@@ -432,6 +458,7 @@ def test_latent_density_persists(density_prior, tiny_prior, tmp_path):
                                                          source="density"), expected)
     # a file of format version 1 (before kernel densities) holds a full mixture
     state = torch.load(tmp_path / "d.skv", weights_only=True)
+    del state["checksum"]                            # as version 1 files had none
     assert "weights" in state["latent_density"]      # unequal weights are stored
     del state["latent_density"]["covariance_type"]
     state["format_version"] = 1
@@ -685,12 +712,15 @@ def test_load_device_override_and_damaged_files(tiny_prior, tmp_path, monkeypatc
             VAEPrior.load(tmp_path / "p.skv", device="cuda")
         # the saved parameter names a GPU: the prior loads on the CPU, with a warning
         state = torch.load(tmp_path / "p.skv", weights_only=True)
+        del state["checksum"]   # an edited file (or one from before checksums)
         state["params"]["device"] = "cuda"
         torch.save(state, tmp_path / "gpu.skv")
         with pytest.warns(RuntimeWarning, match="device='cuda' is not available"):
             p = VAEPrior.load(tmp_path / "gpu.skv")
         assert p.device == "cpu" and p.device_.type == "cpu"
     state = torch.load(tmp_path / "p.skv", weights_only=True)
+    # structural damage of files without a checksum (before it existed, or edited)
+    state.pop("checksum")
     for damage in ("missing", "latent_dim", "unknown", "architecture", "density",
                    "density kind", "density shape"):
         bad = dict(state, params=dict(state["params"]))
