@@ -719,7 +719,10 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         return self._ensemble(threshold, stacklevel=3)
 
     def _ensemble(self, threshold: float | None, stacklevel: int) -> Ensemble:
+        if isinstance(threshold, np.ndarray) and threshold.ndim == 0:
+            threshold = threshold[()]   # a 0-d array, e.g. from an array computation
         if threshold is not None and (not isinstance(threshold, numbers.Real)
+                                      or isinstance(threshold, (bool, np.bool_))
                                       or not threshold > 0):
             raise ValueError(f"threshold={threshold!r} must be a positive float (ns) or None.")
         ok = np.isfinite(self.data_rmse_)

@@ -87,6 +87,10 @@ def test_fitted_attributes_and_ensemble(tiny_prior, survey, data):
     assert empty.n_accepted == 0 and np.isnan(empty.mean).all()
     with pytest.raises(ValueError, match="threshold=-1"):
         inv.ensemble(-1)
+    with pytest.raises(ValueError, match="threshold=True"):   # not 1.0 ns in disguise
+        inv.ensemble(True)
+    # a 0-d array is a number
+    np.testing.assert_array_equal(inv.ensemble(np.asarray(threshold)).accepted, ens.accepted)
 
 
 def test_predict_unseen_rays_and_score(tiny_prior, survey, data):
