@@ -268,8 +268,14 @@ def _probe(h: Callable[[Any], Any], given: Any, image_shape: tuple[int, int]) ->
             "velocity instead of slowness, or in other units?).")
     # the inversion differentiates through it: a detached or numpy result would leave
     # the data misfit without a gradient, and the starts would move by the ring alone
-    x = torch.full((1, *image_shape), 0.5, dtype=torch.float32, requires_grad=True)
-    out = h(x)
+    # (not a leaf, as the decoder's output is not)
+    x = torch.full((1, *image_shape), 0.5, dtype=torch.float32, requires_grad=True) * 1.0
+    try:
+        out = h(x)
+    except Exception as exc:
+        raise ValueError(
+            f"petrophysics={given!r} failed on facies images that require a gradient, as "
+            f"the inversion passes them: {exc}") from exc
     if not isinstance(out, torch.Tensor) or not out.requires_grad:
         what = (f"a {type(out).__name__}" if not isinstance(out, torch.Tensor)
                 else "a tensor without a gradient (detached, or computed outside torch)")
