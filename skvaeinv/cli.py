@@ -459,7 +459,7 @@ def run_demo(*, out_dir: str | os.PathLike = ".", starts: int = 8, epochs: int =
     if figure:
         _check_folder(Path(out_dir), f"output folder {str(out_dir)!r}")
         _check_figure_format("skvaeinv_demo.png", "the demo figure")
-    if save_prior:
+    if save_prior is not None:
         _check_outputs({"--save-prior": save_prior}, [])
     from skvaeinv import LatentInverter
     from skvaeinv.datasets import make_channels
@@ -469,7 +469,7 @@ def run_demo(*, out_dir: str | os.PathLike = ".", starts: int = 8, epochs: int =
 
     t0 = time.perf_counter()
     prior = demo_prior(retrain, n_images=n_images, seed=seed, progress=progress)
-    if save_prior:
+    if save_prior is not None:
         _save_prior(prior, Path(save_prior))
     t_prior = time.perf_counter() - t0
     grid = Grid2D(shape=DEMO["shape"], spacing=DEMO["spacing"])

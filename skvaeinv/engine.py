@@ -489,7 +489,8 @@ def run_latent_sgd(
         Number of epochs between two learning-rate decays.
     reg : {"ring", "origin"} or None, default="ring"
         Regulariser ``R(z)`` of the latent vectors (see the module docstring); None
-        means no regularisation.
+        means no regularisation (its weight is then 0 throughout, whatever
+        ``reg_weight`` and ``reg_decay`` say).
     reg_weight : float, default=10.0
         Regularisation weight ``λ_0`` of the first iteration.
     reg_decay : float, default=0.999
@@ -651,7 +652,7 @@ def run_latent_sgd(
                 orders = torch.from_numpy(np.stack([epoch_order(rng) for rng in rngs])).to(dev)
                 lr_e = learning_rate(lr, lr_decay, lr_step, epoch)
                 for j in range(n_batches):
-                    lam = reg_weight_at(reg_weight, reg_decay, it)
+                    lam = reg_weight_at(reg_weight, reg_decay, it) if reg is not None else 0.0
                     idx = orders[:, j * batch_size:(j + 1) * batch_size]
                     tracked = linear or (it % track_every == 0)
                     zr = z.detach().requires_grad_(True)
@@ -730,7 +731,7 @@ def run_latent_sgd(
                     break
             # final iterate (after the last update)
             with torch.no_grad():
-                lam = reg_weight_at(reg_weight, reg_decay, it)
+                lam = reg_weight_at(reg_weight, reg_decay, it) if reg is not None else 0.0
                 x, s = decode(z)
                 s_ok = torch.isfinite(s).all(1)
                 s = torch.where(s_ok[:, None], s, torch.ones_like(s))

@@ -670,9 +670,10 @@ class LatentInverter(RegressorMixin, BaseEstimator):
                     **{f: np.full((len(idx), 0), np.nan) for f in SGDHistory.per_start_fields},
                     lr=np.zeros(0), reg_weight=np.zeros(0), epoch=np.zeros(0, dtype=np.int64)))
         if not np.isfinite(rmse).any():
+            if interrupted:   # stopped before anything could be kept: the interrupt stands
+                raise KeyboardInterrupt
             raise FloatingPointError(
-                "no start produced a finite model (all diverged or the run was interrupted "
-                "before the first iteration); try a smaller lr."
+                "no start produced a finite model (all diverged); try a smaller lr."
             )
         self.models_ = models
         self.latents_ = latents

@@ -243,6 +243,9 @@ def compare_pattern_statistics(stats: dict[str, Any], reference: dict[str, Any],
     if p0 == 0:
         raise ValueError("the reference has no channel pixels: relative errors are "
                          "undefined.")
+    if max_lag is not None and (isinstance(max_lag, bool)
+                                or not isinstance(max_lag, numbers.Integral) or max_lag < 1):
+        raise ValueError(f"max_lag must be None or an integer >= 1; got {max_lag!r}.")
     out = {"proportion_rel_error": abs(p - p0) / p0}
     for key, first_lag in (("two_point", 0), ("variogram", 1)):
         for axis in ("z", "x"):

@@ -197,8 +197,9 @@ def check_petrophysics(petrophysics: Any, image_shape: tuple[int, int] | None = 
     image_shape : tuple of int, default=None
         When given, the mapping is also tried on a batch of three uniform facies images
         of this shape (all 0, all 0.5, all 1): it must return slowness of the same shape,
-        finite and positive, or a ``ValueError`` says what it returned. This catches a
-        wrong mapping before an inversion starts.
+        finite and positive, and a tensor that carries the gradient of facies that
+        require one (not detached, not numpy), or a ``ValueError`` says what it
+        returned. This catches a wrong mapping before an inversion starts.
     device : str or torch.device, default=None
         With ``image_shape``: where the inversion will run. For a device other than the
         CPU the mapping is also tried there on one image, so that a tensor of its own
@@ -269,9 +270,11 @@ def _probe(h: Callable[[Any], Any], given: Any, image_shape: tuple[int, int]) ->
     # the inversion differentiates through it: a detached or numpy result would leave
     # the data misfit without a gradient, and the starts would move by the ring alone
     # (not a leaf, as the decoder's output is not)
-    x = torch.full((1, *image_shape), 0.5, dtype=torch.float32, requires_grad=True) * 1.0
     try:
-        out = h(x)
+        with torch.enable_grad():   # also when the caller runs under torch.no_grad()
+            x = torch.full((1, *image_shape), 0.5, dtype=torch.float32,
+                           requires_grad=True) * 1.0
+            out = h(x)
     except Exception as exc:
         raise ValueError(
             f"petrophysics={given!r} failed on facies images that require a gradient, as "

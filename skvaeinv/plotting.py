@@ -326,7 +326,11 @@ def plot_inversion(inverter: Any, *, truth: np.ndarray | None = None, grid: Any 
         raise NotFittedError("plot_inversion needs a fitted LatentInverter (call fit first).")
     if grid is None:
         grid = getattr(getattr(inverter, "forward_", inverter.forward), "grid", None)
-    _check_image(inverter.model_, "the inverter's model", grid)
+    if grid is not None and tuple(inverter.model_.shape) != tuple(grid.shape):
+        raise ValueError(
+            f"the inverter's models have shape {inverter.model_.shape} but the grid has "
+            f"{tuple(grid.shape)} cells (nz, nx); pass the grid of its forward operator, or "
+            "none (it is taken from the inverter).")
     if truth is not None:
         truth = _check_image(truth, "truth", grid)
     if threshold is None:

@@ -904,17 +904,17 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         if not path.parent.is_dir():
             raise FileNotFoundError(f"cannot save to {str(path)!r}: the folder "
                                     f"{str(path.parent)!r} does not exist; create it first.")
+        state = self._state()
+        state["checksum"] = _checksum(state)
         tmp = path.with_name(path.name + ".tmp")
         try:
             try:
-                state = self._state()
-                state["checksum"] = _checksum(state)
                 torch.save(state, tmp)
             except RuntimeError as exc:   # torch reports an unwritable file this way
                 raise OSError(f"cannot write {str(path)!r}: {exc}") from exc
             os.replace(tmp, path)
         finally:
-            tmp.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)   # what a failed torch.save left (gone if replaced)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None) -> "VAEPrior":
@@ -946,6 +946,10 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no prior file at {str(path)!r}")
+        with open(path, "rb") as fh:   # an unreadable file: the system's own error
+            if not fh.read(1):
+                raise ValueError(f"{str(path)!r} is empty, not a prior file written by "
+                                 "VAEPrior.save.")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises several types for corrupt/unsafe files

@@ -369,6 +369,7 @@ def test_invert_non_positive_traveltime_names_the_row(survey_files, capsys):
     (["--epochs", "0"], "epochs must be a positive integer"),
     (["--starts", "0"], "starts must be a positive integer"),
     (["--retrain", "--n-images", "0"], "n_images must be a positive integer"),
+    (["--save-prior", ""], "--save-prior is empty"),
 ])
 def test_demo_bad_arguments(tmp_path, capsys, extra, message):
     assert cli.main(["demo", "--out", str(tmp_path), "--quiet", *extra]) == 2

@@ -615,8 +615,15 @@ def test_growing_schedules_within_range(tiny_prior, survey, data):
                          **{**FAST, "epochs": 200, "reg_weight": 0.0, "reg_decay": 2.0})
     inv.fit(rays, data[2])   # 1600 iterations: 2 ** 1600 overflows a float
     assert np.all(inv.history_.reg_weight == 0.0)
-    # without a regulariser its weight's schedule does not matter
-    inv.set_params(reg=None, reg_weight=10.0, reg_decay=1e9, epochs=3).fit(rays, data[2])
+    # without a regulariser its weight's schedule does not matter, not even in the costs
+    # that select the kept iterates
+    plain = clone(inv).set_params(reg=None, reg_weight=10.0, reg_decay=1.0, epochs=3)
+    plain.fit(rays, data[2])
+    for weight, decay in ((10.0, 1e9), (1e39, 1.0)):
+        wild = clone(plain).set_params(reg_weight=weight, reg_decay=decay).fit(rays, data[2])
+        np.testing.assert_array_equal(wild.kept_iteration_, plain.kept_iteration_)
+        np.testing.assert_array_equal(wild.data_rmse_, plain.data_rmse_)
+        assert np.all(wild.history_.reg_weight == 0) and np.isfinite(wild.history_.cost).all()
 
 
 @pytest.mark.parametrize("backend", ["in-process", "loky", "threading"])

@@ -139,6 +139,9 @@ def test_compare_bad_input():
     with pytest.raises(ValueError, match="same max_lag"):
         compare_pattern_statistics(
             pattern_statistics(make_channels(10, shape=(33, 17), random_state=1), 5), ref)
+    for lag in (-3, 0, 2.5, True):
+        with pytest.raises(ValueError, match="max_lag must be None or an integer >= 1"):
+            compare_pattern_statistics(ref, ref, max_lag=lag)
     with pytest.raises(ValueError, match="no channel pixels"):
         compare_pattern_statistics(ref, dict(ref, proportion=0.0))
     with pytest.raises(ValueError, match="zero at some lag"):

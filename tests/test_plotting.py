@@ -107,7 +107,8 @@ def test_plot_ensemble_and_inversion(tmp_path, tiny_prior):
     with pytest.raises(ValueError, match="fitted"):
         plotting.plot_inversion(LatentInverter(tiny_prior, StraightRay(grid)))
     # a grid the models are not of is refused, not drawn over the wrong extent
-    with pytest.raises(ValueError, match=r"the inverter's model has shape .* grid has \(5, 5\)"):
+    with pytest.raises(ValueError, match=r"the inverter's models have shape .* grid has "
+                                         r"\(5, 5\) cells .* pass the grid of its forward"):
         plotting.plot_inversion(inv, grid=Grid2D((5, 5), 0.1))
     # the ensemble panel follows the inverter's own acceptance threshold by default
     strict = LatentInverter(tiny_prior, StraightRay(grid), n_starts=3, epochs=1,

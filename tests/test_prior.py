@@ -348,6 +348,9 @@ def test_load_detects_changed_bytes(tiny_prior, tmp_path):
 def test_load_rejects_foreign_files(tmp_path):
     with pytest.raises(FileNotFoundError):
         VAEPrior.load(tmp_path / "nope.skv")
+    (tmp_path / "empty.skv").write_bytes(b"")
+    with pytest.raises(ValueError, match="is empty, not a prior file"):
+        VAEPrior.load(tmp_path / "empty.skv")
     (tmp_path / "junk.skv").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="not a readable skvaeinv prior .*not an archive "
                                          "written by torch.save"):
