@@ -60,15 +60,15 @@ def kernel_sampler(codes: np.ndarray, factor: float):
     return draw
 
 
-def setup(prior_path: str, n_samples: int):
+def setup(prior_path: str, n_samples: int, reference_seed: int = 2024):
     """``(ti, crops, prior, ref)``: the training image, a function ``crops(n, seed)`` of
     training-band crops (``_common.training_crops``), the prior loaded on the CPU, and
-    the pattern statistics of ``n_samples`` reference crops (seed 2024, as in
-    ``train_prior.py``)."""
+    the pattern statistics of ``n_samples`` reference crops (seed 2024 as in
+    ``train_prior.py``, or ``reference_seed``)."""
     ti = load_training_image(require_shared() / "ti.png")
     crops = training_crops(ti)
     return (ti, crops, VAEPrior.load(prior_path, device="cpu"),
-            pattern_stats(crops(n_samples, 2024)))
+            pattern_stats(crops(n_samples, reference_seed)))
 
 
 def main(argv: list[str] | None = None) -> None:

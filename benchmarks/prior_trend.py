@@ -60,9 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    _, crops, _, ref = setup(args.priors[0], 1000)
-    if args.reference_seed != 2024:
-        ref = pattern_stats(crops(1000, args.reference_seed))
+    _, crops, _, ref = setup(args.priors[0], 1000, args.reference_seed)
     fit_crops = crops(args.density_crops, 31)
     results, rows = [], []
     for path in args.priors:

@@ -65,14 +65,16 @@ def kernel_density(Z: np.ndarray, bandwidth: float) -> GaussianMixture:
         cov = chol @ chol.T
     gmm = GaussianMixture(n, covariance_type="tied")
     try:
-        if not np.all(np.isfinite(cov)):
-            raise np.linalg.LinAlgError("not finite")
-        _set_fitted(gmm, _uniform(n), Z, cov)
-    except np.linalg.LinAlgError:
+        ok = bool(np.all(np.isfinite(cov)))
+        if ok:
+            _set_fitted(gmm, _uniform(n), Z, cov)
+    except np.linalg.LinAlgError:   # underflow: not positive definite
+        ok = False
+    if not ok:
         raise ValueError(
             f"bandwidth={bandwidth!r} scales the codes' covariance out of the range of "
             "float64 (it must stay finite and positive definite); use a factor of order "
-            "0.1-1, or bandwidth='cv' (which searches 0.02-3).") from None
+            "0.1-1, or bandwidth='cv' (which searches 0.02-3).")
     return gmm
 
 

@@ -563,6 +563,8 @@ def run_latent_sgd(
                   lr_decay=lr_decay, lr_step=lr_step, reg=reg, reg_weight=reg_weight,
                   reg_decay=reg_decay, optimizer=optimizer, track_every=track_every,
                   ring_radius=ring_radius)
+    if reg is None:
+        reg_weight = 0.0   # no regulariser: its weight is 0 throughout (0 * decay**k = 0)
     precision = resolve_precision(precision, dev)
     if sample_weight is None:
         w = torch.ones(n_rays, dtype=f32, device=dev)
@@ -652,7 +654,7 @@ def run_latent_sgd(
                 orders = torch.from_numpy(np.stack([epoch_order(rng) for rng in rngs])).to(dev)
                 lr_e = learning_rate(lr, lr_decay, lr_step, epoch)
                 for j in range(n_batches):
-                    lam = reg_weight_at(reg_weight, reg_decay, it) if reg is not None else 0.0
+                    lam = reg_weight_at(reg_weight, reg_decay, it)
                     idx = orders[:, j * batch_size:(j + 1) * batch_size]
                     tracked = linear or (it % track_every == 0)
                     zr = z.detach().requires_grad_(True)
@@ -731,7 +733,7 @@ def run_latent_sgd(
                     break
             # final iterate (after the last update)
             with torch.no_grad():
-                lam = reg_weight_at(reg_weight, reg_decay, it) if reg is not None else 0.0
+                lam = reg_weight_at(reg_weight, reg_decay, it)
                 x, s = decode(z)
                 s_ok = torch.isfinite(s).all(1)
                 s = torch.where(s_ok[:, None], s, torch.ones_like(s))
