@@ -17,18 +17,26 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
 from scipy.special import logsumexp
 from sklearn.mixture import GaussianMixture
+from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
 
 #: bounds of the cross-validated bandwidth search (factors of the codes' covariance root)
 CV_BOUNDS = (0.02, 3.0)
+#: factors tried by ``bandwidth="pattern"`` (see :meth:`skvaeinv.VAEPrior.fit_latent_density`)
+PATTERN_FACTORS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.8, 1.0)
+#: latent vectors drawn and decoded per factor by ``bandwidth="pattern"``
+PATTERN_DRAWS = 2000
+#: largest lag of the two-point curves ``bandwidth="pattern"`` compares (at most half
+#: of each image side)
+PATTERN_MAX_LAG = 30
 
 
 def mixture_density(Z: np.ndarray, n_components: int, random_state: Any) -> GaussianMixture:
@@ -109,20 +117,28 @@ def _log_likelihoods(folds: list[_Fold], factors: Any) -> np.ndarray:
     return total / sum(len(f.b) for f in folds)
 
 
+def fold_labels(n: int, d: int, rng: np.random.RandomState, n_folds: int,
+                what: str) -> np.ndarray:
+    """Random fold labels ``0..n_folds-1`` of ``n`` codes in ``d`` dimensions.
+
+    Raises ValueError, naming ``what`` (the bandwidth choice that needs the folds), if
+    the codes outside one fold are too few for a kernel density (at most ``d``).
+    """
+    if n - math.ceil(n / n_folds) <= d:
+        need = next(m for m in range(n + 1, 10 * (d + 2) * n_folds)
+                    if m - math.ceil(m / n_folds) > d)
+        raise ValueError(
+            f"bandwidth={what!r} needs more than {d} codes (latent_dim) outside each of "
+            f"its {n_folds} folds, so at least {need} images; got {n}. Pass more images "
+            "or a bandwidth factor.")
+    return rng.permutation(n) % n_folds
+
+
 def cv_folds(Z: np.ndarray, rng: np.random.RandomState, n_folds: int = 5,
              max_held_out: int = 5000) -> list[_Fold]:
     """The ``n_folds`` folds of :func:`cv_bandwidth`: each fold's fitting codes are the
     other folds'; at most ``max_held_out`` held-out codes in all, spread evenly."""
-    n, d = Z.shape
-    n_fit = n - math.ceil(n / n_folds)
-    if n_fit <= d:
-        need = next(m for m in range(n + 1, 10 * (d + 2) * n_folds)
-                    if m - math.ceil(m / n_folds) > d)
-        raise ValueError(
-            f"bandwidth='cv' needs more than {d} codes (latent_dim) in each of its "
-            f"{n_folds} training folds, so at least {need} images; got {n}. Pass more "
-            "images or a bandwidth factor.")
-    folds = rng.permutation(n) % n_folds
+    folds = fold_labels(*Z.shape, rng, n_folds, "cv")
     per_fold = max(1, max_held_out // n_folds)
     out = []
     for k in range(n_folds):
@@ -162,6 +178,35 @@ def cv_bandwidth(Z: np.ndarray, rng: np.random.RandomState, n_folds: int = 5,
     logger.info("kernel density: bandwidth factor %.3f (%d-fold CV, mean held-out "
                 "log-likelihood %.3f)", h, n_folds, -res.fun)
     return h
+
+
+def select_bandwidth(Z: np.ndarray, factors: Any, loss: Callable[[np.ndarray], float],
+                     rng: np.random.RandomState, n_draws: int,
+                     verbose: bool = False) -> tuple[float, np.ndarray]:
+    """The factor whose kernel-density draws minimise ``loss``, and every factor's loss.
+
+    For each factor ``h`` the ``n_draws`` draws of :func:`kernel_density` ``(Z, h)``
+    are passed to ``loss`` (an array ``(n_draws, d)`` of latent vectors). All factors
+    share the same random numbers: the same centres and the same standard-normal
+    offsets, scaled by ``h``, so that the losses differ by the factor rather than by
+    sampling noise. A non-finite loss never wins; ties go to the first factor. With
+    ``verbose`` a progress bar counts the factors.
+
+    Raises ValueError if every loss is non-finite.
+    """
+    Z = np.asarray(Z, dtype=np.float32).astype(np.float64)   # the centres kernel_density uses
+    factors = np.asarray(factors, dtype=np.float64)
+    centres = Z[rng.randint(len(Z), size=n_draws)]
+    offsets = rng.standard_normal((n_draws, Z.shape[1])) @ _whitener(Z).T
+    losses = np.array([float(loss(centres + h * offsets)) for h in
+                       tqdm(factors, desc="bandwidth", unit="factor", disable=not verbose)])
+    finite = np.isfinite(losses)
+    if not finite.any():
+        raise ValueError("no bandwidth factor gave a finite selection loss.")
+    best = float(factors[np.flatnonzero(finite)[np.argmin(losses[finite])]])
+    logger.info("kernel density: bandwidth factor %.3f selected; losses %s", best,
+                ", ".join(f"{h:.3g}: {v:.4g}" for h, v in zip(factors, losses)))
+    return best, losses
 
 
 def draw(gmm: GaussianMixture, n: int, rng: np.random.RandomState) -> np.ndarray:

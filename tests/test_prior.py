@@ -614,6 +614,105 @@ def test_cv_kernel_density_on_the_prior(tiny_prior, tiny_images, tmp_path):
     assert not hasattr(prior, "latent_bandwidth_")
 
 
+def test_select_bandwidth_finds_a_known_factor_with_common_draws():
+    from skvaeinv import _density
+
+    rng = np.random.RandomState(0)
+    Z = rng.standard_normal((3000, 3)) * [1.0, 2.0, 0.5]
+    seen = []
+
+    def loss(z):
+        # kernel draws have covariance (1 + h**2) cov(Z): 1.25 cov(Z) for h = 0.5
+        seen.append(z)
+        return float(np.abs(np.var(z, axis=0) / np.var(Z, axis=0) - 1.25).max())
+
+    factors = (0.3, 0.4, 0.5, 0.6, 0.7)
+    h, losses = _density.select_bandwidth(Z, factors, loss, np.random.RandomState(1), 20_000)
+    assert h == 0.5 and losses.shape == (5,) and np.argmin(losses) == 2
+    assert losses[2] < 0.05 < min(losses[1], losses[3])
+    # the same centres and offsets for every factor, scaled by it: the centres are the
+    # (float32-rounded) codes themselves
+    offsets = (seen[4] - seen[0]) / (0.7 - 0.3)
+    centres = seen[0] - 0.3 * offsets
+    for f, z in zip(factors, seen):
+        np.testing.assert_allclose(z, centres + f * offsets, atol=1e-10)
+    Z32 = Z.astype(np.float32).astype(np.float64)
+    gap = np.abs(centres[:200, None, :] - Z32[None]).max(axis=2).min(axis=1)
+    assert gap.max() < 1e-9
+    # reproducible; a non-finite loss never wins, and all of them is an error
+    assert _density.select_bandwidth(Z, factors, loss, np.random.RandomState(1),
+                                     20_000)[0] == h
+    nan_first = iter([np.nan, 2.0, 1.0])
+    assert _density.select_bandwidth(Z, (0.1, 0.2, 0.3), lambda z: next(nan_first),
+                                     np.random.RandomState(0), 10)[0] == 0.3
+    with pytest.raises(ValueError, match="no bandwidth factor"):
+        _density.select_bandwidth(Z, (0.1, 0.2), lambda z: np.inf,
+                                  np.random.RandomState(0), 10)
+
+
+def test_pattern_bandwidth_on_the_prior(tiny_prior, tiny_images, monkeypatch, capsys):
+    import copy
+
+    from skvaeinv import _density
+    from skvaeinv.metrics import compare_pattern_statistics, pattern_statistics
+
+    X = tiny_images[:250]
+    calls = []
+    select = _density.select_bandwidth
+
+    def spy(Z, factors, loss, rng, n_draws, verbose):
+        out = select(Z, factors, loss, rng, n_draws, verbose)
+        calls.append((Z, factors, loss, n_draws, out))
+        return out
+
+    monkeypatch.setattr(_density, "select_bandwidth", spy)
+    monkeypatch.setattr(_density, "PATTERN_FACTORS", (0.1, 0.3, 1.0))
+    monkeypatch.setattr(_density, "PATTERN_DRAWS", 400)
+    prior = copy.deepcopy(tiny_prior).fit_latent_density(X, kind="kernel",
+                                                        bandwidth="pattern", random_state=0)
+    (Z_fit, factors, loss, n_draws, (h, losses)), = calls
+    assert factors == (0.1, 0.3, 1.0) and n_draws == 400
+    # the factor with the smallest loss serves the density on the codes of all images
+    assert prior.latent_bandwidth_ == h == factors[int(np.argmin(losses))]
+    assert np.all(np.isfinite(losses)) and len(set(losses)) == 3
+    codes = prior.transform(X)
+    np.testing.assert_array_equal(prior.latent_density_.means_,
+                                  codes.astype(np.float32).astype(np.float64))
+    # the densities of the search use four fifths of the codes; the loss compares with
+    # the other fifth: the worst-lag error of the two-point curves along z and x (lags
+    # 0-8 here: half the 16-pixel width)
+    rows = {r.tobytes(): i for i, r in enumerate(codes)}
+    fit = np.zeros(len(X), bool)
+    fit[[rows[r.tobytes()] for r in Z_fit]] = True
+    assert fit.sum() == 200
+    z = codes[fit][:60] + 0.1
+    expected = compare_pattern_statistics(pattern_statistics(prior.inverse_transform(z), 8),
+                                          pattern_statistics(X[~fit], 8))
+    assert loss(z) == max(expected["two_point_z_max_rel_error"],
+                          expected["two_point_x_max_rel_error"])
+    # the same random_state makes the same choice with the same draws; verbose shows a
+    # progress bar over the factors
+    calls.clear()
+    capsys.readouterr()
+    again = copy.deepcopy(tiny_prior).set_params(verbose=1).fit_latent_density(
+        X, kind="kernel", bandwidth="pattern", random_state=0)
+    np.testing.assert_array_equal(calls[0][4][1], losses)
+    assert again.latent_bandwidth_ == h
+    assert "bandwidth" in capsys.readouterr().err
+
+
+def test_pattern_bandwidth_bad_input(kernel_prior, tiny_images):
+    import copy
+
+    prior = copy.deepcopy(kernel_prior)
+    before = prior.latent_density_
+    with pytest.raises(ValueError, match=r"bandwidth='pattern' needs more than 4 codes"):
+        prior.fit_latent_density(tiny_images[:6], kind="kernel", bandwidth="pattern")
+    with pytest.raises(ValueError, match="zero at some lag"):
+        prior.fit_latent_density(np.zeros((30, 32, 16)), kind="kernel", bandwidth="pattern")
+    assert prior.latent_density_ is before and prior.latent_bandwidth_ == 0.3
+
+
 @pytest.mark.parametrize("kw, match", [
     (dict(kind="gmm"), "kind must be"),
     (dict(kind=np.array(["kernel"])), "kind must be"),
