@@ -1,8 +1,9 @@
 """The two kinds of latent density of ``VAEPrior.fit_latent_density``, side by side.
 
 For the committed reference prior, fits both kinds to the codes of the same training-band
-crops (``--n-codes``, seed 31 as the committed density) and reports for each, and for
-``z ~ N(0, I)``:
+crops (``--n-codes``, seed 31 as the committed density), the kernel density with both of
+its bandwidth choices (``"cv"``: cross-validated likelihood of the codes; ``"pattern"``:
+pattern statistics of decoded draws), and reports for each, and for ``z ~ N(0, I)``:
 
 * the mean log-likelihood of the codes of other, held-out training-band crops (a
   model-selection score that does not look at the pattern statistics);
@@ -55,12 +56,14 @@ def main(argv: list[str] | None = None) -> None:
     d = held.shape[1]
 
     densities: dict = {"z ~ N(0, I)": None}     # VAEPrior objects with a density
-    for kind in ("mixture", "kernel"):
+    how = {"cv": "5-fold CV", "pattern": "pattern statistics of a held-out fifth"}
+    for kind, bandwidth in (("mixture", "cv"), ("kernel", "cv"), ("kernel", "pattern")):
         t0 = time.perf_counter()
         p = copy.deepcopy(prior).fit_latent_density(
-            fit_crops, n_components=args.n_components, kind=kind, random_state=0)
+            fit_crops, n_components=args.n_components, kind=kind, random_state=0,
+            bandwidth=bandwidth)
         label = (f"mixture, {args.n_components} components" if kind == "mixture" else
-                 f"kernel density, bandwidth {p.latent_bandwidth_:.3f} (5-fold CV)")
+                 f"kernel density, bandwidth {p.latent_bandwidth_:.3f} ({how[bandwidth]})")
         densities[label] = p
         log.info("%s fitted in %.0f s", label, time.perf_counter() - t0)
 

@@ -7,7 +7,9 @@ samples against the training image (channel proportion, two-point probabilities 
 indicator variograms along x and z, fraction of undecided pixels) -- for samples decoded
 from ``z ~ N(0, I)`` and from a latent density fitted to the codes of training crops
 after training (``VAEPrior.fit_latent_density``: by default a Gaussian kernel density
-with a cross-validated bandwidth, or ``--density mixture``; saved into the prior file).
+whose bandwidth matches the pattern statistics of a held-out fifth of the crops, or
+``--density-bandwidth cv`` or a factor, or ``--density mixture``; saved into the prior
+file).
 
 Training streams fresh random crops (rows 0-1899, the truth windows excluded) through
 ``VAEPrior.partial_fit`` in chunks, saving a checkpoint after each chunk, so an
@@ -90,6 +92,11 @@ def compare_stats(s: dict, r: dict) -> dict:
                                         for d in (s, r)))
 
 
+def bandwidth_arg(text: str) -> str | float:
+    """A ``--density-bandwidth`` value: 'pattern', 'cv' or a factor."""
+    return text if text in ("cv", "pattern") else float(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ti", default=str(SHARED / "ti.png"), help="training image")
@@ -114,8 +121,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="train_prior", help="results file stem")
     ap.add_argument("--density", default="kernel", choices=["kernel", "mixture", "none"],
                     help="latent density fitted after training and saved into --out: "
-                         "a kernel density with a cross-validated bandwidth, a Gaussian "
+                         "a kernel density (bandwidth: --density-bandwidth), a Gaussian "
                          "mixture of --density-components, or none (keep the saved one)")
+    ap.add_argument("--density-bandwidth", default="pattern", type=bandwidth_arg,
+                    help="bandwidth of --density kernel: 'pattern' (matches the pattern "
+                         "statistics of held-out crops; the committed prior's), 'cv' "
+                         "(cross-validated likelihood of the codes) or a factor")
     ap.add_argument("--density-components", type=int, default=200,
                     help="components of --density mixture (0: fit no density of either "
                          "kind, keep the saved one)")
@@ -197,10 +208,14 @@ def main(argv: list[str] | None = None) -> int:
     #    z ~ N(0, I), and decoding draws of a density fitted to the codes of training crops
     # --density-components 0 keeps the saved density, as it did before --density existed
     refit = args.density != "none" and args.density_components > 0
+    bandwidth = args.density_bandwidth
     if refit:
-        prior.fit_latent_density(train_crops(args.density_crops, args.seed + 31),
-                                 n_components=args.density_components, kind=args.density,
-                                 random_state=args.seed)
+        t0 = time.perf_counter()
+        prior.fit_latent_density(
+            train_crops(args.density_crops, args.seed + 31),
+            n_components=args.density_components, kind=args.density, random_state=args.seed,
+            bandwidth=bandwidth)
+        results["density_fit_s"] = time.perf_counter() - t0
         prior.save(out)
         log.info("latent density (%s, %d crops) saved into %s", args.density,
                  args.density_crops, out)
@@ -220,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             kind="kernel" if prior.latent_density_.covariance_type == "tied" else "mixture",
             n_components=int(prior.latent_density_.n_components),
             bandwidth=getattr(prior, "latent_bandwidth_", None),
+            bandwidth_choice=bandwidth if refit and args.density == "kernel" else None,
             n_crops=args.density_crops if refit else None,
             file_mb=out.stat().st_size / 1e6,
             other_seeds={seed: compare_stats(pattern_stats(prior.sample(
@@ -307,8 +323,9 @@ def _density_label(info: dict) -> str:
     """Table label of the latent density described by ``results["patterns"]["density"]``."""
     if info["kind"] == "kernel":
         h = info["bandwidth"]
+        how = f" ({info['bandwidth_choice']})" if info.get("bandwidth_choice") else ""
         return (f"latent kernel density ({info['n_components']} codes"
-                + (f", bandwidth {h:.3f})" if h is not None else ")"))
+                + (f", bandwidth {h:.3f}{how})" if h is not None else ")"))
     return f"latent density ({info['n_components']} comp.)"
 
 
