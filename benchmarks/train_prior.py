@@ -93,8 +93,17 @@ def compare_stats(s: dict, r: dict) -> dict:
 
 
 def bandwidth_arg(text: str) -> str | float:
-    """A ``--density-bandwidth`` value: 'pattern', 'cv' or a factor."""
-    return text if text in ("cv", "pattern") else float(text)
+    """A ``--density-bandwidth`` value: 'pattern', 'cv' or a positive finite factor."""
+    if text in ("cv", "pattern"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not 'pattern', 'cv' or a positive finite factor")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -128,9 +128,9 @@ def fold_labels(n: int, d: int, rng: np.random.RandomState, n_folds: int,
         need = next(m for m in range(n + 1, 10 * (d + 2) * n_folds)
                     if m - math.ceil(m / n_folds) > d)
         raise ValueError(
-            f"bandwidth={what!r} needs more than {d} codes (latent_dim) outside each of "
-            f"its {n_folds} folds, so at least {need} images; got {n}. Pass more images "
-            "or a bandwidth factor.")
+            f"bandwidth={what!r} needs more than {d} codes (latent_dim) outside a "
+            f"held-out 1/{n_folds} of them, so at least {need} images; got {n}. Pass more "
+            "images or a bandwidth factor.")
     return rng.permutation(n) % n_folds
 
 
@@ -189,8 +189,9 @@ def select_bandwidth(Z: np.ndarray, factors: Any, loss: Callable[[np.ndarray], f
     are passed to ``loss`` (an array ``(n_draws, d)`` of latent vectors). All factors
     share the same random numbers: the same centres and the same standard-normal
     offsets, scaled by ``h``, so that the losses differ by the factor rather than by
-    sampling noise. A non-finite loss never wins; ties go to the first factor. With
-    ``verbose`` a progress bar counts the factors.
+    sampling noise. A non-finite loss never wins; ties go to the first factor. A choice
+    at either end of ``factors`` is warned about (the best factor may lie beyond it).
+    With ``verbose`` a progress bar counts the factors.
 
     Raises ValueError if every loss is non-finite.
     """
@@ -198,12 +199,25 @@ def select_bandwidth(Z: np.ndarray, factors: Any, loss: Callable[[np.ndarray], f
     factors = np.asarray(factors, dtype=np.float64)
     centres = Z[rng.randint(len(Z), size=n_draws)]
     offsets = rng.standard_normal((n_draws, Z.shape[1])) @ _whitener(Z).T
-    losses = np.array([float(loss(centres + h * offsets)) for h in
-                       tqdm(factors, desc="bandwidth", unit="factor", disable=not verbose)])
+    losses = np.full(len(factors), np.nan)
+    with tqdm(total=len(factors), desc="bandwidth", unit="factor", leave=False,
+              disable=not verbose) as bar:
+        for i, h in enumerate(factors):
+            losses[i] = float(loss(centres + h * offsets))
+            bar.update()
     finite = np.isfinite(losses)
     if not finite.any():
         raise ValueError("no bandwidth factor gave a finite selection loss.")
-    best = float(factors[np.flatnonzero(finite)[np.argmin(losses[finite])]])
+    i = int(np.flatnonzero(finite)[np.argmin(losses[finite])])
+    best = float(factors[i])
+    if len(factors) > 1 and i in (0, len(factors) - 1):
+        warnings.warn(
+            f"the selected bandwidth factor {best:.3g} is the "
+            f"{'smallest' if i == 0 else 'largest'} of the factors tried "
+            f"({factors[0]:.3g}-{factors[-1]:.3g}); the best one may lie beyond it, or "
+            "the selection may be noise (losses: "
+            + ", ".join(f"{h:.3g}: {v:.3g}" for h, v in zip(factors, losses))
+            + "). Pass more images or a bandwidth factor.", RuntimeWarning, stacklevel=4)
     logger.info("kernel density: bandwidth factor %.3f selected; losses %s", best,
                 ", ".join(f"{h:.3g}: {v:.4g}" for h, v in zip(factors, losses)))
     return best, losses

@@ -26,7 +26,7 @@ from skvaeinv import _density
 from skvaeinv._networks import Decoder, Encoder
 from skvaeinv._utils import (as_real_array, autocast_context, check_finite, ieee_float32, int_pair,
                              resolve_device, resolve_precision)
-from skvaeinv.metrics import compare_pattern_statistics, pattern_statistics
+from skvaeinv.metrics import two_point_probability
 
 __all__ = ["VAEPrior"]
 
@@ -538,7 +538,10 @@ class VAEPrior(TransformerMixin, BaseEstimator):
             Latent means ``E[z | x]``.
         """
         self._check_fitted()
-        X = self._validate_images(X, reset=False)
+        return self._encode(self._validate_images(X, reset=False))
+
+    def _encode(self, X: np.ndarray) -> np.ndarray:
+        """Posterior means of validated images ``(n, H, W)``."""
         self.encoder_.eval()
         return self._in_batches(X, lambda x: self.encoder_(x)[0])
 
@@ -591,7 +594,9 @@ class VAEPrior(TransformerMixin, BaseEstimator):
             scikit-learn scores it one component at a time, so ``score_samples`` of
             many codes is slow). On the reference prior the kernel density scores the
             codes of held-out crops 2.35 nats per code higher than a 200-component
-            mixture, and its samples are statistically closer to the training image
+            mixture with ``bandwidth="cv"`` (and lower with "pattern", which trades that
+            likelihood for samples closer to the training image), and its samples are
+            statistically closer to the training image with either
             (``benchmarks/results/latent_density.md``).
         bandwidth : float, "cv" or "pattern", default="cv"
             ``kind="kernel"`` only: the factor ``h`` of the kernel covariance
@@ -613,7 +618,8 @@ class VAEPrior(TransformerMixin, BaseEstimator):
               reference prior it picks a narrower kernel than "cv" (0.35 against 0.55) and
               about halves the worst-lag two-point error of its samples
               (``benchmarks/results/prior_trend_pattern.md``). It decodes 22,000 images,
-              so it takes longer (a progress bar with ``verbose``). Very small factors
+              so it takes longer (a progress bar with ``verbose``; a warning if the
+              choice is the smallest or largest factor). Very small factors
               approach re-decoding the images of ``X`` themselves (little variety); the
               smallest factor tried is 0.1.
             - A float uses that factor.
@@ -646,7 +652,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
                 raise ValueError("bandwidth must be 'cv', 'pattern' or a positive finite "
                                  f"factor, got {bandwidth!r}.")
         images = self._validate_images(X, reset=False)
-        Z = self.transform(images)
+        Z = self._encode(images)
         rng = check_random_state(random_state)
         if kind == "mixture":
             if Z.shape[0] < max(2, n_components):
@@ -678,18 +684,21 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         """The kernel factor of ``bandwidth="pattern"`` (see :meth:`fit_latent_density`)."""
         held = _density.fold_labels(*Z.shape, rng, 5, "pattern") == 0
         max_lag = min(_density.PATTERN_MAX_LAG, min(self.image_shape_) // 2)
-        ref = pattern_statistics(images[held], max_lag)
-        if min(ref["two_point_z"].min(), ref["two_point_x"].min()) <= 0:
+
+        def curves(images: np.ndarray) -> list[np.ndarray]:
+            return [two_point_probability(images, max_lag, axis=axis) for axis in "zx"]
+
+        ref = curves(images[held])
+        if min(c.min() for c in ref) <= 0:
             raise ValueError(
                 f"bandwidth='pattern' compares two-point curves (lags 0-{max_lag}) relative "
                 "to those of a held-out fifth of X, which are zero at some lag (too few "
-                "channel pixels): pass more images with channels, or use bandwidth='cv'.")
+                "channel pixels, or none that far apart): pass more images with channels, "
+                "or use bandwidth='cv'.")
 
-        def loss(z: np.ndarray) -> float:
-            errors = compare_pattern_statistics(
-                pattern_statistics(self.inverse_transform(z), max_lag), ref)
-            return max(errors["two_point_z_max_rel_error"],
-                       errors["two_point_x_max_rel_error"])
+        def loss(z: np.ndarray) -> float:   # worst-lag relative error, z and x
+            return max(float(np.max(np.abs(c - r) / r))
+                       for c, r in zip(curves(self.inverse_transform(z)), ref))
 
         h, _ = _density.select_bandwidth(Z[~held], _density.PATTERN_FACTORS, loss, rng,
                                          _density.PATTERN_DRAWS, verbose=bool(self.verbose))

@@ -615,6 +615,8 @@ def test_cv_kernel_density_on_the_prior(tiny_prior, tiny_images, tmp_path):
 
 
 def test_select_bandwidth_finds_a_known_factor_with_common_draws():
+    import warnings
+
     from skvaeinv import _density
 
     rng = np.random.RandomState(0)
@@ -627,7 +629,10 @@ def test_select_bandwidth_finds_a_known_factor_with_common_draws():
         return float(np.abs(np.var(z, axis=0) / np.var(Z, axis=0) - 1.25).max())
 
     factors = (0.3, 0.4, 0.5, 0.6, 0.7)
-    h, losses = _density.select_bandwidth(Z, factors, loss, np.random.RandomState(1), 20_000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")    # an inner choice: no warning
+        h, losses = _density.select_bandwidth(Z, factors, loss, np.random.RandomState(1),
+                                              20_000)
     assert h == 0.5 and losses.shape == (5,) and np.argmin(losses) == 2
     assert losses[2] < 0.05 < min(losses[1], losses[3])
     # the same centres and offsets for every factor, scaled by it: the centres are the
@@ -642,9 +647,15 @@ def test_select_bandwidth_finds_a_known_factor_with_common_draws():
     # reproducible; a non-finite loss never wins, and all of them is an error
     assert _density.select_bandwidth(Z, factors, loss, np.random.RandomState(1),
                                      20_000)[0] == h
+    # a non-finite loss never wins; ties go to the first factor; a choice at either end
+    # of the factors is warned about
     nan_first = iter([np.nan, 2.0, 1.0])
-    assert _density.select_bandwidth(Z, (0.1, 0.2, 0.3), lambda z: next(nan_first),
-                                     np.random.RandomState(0), 10)[0] == 0.3
+    with pytest.warns(RuntimeWarning, match="largest of the factors tried"):
+        assert _density.select_bandwidth(Z, (0.1, 0.2, 0.3), lambda z: next(nan_first),
+                                         np.random.RandomState(0), 10)[0] == 0.3
+    with pytest.warns(RuntimeWarning, match=r"smallest of the factors tried \(0.1-0.3\)"):
+        assert _density.select_bandwidth(Z, (0.1, 0.2, 0.3), lambda z: 1.0,
+                                         np.random.RandomState(0), 10)[0] == 0.1
     with pytest.raises(ValueError, match="no bandwidth factor"):
         _density.select_bandwidth(Z, (0.1, 0.2), lambda z: np.inf,
                                   np.random.RandomState(0), 10)
@@ -652,6 +663,7 @@ def test_select_bandwidth_finds_a_known_factor_with_common_draws():
 
 def test_pattern_bandwidth_on_the_prior(tiny_prior, tiny_images, monkeypatch, capsys):
     import copy
+    import warnings
 
     from skvaeinv import _density
     from skvaeinv.metrics import compare_pattern_statistics, pattern_statistics
@@ -668,9 +680,14 @@ def test_pattern_bandwidth_on_the_prior(tiny_prior, tiny_images, monkeypatch, ca
     monkeypatch.setattr(_density, "select_bandwidth", spy)
     monkeypatch.setattr(_density, "PATTERN_FACTORS", (0.1, 0.3, 1.0))
     monkeypatch.setattr(_density, "PATTERN_DRAWS", 400)
-    prior = copy.deepcopy(tiny_prior).fit_latent_density(X, kind="kernel",
-                                                        bandwidth="pattern", random_state=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        prior = copy.deepcopy(tiny_prior).fit_latent_density(
+            X, kind="kernel", bandwidth="pattern", random_state=0)
     (Z_fit, factors, loss, n_draws, (h, losses)), = calls
+    # warned exactly when the choice is the smallest or largest factor
+    edge = [w for w in caught if "of the factors tried" in str(w.message)]
+    assert len(edge) == (h in (0.1, 1.0))
     assert factors == (0.1, 0.3, 1.0) and n_draws == 400
     # the factor with the smallest loss serves the density on the codes of all images
     assert prior.latent_bandwidth_ == h == factors[int(np.argmin(losses))]
@@ -694,15 +711,21 @@ def test_pattern_bandwidth_on_the_prior(tiny_prior, tiny_images, monkeypatch, ca
     # progress bar over the factors
     calls.clear()
     capsys.readouterr()
-    again = copy.deepcopy(tiny_prior).set_params(verbose=1).fit_latent_density(
-        X, kind="kernel", bandwidth="pattern", random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        again = copy.deepcopy(tiny_prior).set_params(verbose=1).fit_latent_density(
+            X, kind="kernel", bandwidth="pattern", random_state=0)
     np.testing.assert_array_equal(calls[0][4][1], losses)
     assert again.latent_bandwidth_ == h
     assert "bandwidth" in capsys.readouterr().err
 
 
-def test_pattern_bandwidth_bad_input(kernel_prior, tiny_images):
+def test_pattern_bandwidth_bad_input(kernel_prior, tiny_images, monkeypatch):
     import copy
+
+    from skvaeinv import _density
+
+    monkeypatch.setattr(_density, "PATTERN_DRAWS", 200)
 
     prior = copy.deepcopy(kernel_prior)
     before = prior.latent_density_
@@ -710,7 +733,19 @@ def test_pattern_bandwidth_bad_input(kernel_prior, tiny_images):
         prior.fit_latent_density(tiny_images[:6], kind="kernel", bandwidth="pattern")
     with pytest.raises(ValueError, match="zero at some lag"):
         prior.fit_latent_density(np.zeros((30, 32, 16)), kind="kernel", bandwidth="pattern")
+    stripes = np.zeros((30, 32, 16))
+    stripes[:, ::2] = 1.0     # channel rows 2 apart: no channel pair at odd lags along z
+    with pytest.raises(ValueError, match="zero at some lag"):
+        prior.fit_latent_density(stripes, kind="kernel", bandwidth="pattern")
     assert prior.latent_density_ is before and prior.latent_bandwidth_ == 0.3
+    # images that are channel throughout (variograms zero) are compared by their two-point
+    # curves alone; this prior decodes no such image, so every factor ties at a relative
+    # error of 1 and the smallest is kept, with a warning
+    rng = np.random.RandomState(0)
+    with pytest.warns(RuntimeWarning, match=r"smallest of the factors tried.*0.1: 1, 0.15: 1"):
+        prior.fit_latent_density(0.6 + 0.4 * rng.rand(30, 32, 16), kind="kernel",
+                                 bandwidth="pattern", random_state=0)
+    assert prior.latent_bandwidth_ == 0.1
 
 
 @pytest.mark.parametrize("kw, match", [
