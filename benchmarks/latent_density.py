@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     d = held.shape[1]
 
     densities: dict = {"z ~ N(0, I)": None}     # VAEPrior objects with a density
-    how = {"cv": "5-fold CV", "pattern": "pattern statistics of a held-out fifth"}
+    how = {"cv": "5-fold CV", "pattern": "5-fold pattern statistics"}
     for kind, bandwidth in (("mixture", "cv"), ("kernel", "cv"), ("kernel", "pattern")):
         t0 = time.perf_counter()
         p = copy.deepcopy(prior).fit_latent_density(

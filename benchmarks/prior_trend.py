@@ -9,8 +9,8 @@ For each prior file, side by side in one run:
   per sample seed, from a Gaussian kernel density on the codes of 18,000 training-band
   crops (seed 31, as the committed density), with the bandwidth factor chosen by
   ``VAEPrior.fit_latent_density`` (``"cv"``: 5-fold cross-validated likelihood;
-  ``"pattern"``: pattern statistics of decoded draws against a held-out fifth of the
-  crops; both with ``random_state=0``) and with fixed factors.
+  ``"pattern"``: pattern statistics of decoded draws against held-out crops, over 5
+  folds; both with ``random_state=0``) and with fixed factors.
 
 All errors are relative to 1,000 reference training-band crops (seed 2024, as in
 ``train_prior.py`` and ``latent_density.py``, or ``--reference-seed``).

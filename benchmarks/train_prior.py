@@ -7,7 +7,7 @@ samples against the training image (channel proportion, two-point probabilities 
 indicator variograms along x and z, fraction of undecided pixels) -- for samples decoded
 from ``z ~ N(0, I)`` and from a latent density fitted to the codes of training crops
 after training (``VAEPrior.fit_latent_density``: by default a Gaussian kernel density
-whose bandwidth matches the pattern statistics of a held-out fifth of the crops, or
+whose bandwidth matches the pattern statistics of held-out crops (over 5 folds), or
 ``--density-bandwidth cv`` or a factor, or ``--density mixture``; saved into the prior
 file).
 

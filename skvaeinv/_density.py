@@ -32,8 +32,8 @@ logger = logging.getLogger(__name__)
 CV_BOUNDS = (0.02, 3.0)
 #: factors tried by ``bandwidth="pattern"`` (see :meth:`skvaeinv.VAEPrior.fit_latent_density`)
 PATTERN_FACTORS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.8, 1.0)
-#: latent vectors drawn and decoded per factor by ``bandwidth="pattern"``
-PATTERN_DRAWS = 2000
+#: latent vectors drawn and decoded per factor and fold by ``bandwidth="pattern"``
+PATTERN_DRAWS = 1000
 #: largest lag of the two-point curves ``bandwidth="pattern"`` compares (at most half
 #: of each image side)
 PATTERN_MAX_LAG = 30
@@ -180,31 +180,36 @@ def cv_bandwidth(Z: np.ndarray, rng: np.random.RandomState, n_folds: int = 5,
     return h
 
 
-def select_bandwidth(Z: np.ndarray, factors: Any, loss: Callable[[np.ndarray], float],
-                     rng: np.random.RandomState, n_draws: int,
+def select_bandwidth(splits: list[tuple[np.ndarray, Callable[[np.ndarray], float]]],
+                     factors: Any, rng: np.random.RandomState, n_draws: int,
                      verbose: bool = False) -> tuple[float, np.ndarray]:
-    """The factor whose kernel-density draws minimise ``loss``, and every factor's loss.
+    """The factor whose kernel-density draws minimise a loss, and every factor's loss.
 
-    For each factor ``h`` the ``n_draws`` draws of :func:`kernel_density` ``(Z, h)``
-    are passed to ``loss`` (an array ``(n_draws, d)`` of latent vectors). All factors
-    share the same random numbers: the same centres and the same standard-normal
-    offsets, scaled by ``h``, so that the losses differ by the factor rather than by
-    sampling noise. A non-finite loss never wins; ties go to the first factor. A choice
-    at either end of ``factors`` is warned about (the best factor may lie beyond it).
-    With ``verbose`` a progress bar counts the factors.
+    ``splits`` holds pairs ``(Z, loss)``: the codes of a kernel density and the loss of
+    its draws (a function of an array ``(n_draws, d)`` of latent vectors). For each
+    split and factor ``h`` the ``n_draws`` draws of :func:`kernel_density` ``(Z, h)`` are
+    passed to ``loss``, and a factor's loss is the mean over the splits. Within a split
+    all factors share the same random numbers: the same centres and the same
+    standard-normal offsets, scaled by ``h``, so that the losses differ by the factor
+    rather than by sampling noise. A non-finite loss never wins; ties go to the first
+    factor. A choice at either end of ``factors`` is warned about (the best factor may
+    lie beyond it). With ``verbose`` a progress bar counts the draws' decodings.
 
-    Raises ValueError if every loss is non-finite.
+    Raises ValueError if every factor's loss is non-finite.
     """
-    Z = np.asarray(Z, dtype=np.float32).astype(np.float64)   # the centres kernel_density uses
     factors = np.asarray(factors, dtype=np.float64)
-    centres = Z[rng.randint(len(Z), size=n_draws)]
-    offsets = rng.standard_normal((n_draws, Z.shape[1])) @ _whitener(Z).T
-    losses = np.full(len(factors), np.nan)
-    with tqdm(total=len(factors), desc="bandwidth", unit="factor", leave=False,
+    losses = np.zeros((len(splits), len(factors)))
+    with tqdm(total=losses.size, desc="bandwidth", unit="factor", leave=False,
               disable=not verbose) as bar:
-        for i, h in enumerate(factors):
-            losses[i] = float(loss(centres + h * offsets))
-            bar.update()
+        for j, (Z, loss) in enumerate(splits):
+            Z = np.asarray(Z, dtype=np.float32).astype(np.float64)   # kernel_density's centres
+            centres = Z[rng.randint(len(Z), size=n_draws)]
+            offsets = rng.standard_normal((n_draws, Z.shape[1])) @ _whitener(Z).T
+            for i, h in enumerate(factors):
+                losses[j, i] = float(loss(centres + h * offsets))
+                bar.update()
+    with np.errstate(invalid="ignore"):
+        losses = losses.mean(axis=0)
     finite = np.isfinite(losses)
     if not finite.any():
         raise ValueError("no bandwidth factor gave a finite selection loss.")

@@ -606,31 +606,32 @@ class VAEPrior(TransformerMixin, BaseEstimator):
               the codes (at most 5,000 held-out codes scored; factors searched within
               [0.02, 3], with a warning at the edge): the density that best explains
               unseen codes.
-            - "pattern" picks it by the pattern statistics of the decoded samples: one
-              random fifth of ``X`` is held out, and a kernel density on the codes of the
-              rest draws 2,000 latent vectors for each factor of 0.1, 0.15, 0.2, 0.25,
-              0.3, 0.35, 0.4, 0.5, 0.6, 0.8 and 1.0 (the same random numbers for all,
-              scaled by the factor). Their decoded images are compared with the held-out
-              images by :func:`skvaeinv.metrics.pattern_statistics` (thresholded at 0.5,
-              lags up to ``min(30, H // 2, W // 2)``); the factor with the smallest
-              worst-lag relative error of the two-point curves along z and x (lag 0 is the
-              channel proportion) is kept. This targets what samples are judged by; on the
-              reference prior it picks a narrower kernel than "cv" (0.35 against 0.55) and
-              about halves the worst-lag two-point error of its samples
-              (``benchmarks/results/prior_trend_pattern.md``). It decodes 22,000 images,
-              so it takes longer (a progress bar with ``verbose``; a warning if the
-              choice is the smallest or largest factor). Its reference is the held-out
-              fifth, so it needs many images: on the reference prior 18,000 crops gave
-              0.30-0.40 over four random states, 5,000 gave 0.1 or 0.5. Very small factors
-              approach re-decoding the images of ``X`` themselves (little variety); the
-              smallest factor tried is 0.1.
+            - "pattern" picks it by the pattern statistics of the decoded samples. ``X``
+              is split into 5 random folds; with each fold held out in turn, a kernel
+              density on the codes of the other four draws 1,000 latent vectors for each
+              factor of 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.8 and 1.0 (the
+              same random numbers for all factors, scaled by the factor), and their
+              decoded images are compared with the held-out images by their two-point
+              curves along z and x (:func:`skvaeinv.metrics.two_point_probability`,
+              thresholded at 0.5, lags up to ``min(30, H // 2, W // 2)``; lag 0 is the
+              channel proportion). The factor with the smallest worst-lag relative error,
+              averaged over the folds, is kept. This targets what samples are judged by;
+              on the reference prior it picks a narrower kernel than "cv" (0.35 against
+              0.55) and about halves the worst-lag two-point error of its samples
+              (``benchmarks/results/prior_trend_pattern.md``). It decodes 55,000 images,
+              so it takes longer (a progress bar with ``verbose``; a warning if the choice
+              is the smallest or largest factor), and it wants thousands of images: on the
+              reference prior, 5,000 crops gave 0.30-0.35 over four random states and
+              18,000 gave 0.35 (one held-out fifth alone, instead of all five, gave
+              0.1-0.5 with 5,000). Very small factors approach re-decoding the images of
+              ``X`` themselves (little variety); the smallest factor tried is 0.1.
             - A float uses that factor.
 
             As with "cv", the chosen factor then serves the density on the codes of all
             of ``X``. Ignored by ``kind="mixture"``, but validated.
         random_state : int, RandomState instance or None, default=None
             Seed of the mixture's initialisation, of the cross-validation folds, or of
-            the held-out fifth and the draws of ``bandwidth="pattern"``.
+            the folds and the draws of ``bandwidth="pattern"``.
 
         Returns
         -------
@@ -684,25 +685,29 @@ class VAEPrior(TransformerMixin, BaseEstimator):
     def _pattern_bandwidth(self, images: np.ndarray, Z: np.ndarray,
                            rng: np.random.RandomState) -> float:
         """The kernel factor of ``bandwidth="pattern"`` (see :meth:`fit_latent_density`)."""
-        held = _density.fold_labels(*Z.shape, rng, 5, "pattern") == 0
+        folds = _density.fold_labels(*Z.shape, rng, 5, "pattern")
         max_lag = min(_density.PATTERN_MAX_LAG, min(self.image_shape_) // 2)
 
         def curves(images: np.ndarray) -> list[np.ndarray]:
             return [two_point_probability(images, max_lag, axis=axis) for axis in "zx"]
 
-        ref = curves(images[held])
-        if min(c.min() for c in ref) <= 0:
-            raise ValueError(
-                f"bandwidth='pattern' compares two-point curves (lags 0-{max_lag}) relative "
-                "to those of a held-out fifth of X, which are zero at some lag (too few "
-                "channel pixels, or none that far apart): pass more images with channels, "
-                "or use bandwidth='cv'.")
+        def worst_lag_error(ref: list[np.ndarray]) -> Any:
+            def loss(z: np.ndarray) -> float:   # worst-lag relative error, z and x
+                return max(float(np.max(np.abs(c - r) / r))
+                           for c, r in zip(curves(self.inverse_transform(z)), ref))
+            return loss
 
-        def loss(z: np.ndarray) -> float:   # worst-lag relative error, z and x
-            return max(float(np.max(np.abs(c - r) / r))
-                       for c, r in zip(curves(self.inverse_transform(z)), ref))
-
-        h, _ = _density.select_bandwidth(Z[~held], _density.PATTERN_FACTORS, loss, rng,
+        splits = []
+        for k in range(5):
+            ref = curves(images[folds == k])
+            if min(c.min() for c in ref) <= 0:
+                raise ValueError(
+                    f"bandwidth='pattern' compares two-point curves (lags 0-{max_lag}) "
+                    "relative to those of each held-out fifth of X, and one of them is "
+                    "zero at some lag (too few channel pixels, or none that far apart): "
+                    "pass more images with channels, or use bandwidth='cv'.")
+            splits.append((Z[folds != k], worst_lag_error(ref)))
+        h, _ = _density.select_bandwidth(splits, _density.PATTERN_FACTORS, rng,
                                          _density.PATTERN_DRAWS, verbose=bool(self.verbose))
         return h
 

@@ -631,8 +631,8 @@ def test_select_bandwidth_finds_a_known_factor_with_common_draws():
     factors = (0.3, 0.4, 0.5, 0.6, 0.7)
     with warnings.catch_warnings():
         warnings.simplefilter("error")    # an inner choice: no warning
-        h, losses = _density.select_bandwidth(Z, factors, loss, np.random.RandomState(1),
-                                              20_000)
+        h, losses = _density.select_bandwidth([(Z, loss)], factors,
+                                              np.random.RandomState(1), 20_000)
     assert h == 0.5 and losses.shape == (5,) and np.argmin(losses) == 2
     assert losses[2] < 0.05 < min(losses[1], losses[3])
     # the same centres and offsets for every factor, scaled by it: the centres are the
@@ -644,20 +644,39 @@ def test_select_bandwidth_finds_a_known_factor_with_common_draws():
     Z32 = Z.astype(np.float32).astype(np.float64)
     gap = np.abs(centres[:200, None, :] - Z32[None]).max(axis=2).min(axis=1)
     assert gap.max() < 1e-9
-    # reproducible; a non-finite loss never wins, and all of them is an error
-    assert _density.select_bandwidth(Z, factors, loss, np.random.RandomState(1),
+    # reproducible
+    assert _density.select_bandwidth([(Z, loss)], factors, np.random.RandomState(1),
                                      20_000)[0] == h
-    # a non-finite loss never wins; ties go to the first factor; a choice at either end
-    # of the factors is warned about
+    # several splits: each its own codes and draws, a factor's loss is their mean
+    calls = {"a": [], "b": []}
+    splits = [(Z[:1500], lambda z: calls["a"].append(z) or len(calls["a"]) * 1.0),
+              (Z[1500:], lambda z: calls["b"].append(z) or 10.0 - 2 * len(calls["b"]))]
+    with pytest.warns(RuntimeWarning, match="largest of the factors tried"):
+        h2, losses2 = _density.select_bandwidth(splits, factors, np.random.RandomState(1), 50)
+    np.testing.assert_array_equal(losses2, [4.5, 4.0, 3.5, 3.0, 2.5])
+    assert h2 == 0.7
+    for name, rows in (("a", Z[:1500]), ("b", Z[1500:])):
+        c = calls[name][0] - 0.3 * (calls[name][4] - calls[name][0]) / 0.4
+        gap = np.abs(c[:, None, :] - rows.astype(np.float32)[None]).max(axis=2).min(axis=1)
+        assert gap.max() < 1e-9    # each split draws around its own codes
+    # a non-finite loss never wins, also in one split only; ties go to the first factor;
+    # a choice at either end of the factors is warned about
     nan_first = iter([np.nan, 2.0, 1.0])
     with pytest.warns(RuntimeWarning, match="largest of the factors tried"):
-        assert _density.select_bandwidth(Z, (0.1, 0.2, 0.3), lambda z: next(nan_first),
+        assert _density.select_bandwidth([(Z, lambda z: next(nan_first))], (0.1, 0.2, 0.3),
                                          np.random.RandomState(0), 10)[0] == 0.3
+    inf_first = iter([np.inf, 2.0, 3.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _density.select_bandwidth([(Z[:1500], lambda z: 1.0),
+                                          (Z[1500:], lambda z: next(inf_first))],
+                                         (0.1, 0.2, 0.3), np.random.RandomState(0),
+                                         10)[0] == 0.2
     with pytest.warns(RuntimeWarning, match=r"smallest of the factors tried \(0.1-0.3\)"):
-        assert _density.select_bandwidth(Z, (0.1, 0.2, 0.3), lambda z: 1.0,
+        assert _density.select_bandwidth([(Z, lambda z: 1.0)], (0.1, 0.2, 0.3),
                                          np.random.RandomState(0), 10)[0] == 0.1
     with pytest.raises(ValueError, match="no bandwidth factor"):
-        _density.select_bandwidth(Z, (0.1, 0.2), lambda z: np.inf,
+        _density.select_bandwidth([(Z, lambda z: np.inf)], (0.1, 0.2),
                                   np.random.RandomState(0), 10)
 
 
@@ -672,50 +691,56 @@ def test_pattern_bandwidth_on_the_prior(tiny_prior, tiny_images, monkeypatch, ca
     calls = []
     select = _density.select_bandwidth
 
-    def spy(Z, factors, loss, rng, n_draws, verbose):
-        out = select(Z, factors, loss, rng, n_draws, verbose)
-        calls.append((Z, factors, loss, n_draws, out))
+    def spy(splits, factors, rng, n_draws, verbose):
+        out = select(splits, factors, rng, n_draws, verbose)
+        calls.append((splits, factors, n_draws, out))
         return out
 
     monkeypatch.setattr(_density, "select_bandwidth", spy)
     monkeypatch.setattr(_density, "PATTERN_FACTORS", (0.1, 0.3, 1.0))
-    monkeypatch.setattr(_density, "PATTERN_DRAWS", 400)
+    monkeypatch.setattr(_density, "PATTERN_DRAWS", 200)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         prior = copy.deepcopy(tiny_prior).fit_latent_density(
             X, kind="kernel", bandwidth="pattern", random_state=0)
-    (Z_fit, factors, loss, n_draws, (h, losses)), = calls
+    (splits, factors, n_draws, (h, losses)), = calls
     # warned exactly when the choice is the smallest or largest factor
     edge = [w for w in caught if "of the factors tried" in str(w.message)]
     assert len(edge) == (h in (0.1, 1.0))
-    assert factors == (0.1, 0.3, 1.0) and n_draws == 400
+    assert factors == (0.1, 0.3, 1.0) and n_draws == 200
     # the factor with the smallest loss serves the density on the codes of all images
     assert prior.latent_bandwidth_ == h == factors[int(np.argmin(losses))]
     assert np.all(np.isfinite(losses)) and len(set(losses)) == 3
     codes = prior.transform(X)
     np.testing.assert_array_equal(prior.latent_density_.means_,
                                   codes.astype(np.float32).astype(np.float64))
-    # the densities of the search use four fifths of the codes; the loss compares with
-    # the other fifth: the worst-lag error of the two-point curves along z and x (lags
-    # 0-8 here: half the 16-pixel width)
+    # five splits: each holds out one fifth of the images (each image once) and fits
+    # the kernel to the codes of the rest; its loss is the worst-lag error of the
+    # two-point curves along z and x against the held-out fifth (lags 0-8 here: half the
+    # 16-pixel width)
     rows = {r.tobytes(): i for i, r in enumerate(codes)}
-    fit = np.zeros(len(X), bool)
-    fit[[rows[r.tobytes()] for r in Z_fit]] = True
-    assert fit.sum() == 200
-    z = codes[fit][:60] + 0.1
-    expected = compare_pattern_statistics(pattern_statistics(prior.inverse_transform(z), 8),
-                                          pattern_statistics(X[~fit], 8))
-    assert loss(z) == max(expected["two_point_z_max_rel_error"],
-                          expected["two_point_x_max_rel_error"])
+    held_out = np.zeros(len(X), int)
+    assert len(splits) == 5
+    for Z_fit, loss in splits:
+        fit = np.zeros(len(X), bool)
+        fit[[rows[r.tobytes()] for r in Z_fit]] = True
+        assert fit.sum() == 200
+        held_out += ~fit
+        z = codes[fit][:60] + 0.1
+        expected = compare_pattern_statistics(
+            pattern_statistics(prior.inverse_transform(z), 8), pattern_statistics(X[~fit], 8))
+        assert loss(z) == max(expected["two_point_z_max_rel_error"],
+                              expected["two_point_x_max_rel_error"])
+    assert np.all(held_out == 1)
     # the same random_state makes the same choice with the same draws; verbose shows a
-    # progress bar over the factors
+    # progress bar
     calls.clear()
     capsys.readouterr()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         again = copy.deepcopy(tiny_prior).set_params(verbose=1).fit_latent_density(
             X, kind="kernel", bandwidth="pattern", random_state=0)
-    np.testing.assert_array_equal(calls[0][4][1], losses)
+    np.testing.assert_array_equal(calls[0][3][1], losses)
     assert again.latent_bandwidth_ == h
     assert "bandwidth" in capsys.readouterr().err
 
