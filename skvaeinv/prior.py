@@ -623,8 +623,9 @@ class VAEPrior(TransformerMixin, BaseEstimator):
               is the smallest or largest factor), and it wants thousands of images: on the
               reference prior, 5,000 crops gave 0.30-0.35 over four random states and
               18,000 gave 0.35-0.40 over three (one held-out fifth alone, instead of all
-              five, gave 0.1-0.5 with 5,000). Very small factors approach re-decoding the images of
-              ``X`` themselves (little variety); the smallest factor tried is 0.1.
+              five, gave 0.1-0.5 with 5,000). Very small factors approach re-decoding the
+              images of ``X`` themselves (little variety); the smallest factor tried is
+              0.1.
             - A float uses that factor.
 
             As with "cv", the chosen factor then serves the density on the codes of all
