@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 CV_BOUNDS = (0.02, 3.0)
 #: factors tried by ``bandwidth="pattern"`` (see :meth:`skvaeinv.VAEPrior.fit_latent_density`)
 PATTERN_FACTORS = (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.8, 1.0)
+#: folds of ``bandwidth="pattern"``: each held out once as the reference of the others
+PATTERN_FOLDS = 5
 #: latent vectors drawn and decoded per factor and fold by ``bandwidth="pattern"``
 PATTERN_DRAWS = 1000
 #: largest lag of the two-point curves ``bandwidth="pattern"`` compares (at most half
@@ -55,6 +57,11 @@ def _whitener(Z: np.ndarray) -> np.ndarray:
             "pass more, and more varied, images to fit a kernel density.") from None
 
 
+def _centres(Z: np.ndarray) -> np.ndarray:
+    """A kernel density's centres: the codes rounded to float32 (stored without loss)."""
+    return np.asarray(Z, dtype=np.float32).astype(np.float64)
+
+
 def kernel_density(Z: np.ndarray, bandwidth: float) -> GaussianMixture:
     """Gaussian kernel density on the codes ``Z``, as a tied-covariance mixture.
 
@@ -62,7 +69,7 @@ def kernel_density(Z: np.ndarray, bandwidth: float) -> GaussianMixture:
     centres are the codes rounded to float32 (which :func:`density_state` then stores
     without loss).
     """
-    Z = np.asarray(Z, dtype=np.float32).astype(np.float64)
+    Z = _centres(Z)
     n, d = Z.shape
     if n <= d:
         raise ValueError(
@@ -202,7 +209,7 @@ def select_bandwidth(splits: list[tuple[np.ndarray, Callable[[np.ndarray], float
     with tqdm(total=losses.size, desc="bandwidth", unit="factor", leave=False,
               disable=not verbose) as bar:
         for j, (Z, loss) in enumerate(splits):
-            Z = np.asarray(Z, dtype=np.float32).astype(np.float64)   # kernel_density's centres
+            Z = _centres(Z)
             centres = Z[rng.randint(len(Z), size=n_draws)]
             offsets = rng.standard_normal((n_draws, Z.shape[1])) @ _whitener(Z).T
             for i, h in enumerate(factors):

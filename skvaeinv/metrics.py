@@ -207,6 +207,12 @@ def pattern_statistics(images: Any, max_lag: int = 30, *,
     return stats
 
 
+def _max_relative_error(curve: np.ndarray, reference: np.ndarray) -> float:
+    """``max |curve - reference| / reference`` over the lags (the per-lag reading);
+    ``reference`` must be nonzero (the callers check)."""
+    return float(np.max(np.abs(curve - reference) / reference))
+
+
 def compare_pattern_statistics(stats: dict[str, Any], reference: dict[str, Any], *,
                                max_lag: int | None = None) -> dict[str, float]:
     """Relative errors of pattern statistics against a reference's.
@@ -261,6 +267,6 @@ def compare_pattern_statistics(stats: dict[str, Any], reference: dict[str, Any],
             if np.any(b == 0):
                 raise ValueError(f"{name}: the reference curve is zero at some lag; "
                                  "relative errors are undefined there.")
-            out[f"{name}_max_rel_error"] = float(np.max(np.abs(a - b) / b))
+            out[f"{name}_max_rel_error"] = _max_relative_error(a, b)
             out[f"{name}_curve_rel_error"] = float(np.linalg.norm(a - b) / np.linalg.norm(b))
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import logging
 import numbers
@@ -26,7 +27,7 @@ from skvaeinv import _density
 from skvaeinv._networks import Decoder, Encoder
 from skvaeinv._utils import (as_real_array, autocast_context, check_finite, ieee_float32, int_pair,
                              resolve_device, resolve_precision)
-from skvaeinv.metrics import two_point_probability
+from skvaeinv.metrics import _max_relative_error, two_point_probability
 
 __all__ = ["VAEPrior"]
 
@@ -686,20 +687,18 @@ class VAEPrior(TransformerMixin, BaseEstimator):
     def _pattern_bandwidth(self, images: np.ndarray, Z: np.ndarray,
                            rng: np.random.RandomState) -> float:
         """The kernel factor of ``bandwidth="pattern"`` (see :meth:`fit_latent_density`)."""
-        folds = _density.fold_labels(*Z.shape, rng, 5, "pattern")
+        n_folds = _density.PATTERN_FOLDS
+        folds = _density.fold_labels(*Z.shape, rng, n_folds, "pattern")
         max_lag = min(_density.PATTERN_MAX_LAG, min(self.image_shape_) // 2)
 
         def curves(images: np.ndarray) -> list[np.ndarray]:
             return [two_point_probability(images, max_lag, axis=axis) for axis in "zx"]
 
-        def worst_lag_error(ref: list[np.ndarray]) -> Any:
-            def loss(z: np.ndarray) -> float:   # worst-lag relative error, z and x
-                return max(float(np.max(np.abs(c - r) / r))
-                           for c, r in zip(curves(self.inverse_transform(z)), ref))
-            return loss
+        def loss(z: np.ndarray, ref: list[np.ndarray]) -> float:   # worst lag, z and x
+            return max(map(_max_relative_error, curves(self.inverse_transform(z)), ref))
 
         splits = []
-        for k in range(5):
+        for k in range(n_folds):
             ref = curves(images[folds == k])
             if min(c.min() for c in ref) <= 0:
                 raise ValueError(
@@ -707,7 +706,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
                     "relative to those of each held-out fifth of X, and one of them is "
                     "zero at some lag (too few channel pixels, or none that far apart): "
                     "pass more images with channels, or use bandwidth='cv'.")
-            splits.append((Z[folds != k], worst_lag_error(ref)))
+            splits.append((Z[folds != k], functools.partial(loss, ref=ref)))
         h, _ = _density.select_bandwidth(splits, _density.PATTERN_FACTORS, rng,
                                          _density.PATTERN_DRAWS, verbose=bool(self.verbose))
         return h
