@@ -24,6 +24,11 @@ Quick check of the script itself::
 
     python benchmarks/train_prior.py --n-images 2000 --chunk 1000 --n-samples 100 \\
         --throughput-batches 1 --out /tmp/prior.skv --name train_prior_smoke
+
+Throughput alone (float32 and bfloat16, eager and compiled, best of alternating runs)::
+
+    python benchmarks/train_prior.py --throughput-only --throughput-batches 5 \
+        --throughput-repeats 2 --compile --name train_prior_throughput
 """
 
 from __future__ import annotations
@@ -39,8 +44,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (SHARED, TRAIN_ROWS, TRUTH_SHAPE, VALID_ROWS,  # noqa: E402
                      add_allocator_option, apply_allocator, device_label,
-                     exclusion_windows, md_table, setting_label, training_crops,
-                     write_results)
+                     exclusion_windows, machine_info, md_table, setting_label,
+                     training_crops, write_results)
 
 from skvaeinv import VAEPrior  # noqa: E402
 from skvaeinv.cli import _chunk_seed  # noqa: E402
@@ -73,6 +78,17 @@ def throughput_table(n_batches: int, seed: int, patches: np.ndarray, modes: list
                 runs.setdefault(setting_label(precision, compile), []).append(
                     throughput(precision, n_batches, seed, patches, compile, device))
     return {**{k: max(v) for k, v in runs.items()}, "runs": runs}
+
+
+def throughput_rows(results: dict) -> list[list]:
+    """Table rows of ``results["throughput_images_per_s"]`` (the 500 img/s CPU target)."""
+    tp = results.get("throughput_images_per_s", {})
+    on = results.get("throughput_device", "cpu")
+    on_cpu = on == "cpu"
+    where = "" if on_cpu else f", {device_label(on)}"
+    return [[f"throughput {key} (img/s{where})", value,
+             ">= 500" if "bfloat16" in key and on_cpu else ""]
+            for key, value in tp.items() if key != "runs"]
 
 
 def pattern_stats(images: np.ndarray, max_lag: int = 30) -> dict:
@@ -125,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="device of the throughput runs (the target is for the CPU)")
     ap.add_argument("--throughput-repeats", type=int, default=1,
                     help="timed runs per setting (alternating); the best is reported")
+    ap.add_argument("--throughput-only", action="store_true",
+                    help="measure the throughput, write the results and stop (no training "
+                         "or evaluation)")
     ap.add_argument("--n-samples", type=int, default=1000)
     ap.add_argument("--n-valid", type=int, default=1000)
     ap.add_argument("--name", default="train_prior", help="results file stem")
@@ -145,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="training crops whose codes the latent density is fitted to")
     add_allocator_option(ap)
     args = ap.parse_args(argv)
+    if args.throughput_only and args.throughput_batches < 1:
+        ap.error("--throughput-only needs --throughput-batches >= 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     allocator = apply_allocator(args)
 
@@ -168,6 +189,17 @@ def main(argv: list[str] | None = None) -> int:
         results["throughput_images_per_s"] = tp
         results["throughput_device"] = args.throughput_device
         log.info("throughput: %s", tp)
+        if args.throughput_only:
+            cpu = machine_info()
+            md = (f"# Reference prior training: throughput only\n\nCommand: "
+                  f"`{results['command']}`\n\nAllocator: {allocator}. CPU: "
+                  f"{cpu.get('cpu_model')} ({cpu['cpu_capability']}; "
+                  f"{', '.join(cpu.get('cpu_flags', []))}).\n\n"
+                  + md_table(["quantity", "value", "target"], throughput_rows(results))
+                  + "\n")
+            write_results(args.name, results, md)
+            print(md)
+            return 0
 
     # 2. training
     if not args.evaluate_only:
@@ -273,13 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         log.warning("matplotlib missing: no figure")
 
-    tp = results.get("throughput_images_per_s", {})
-    on = results.get("throughput_device", "cpu")
-    on_cpu = on == "cpu"
-    where = "" if on_cpu else f", {device_label(on)}"
-    rows = [[f"throughput {key} (img/s{where})", value,
-             ">= 500" if "bfloat16" in key and on_cpu else ""]
-            for key, value in tp.items() if key != "runs"]
+    rows = throughput_rows(results)
     rows += [
         ["images seen in training", prior.n_images_seen_, ">= 1,000,000"],
         ["validation SSE per crop (VAE)", results["validation"]["sse_per_crop"], ""],

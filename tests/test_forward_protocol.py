@@ -124,7 +124,8 @@ def test_jacobian_takes_one_model():
 
 
 def test_bad_grid():
-    with pytest.raises(ValueError, match="grid"):
+    with pytest.raises(ValueError, match=r"grid='not a grid' is not valid; expected a "
+                                         r"skvaeinv\.survey\.Grid2D"):
         StraightRay("not a grid").traveltimes(np.ones(24), RAYS)
 
 

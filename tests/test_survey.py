@@ -71,7 +71,8 @@ def test_crosshole_receiver_depths_and_errors():
         crosshole(grid, [1, np.nan])
     with pytest.raises(ValueError, match="source_x"):
         crosshole(grid, [1], source_x=np.inf)
-    with pytest.raises(ValueError, match="grid"):
+    with pytest.raises(ValueError, match=r"grid='grid' is not valid; expected a "
+                                         r"skvaeinv\.survey\.Grid2D"):
         crosshole("grid", [1])
 
 

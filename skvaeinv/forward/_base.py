@@ -36,7 +36,7 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 
 from .._utils import as_real_array
-from ..survey import Grid2D, _format_rows
+from ..survey import Grid2D, _check_grid, _format_rows
 
 __all__ = ["ForwardOperator", "MatrixOperator"]
 
@@ -224,12 +224,7 @@ class ForwardOperator(BaseEstimator):
 
     # -- helpers -------------------------------------------------------------------
     def _check_grid(self) -> Grid2D:
-        grid = getattr(self, "grid", None)
-        if not isinstance(grid, Grid2D):
-            raise ValueError(
-                f"grid={grid!r} is not valid; expected a skvaeinv.survey.Grid2D."
-            )
-        return grid
+        return _check_grid(getattr(self, "grid", None))
 
     @staticmethod
     def _validate_slowness(slowness: Any, grid: Grid2D) -> tuple[np.ndarray, bool]:
