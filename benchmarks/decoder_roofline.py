@@ -15,6 +15,14 @@ ratio decoder / matrix product says how much of the core the convolutions use; w
 the per-start reference loop of ``sgd_speed.py`` it bounds the batched speed-up a CPU
 can give.
 
+A second table times each transposed convolution of the decoder (forward + input
+gradient, ``--layer-batch`` starts) in torch's form against the same function written
+without a transposed convolution: the polyphase form (kernel 4: one stride-1
+convolution with the four 2 x 2 phase kernels, then ``pixel_shuffle``; kernel 5: four
+phase convolutions written into the strided output) and, for the one-channel last
+layer, the matrix product + ``fold`` of :func:`skvaeinv._networks.conv_transpose_one_channel`.
+Each form is checked against torch's output first.
+
 Usage::
 
     python benchmarks/decoder_roofline.py            # ~1 min on 2 cores
@@ -29,11 +37,13 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import md_table, write_results  # noqa: E402
 
-from skvaeinv._networks import Decoder  # noqa: E402
+from skvaeinv._networks import Decoder, conv_transpose_one_channel  # noqa: E402
+
 
 def gflop_per_start_iteration(dec: Decoder) -> float:
     """GFLOP of one start's forward pass plus input gradient (2 x the forward's).
@@ -60,6 +70,73 @@ def gflop_per_start_iteration(dec: Decoder) -> float:
     return 2 * 2 * sum(macs) / 1e9
 
 
+def polyphase(conv: torch.nn.ConvTranspose2d):
+    """``conv`` (stride 2, no padding, kernel 4 or 5) without a transposed convolution.
+
+    Output pixel ``2 q + r`` along an axis sums ``x[q - t] * w[2 t + r]``: phase ``r`` is
+    a stride-1 "full" convolution of the input with the taps ``w[r::2]``, flipped.
+    """
+    w = conv.weight.detach()
+    k = conv.kernel_size[0]
+    if conv.stride != (2, 2) or conv.padding != (0, 0) or conv.kernel_size != (k, k) \
+            or k not in (4, 5):
+        raise ValueError(f"no polyphase form here for {conv}")
+    phases = {(a, b): w[:, :, a::2, b::2].flip(2, 3).transpose(0, 1).contiguous()
+              for a in range(2) for b in range(2)}
+    bias = None if conv.bias is None else conv.bias.detach().view(1, -1, 1, 1)
+    if k == 4:   # equal 2 x 2 phases: one convolution, channels ordered for pixel_shuffle
+        w4 = torch.stack([phases[a, b] for a in range(2) for b in range(2)], 1)
+        w4 = w4.reshape(-1, *w4.shape[2:])
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            y = F.pixel_shuffle(F.conv2d(x, w4, padding=1), 2)
+            return y if bias is None else y + bias
+        return run
+
+    def run5(x: torch.Tensor) -> torch.Tensor:
+        n, _, h, wd = x.shape
+        out = x.new_empty(n, w.shape[1], 2 * h + 3, 2 * wd + 3)
+        for (a, b), wp in phases.items():
+            kh, kw = wp.shape[2:]
+            out[:, :, a::2, b::2] = F.conv2d(x, wp, padding=(kh - 1, kw - 1))
+        return out if bias is None else out + bias
+    return run5
+
+
+def layer_forms(dec: Decoder, batch: int, repeats: int) -> list[dict]:
+    """Forward + input gradient of each transposed convolution, torch's form vs others."""
+    x = dec.fc(torch.randn(batch, dec.architecture["latent_dim"])).view(
+        batch, *dec.bottleneck).detach()
+    out = []
+    for layer in dec.deconv:
+        if isinstance(layer, torch.nn.ConvTranspose2d):
+            forms = {"torch ConvTranspose2d": layer, "polyphase": polyphase(layer)}
+            if layer.out_channels == 1:
+                forms["matmul + fold"] = lambda v, c=layer: conv_transpose_one_channel(v, c)
+            xi = x.clone().requires_grad_(True)
+            with torch.no_grad():
+                ref = layer(xi)
+            g = torch.randn_like(ref)
+            errors = {}
+            with torch.no_grad():
+                for name, f in forms.items():
+                    errors[name] = float((f(xi) - ref).abs().max() / ref.abs().max())
+            times: dict[str, list[float]] = {name: [] for name in forms}
+            for _ in range(repeats):
+                for name, f in forms.items():
+                    t = time.perf_counter()
+                    torch.autograd.grad(f(xi), xi, g)
+                    times[name].append(time.perf_counter() - t)
+            k = layer.kernel_size
+            out.append({"layer": f"{layer.in_channels} -> {layer.out_channels}, kernel "
+                                 f"{k[0]} x {k[1]}, input {tuple(xi.shape[2:])}",
+                        "ms": {n: 1e3 * statistics.median(v) for n, v in times.items()},
+                        "max_rel_error": errors})
+        with torch.no_grad():
+            x = layer(x)
+    return out
+
+
 def _median_time(fn, repeats: int) -> float:
     fn()  # warm-up
     times = []
@@ -74,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 10, 25, 50, 100, 200])
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--layer-batch", type=int, default=25,
+                    help="starts per batch of the per-layer table (0: no such table)")
     ap.add_argument("--name", default="decoder_roofline")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -111,8 +190,14 @@ def main(argv: list[str] | None = None) -> int:
                     "fraction_of_gemm": gflops / peak})
         rows.append([b, round(rate, 1), round(gflops, 1), f"{100 * gflops / peak:.0f} %"])
 
-    command = "python benchmarks/decoder_roofline.py" + (
-        f" {' '.join(argv)}" if argv else "")
+    layers = layer_forms(dec, args.layer_batch, 4 * args.repeats) if args.layer_batch else []
+    names = list(dict.fromkeys(n for r in layers for n in r["ms"]))
+    layer_rows = [[r["layer"], *(f"{r['ms'][n]:.2f}" if n in r["ms"] else "-"
+                                 for n in names),
+                   f"{max(r['max_rel_error'].values()):.1e}"] for r in layers]
+
+    argv = sys.argv[1:] if argv is None else argv
+    command = " ".join(["python", "benchmarks/decoder_roofline.py", *argv])
     md = "\n\n".join([
         "# Decoder throughput against the float32 matrix-product rate (one thread)",
         f"float32 matrix product: {gemm[256]:.1f} GFLOP/s (K = 256), "
@@ -120,11 +205,15 @@ def main(argv: list[str] | None = None) -> int:
         "start-iteration (forward + input gradient).",
         md_table(["starts per batch", "start-it/s", "GFLOP/s", "of the matrix product"],
                  rows),
+        *([f"Each transposed convolution, forward + input gradient, {args.layer_batch} "
+            "starts (ms, median):",
+            md_table(["layer", *names, "max. rel. difference to torch"], layer_rows)]
+          if layers else []),
         f"Command: `{command}`",
     ])
     write_results(args.name, {"gemm_gflop_per_s": gemm, "decoder": out,
                               "gflop_per_start_iteration": flop,
-                              "command": command}, md)
+                              "layers": layers, "command": command}, md)
     print(md)
     return 0
 
