@@ -5,8 +5,10 @@ sample and persist the same way:
 
 * a mixture of a few full-covariance components fitted by EM (``"mixture"``);
 * a Gaussian kernel density (``"kernel"``): one equal-weight component at each code,
-  all sharing the codes' covariance scaled by ``bandwidth**2`` (a "tied" mixture). Its
-  bandwidth factor can be chosen by cross-validated log-likelihood of the codes.
+  all sharing the codes' covariance scaled by ``bandwidth**2`` (a "tied" mixture, held
+  in a :class:`TiedMixture`, which scores all components at once). Its bandwidth factor
+  can be chosen by cross-validated log-likelihood of the codes, or by the pattern
+  statistics of decoded draws.
 
 The functions here take and return plain arrays; :class:`skvaeinv.VAEPrior` owns the
 encoding of images and the fitted attribute.
@@ -22,8 +24,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
-from scipy.special import logsumexp
 from sklearn.mixture import GaussianMixture
+from sklearn.utils.validation import check_is_fitted, validate_data
 from tqdm.auto import tqdm
 
 logger = logging.getLogger(__name__)
@@ -62,6 +64,75 @@ def _centres(Z: np.ndarray) -> np.ndarray:
     return np.asarray(Z, dtype=np.float32).astype(np.float64)
 
 
+def _sq_distances(b: np.ndarray, a: np.ndarray, a_sq: np.ndarray) -> np.ndarray:
+    """Squared distances ``(len(b), len(a))`` between rows; ``a_sq`` is ``(a**2).sum(1)``."""
+    sq = b @ a.T
+    sq *= -2.0
+    sq += (b**2).sum(1)[:, None]
+    sq += a_sq[None]
+    return np.maximum(sq, 0.0, out=sq)
+
+
+def _logsumexp_rows(x: np.ndarray) -> np.ndarray:
+    """``log(sum(exp(x), axis=1))`` of a 2-D float array, overwriting ``x``.
+
+    Several times faster than :func:`scipy.special.logsumexp` on the large blocks here
+    (no copies). Rows that are all ``-inf`` give ``-inf``.
+    """
+    m = x.max(axis=1)
+    m[~np.isfinite(m)] = 0.0
+    x -= m[:, None]
+    np.exp(x, out=x)
+    with np.errstate(divide="ignore"):
+        return np.log(x.sum(axis=1)) + m
+
+
+#: entries of the ``(rows, components)`` blocks that scoring works through at a time
+#: (2 MB of float64: cache-sized)
+_BLOCK = 1 << 18
+
+
+class TiedMixture(GaussianMixture):
+    """A :class:`~sklearn.mixture.GaussianMixture` that scores a tied mixture at once.
+
+    scikit-learn evaluates the components of a ``covariance_type="tied"`` mixture one
+    at a time, in a Python loop, which is slow for a kernel density (one component per
+    code: 3.4 s for 1,000 codes against 18,000 components). Here :meth:`score_samples`
+    (and so ``score``) whitens once and takes all squared distances as one matrix
+    product, in blocks of bounded memory. Everything else, and every other
+    ``covariance_type``, is scikit-learn's.
+    """
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """Log of the mixture's density at each sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_density : ndarray of shape (n_samples,)
+        """
+        if self.covariance_type != "tied":
+            return super().score_samples(X)
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        L = self.precisions_cholesky_
+        a = self.means_ @ L
+        a_sq = (a**2).sum(1)
+        log_w = np.log(self.weights_)
+        const = np.log(np.diag(L)).sum() - 0.5 * X.shape[1] * math.log(2 * math.pi)
+        out = np.empty(len(X))
+        rows = max(1, _BLOCK // len(a))
+        for i in range(0, len(X), rows):
+            log_p = _sq_distances(X[i:i + rows] @ L, a, a_sq)
+            log_p *= -0.5
+            log_p += log_w
+            out[i:i + rows] = _logsumexp_rows(log_p)
+        return out + const
+
+
 def kernel_density(Z: np.ndarray, bandwidth: float) -> GaussianMixture:
     """Gaussian kernel density on the codes ``Z``, as a tied-covariance mixture.
 
@@ -78,7 +149,7 @@ def kernel_density(Z: np.ndarray, bandwidth: float) -> GaussianMixture:
     chol = float(bandwidth) * _whitener(Z)
     with np.errstate(over="ignore", under="ignore"):   # checked just below
         cov = chol @ chol.T
-    gmm = GaussianMixture(n, covariance_type="tied")
+    gmm = TiedMixture(n, covariance_type="tied")
     try:
         ok = bool(np.all(np.isfinite(cov)))
         if ok:
@@ -104,16 +175,16 @@ class _Fold:
         self.const = (-math.log(len(fit)) - np.log(np.diag(chol)).sum()
                       - 0.5 * fit.shape[1] * math.log(2 * math.pi))
 
-    def log_likelihoods(self, factors: np.ndarray, rows: int = 256) -> np.ndarray:
+    def log_likelihoods(self, factors: np.ndarray) -> np.ndarray:
         """Sum over the held-out codes of their log-density, for each factor."""
         d = self.a.shape[1]
         out = np.zeros(len(factors))
-        for i in range(0, len(self.b), rows):   # bounded memory: rows x n_fit at a time
+        rows = max(1, _BLOCK // len(self.a))   # bounded memory: rows x n_fit at a time
+        for i in range(0, len(self.b), rows):
             b = self.b[i:i + rows]
-            sq = np.maximum((b**2).sum(1)[:, None] + self.a_sq[None] - 2.0 * b @ self.a.T,
-                            0.0)
+            sq = _sq_distances(b, self.a, self.a_sq)
             for j, h in enumerate(factors):
-                out[j] += logsumexp(-0.5 / h**2 * sq, axis=1).sum()
+                out[j] += _logsumexp_rows(-0.5 / h**2 * sq).sum()
         return out + len(self.b) * (self.const - d * np.log(factors))
 
 
@@ -290,7 +361,7 @@ def density_from_state(state: dict, latent_dim: int) -> tuple[GaussianMixture, f
         raise ValueError(
             f"the latent density's arrays (means {mu.shape}, covariances {cov.shape}, "
             f"weights {w.shape}) do not fit latent_dim={d}")
-    gmm = GaussianMixture(len(w), covariance_type=kind)
+    gmm = (TiedMixture if kind == "tied" else GaussianMixture)(len(w), covariance_type=kind)
     _set_fitted(gmm, w, mu, cov)
     return gmm, state.get("bandwidth")
 

@@ -127,8 +127,9 @@ class VAEPrior(TransformerMixin, BaseEstimator):
     latent_density_ : sklearn.mixture.GaussianMixture
         Only after :meth:`fit_latent_density` (until the next :meth:`fit` or
         :meth:`partial_fit`, which change the codes it was fitted to): a mixture
-        (full covariances) or kernel density (tied covariances) fitted to the latent
-        codes of real images, used by ``sample(..., source="density")``.
+        (full covariances) or kernel density (tied covariances; a subclass whose
+        ``score_samples`` scores all components at once) fitted to the latent codes of
+        real images, used by ``sample(..., source="density")``.
     latent_bandwidth_ : float
         Only with a kernel density: its bandwidth factor (given or cross-validated).
 
@@ -591,13 +592,13 @@ class VAEPrior(TransformerMixin, BaseEstimator):
             "mixture": a Gaussian mixture fitted by EM. "kernel": a Gaussian kernel
             density, one equal-weight component at each code, all with the codes'
             covariance times ``bandwidth**2`` (stored as a tied-covariance
-            GaussianMixture holding every code: its size grows with ``X``, and
-            scikit-learn scores it one component at a time, so ``score_samples`` of
-            many codes is slow). On the reference prior the kernel density scores the
-            codes of held-out crops 2.35 nats per code higher than a 200-component
-            mixture with ``bandwidth="cv"`` (and lower with "pattern", which trades that
-            likelihood for samples closer to the training image), and its samples are
-            statistically closer to the training image with either
+            GaussianMixture holding every code, so its size grows with ``X``; its
+            ``score_samples`` takes all components at once). On the reference prior
+            the kernel density scores the codes of held-out crops 2.35 nats per code
+            higher than a 200-component mixture with ``bandwidth="cv"`` (and lower
+            with "pattern", which trades that likelihood for samples closer to the
+            training image), and its samples are statistically closer to the training
+            image with either
             (``benchmarks/results/latent_density.md``).
         bandwidth : float, "cv" or "pattern", default="cv"
             ``kind="kernel"`` only: the factor ``h`` of the kernel covariance

@@ -550,6 +550,51 @@ def test_kernel_density_likelihood_and_cv_bandwidth_match_sklearn():
     assert abs(h / ref_h - 1) < 0.15, (h, ref_h)
 
 
+def test_tied_mixture_scores_as_sklearn():
+    from scipy.special import logsumexp
+    from sklearn.mixture import GaussianMixture
+
+    from skvaeinv import _density
+
+    rng = np.random.RandomState(0)
+    X = np.concatenate([0.5 * rng.standard_normal((200, 3)) + c
+                        for c in ([0, 0, 0], [3, 1, 0], [0, 3, 2])])
+    ref = GaussianMixture(3, covariance_type="tied", random_state=0).fit(X)
+    assert not np.allclose(ref.weights_, 1 / 3)        # unequal weights are used
+    tied = _density.TiedMixture(3, covariance_type="tied")
+    _density._set_fitted(tied, ref.weights_, ref.means_, ref.covariances_)
+    # held-out points, near and very far (log-densities of about -1e6 stay finite)
+    Y = np.concatenate([rng.standard_normal((50, 3)) * 2, [[1e3, -1e3, 5e2]]])
+    np.testing.assert_allclose(tied.score_samples(Y), ref.score_samples(Y), rtol=1e-10)
+    assert np.isfinite(tied.score_samples(Y)).all()
+    assert tied.score(Y) == pytest.approx(ref.score(Y), rel=1e-10)
+    # many components: more than one block of (rows x components), against sklearn's
+    # own scoring of the same object (component by component)
+    centres = rng.standard_normal((3000, 3))
+    kde = _density.kernel_density(centres, 0.3)
+    assert isinstance(kde, _density.TiedMixture)
+    rows = 2 * _density._BLOCK // 3000 + 7
+    Y = rng.standard_normal((rows, 3))
+    np.testing.assert_allclose(kde.score_samples(Y), GaussianMixture.score_samples(kde, Y),
+                               rtol=1e-10)
+    # other covariance types are sklearn's own
+    full = _density.TiedMixture(2, covariance_type="full", random_state=0).fit(X)
+    np.testing.assert_array_equal(full.score_samples(Y),
+                                  GaussianMixture.score_samples(full, Y))
+    # bad input
+    with pytest.raises(ValueError, match="3 features"):
+        kde.score_samples(np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="NaN"):
+        kde.score_samples(np.full((2, 3), np.nan))
+    with pytest.raises(NotFittedError):
+        _density.TiedMixture(2, covariance_type="tied").score_samples(Y)
+    # the row-wise log-sum-exp, including rows of -inf and of huge values
+    a = np.concatenate([rng.standard_normal((4, 50)) * 300,
+                        np.full((1, 50), -np.inf), [[1e308, 1e308] + [-np.inf] * 48]])
+    expected = logsumexp(a, axis=1)
+    np.testing.assert_allclose(_density._logsumexp_rows(a.copy()), expected, rtol=1e-12)
+
+
 def test_cv_bandwidth_warns_at_the_edge_of_its_range():
     from skvaeinv import _density
 
@@ -587,6 +632,7 @@ def test_cv_kernel_density_on_the_prior(tiny_prior, tiny_images, tmp_path):
     prior.save(tmp_path / "k.skv")
     loaded = VAEPrior.load(tmp_path / "k.skv")
     assert loaded.latent_bandwidth_ == prior.latent_bandwidth_
+    assert isinstance(loaded.latent_density_, _density.TiedMixture)
     saved = torch.load(tmp_path / "k.skv", weights_only=True)
     # compact: the codes as float32 (lossless, they are float32 values), no weights; the
     # format version is 2 for a kernel density only (older releases read the others)
