@@ -36,6 +36,12 @@ MIN_SIZE = 65
 # (kernel, stride) of the encoder's convolutions, first to last.
 _KERNELS = (5, 5, 4, 4)
 
+# _NORM_RELU: the ReLU after an InstanceNorm2d is not in place. instance_norm returns a
+# view of a reshaped batch_norm output, and an in-place op on a view makes autograd
+# rebuild the whole base in the backward pass (a zero fill and a copy per layer). With
+# the study's network that made an inversion ~5 % slower, for the same results
+# (benchmarks/results/relu_inplace.md; a training step is within noise either way).
+
 
 def padded_size(n: int) -> int:
     """Smallest valid encoder input size ``16 k + 33 >= max(n, 65)``."""
@@ -183,7 +189,7 @@ class Encoder(nn.Module):
         layers: list[nn.Module] = []
         for i, k in enumerate(_KERNELS):
             layers += [nn.Conv2d(ch[i], ch[i + 1], k, stride=2, bias=False),
-                       nn.InstanceNorm2d(ch[i + 1]), nn.ReLU(inplace=True)]
+                       nn.InstanceNorm2d(ch[i + 1]), nn.ReLU()]   # see _NORM_RELU
         self.conv = nn.Sequential(*layers)
         self.bottleneck = (ch[-1], *(_bottleneck_size(s) for s in self.padded_shape))
         n_flat = math.prod(self.bottleneck)
@@ -226,7 +232,7 @@ class Decoder(nn.Module):
         for i, k in enumerate(_KERNELS[::-1]):
             layers.append(nn.ConvTranspose2d(ch[i], ch[i + 1], k, stride=2, bias=(i == 3)))
             if i < 3:
-                layers += [nn.InstanceNorm2d(ch[i + 1]), nn.ReLU(inplace=True)]
+                layers += [nn.InstanceNorm2d(ch[i + 1]), nn.ReLU()]   # see _NORM_RELU
         layers.append(nn.Sigmoid())
         self.deconv = nn.Sequential(*layers)
 
