@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -128,6 +129,15 @@ def machine_info() -> dict:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+
+
+def command_line(script: str, argv: list[str] | None = None) -> str:
+    """The command that reproduces a run: ``python benchmarks/<script> <arguments>``.
+
+    ``argv`` are the arguments given to the script's ``main`` (None: the process's own).
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
+    return " ".join(["python", f"benchmarks/{Path(script).name}", *args])
 
 
 def write_results(name: str, payload: dict, markdown: str) -> tuple[Path, Path]:

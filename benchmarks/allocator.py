@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import TRUTH_SHAPE, md_table, slowness, survey, write_results  # noqa: E402
+from _common import command_line, TRUTH_SHAPE, md_table, slowness, survey, write_results  # noqa: E402
 
 
 
@@ -120,8 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                         "median_ratio_tuned_over_default": ratio}
         rows.append([label, ", ".join(f"{v:.0f}" for v in d),
                      ", ".join(f"{v:.0f}" for v in t), f"{ratio:.3f}"])
-    given = sys.argv[1:] if argv is None else list(argv)
-    command = " ".join(["python benchmarks/allocator.py", *given])
+    command = command_line(__file__, argv)
     md = "\n".join([
         "# glibc allocator: default vs `tune_allocator()`",
         "",

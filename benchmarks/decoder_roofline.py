@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import md_table, write_results  # noqa: E402
+from _common import command_line, md_table, write_results  # noqa: E402
 
 from skvaeinv._networks import Decoder, conv_transpose_one_channel  # noqa: E402
 
@@ -196,8 +196,7 @@ def main(argv: list[str] | None = None) -> int:
                                  for n in names),
                    f"{max(r['max_rel_error'].values()):.1e}"] for r in layers]
 
-    argv = sys.argv[1:] if argv is None else argv
-    command = " ".join(["python", "benchmarks/decoder_roofline.py", *argv])
+    command = command_line(__file__, argv)
     md = "\n\n".join([
         "# Decoder throughput against the float32 matrix-product rate (one thread)",
         f"float32 matrix product: {gemm[256]:.1f} GFLOP/s (K = 256), "

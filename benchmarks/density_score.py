@@ -26,7 +26,7 @@ import numpy as np
 from sklearn.mixture import GaussianMixture
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PRIORS, SHARED, md_table, training_crops, write_results  # noqa: E402
+from _common import command_line, PRIORS, SHARED, md_table, training_crops, write_results  # noqa: E402
 
 from skvaeinv import VAEPrior, _density  # noqa: E402
 from skvaeinv.datasets import load_training_image  # noqa: E402
@@ -74,8 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                                                           np.random.RandomState(0)), 1)
         cv = {"codes": args.n_cv, "seconds": t_cv, "bandwidth": h}
 
-    argv = sys.argv[1:] if argv is None else argv
-    command = " ".join(["python", "benchmarks/density_score.py", *argv])
+    command = command_line(__file__, argv)
     md = "\n\n".join([
         "# Scoring codes with the kernel latent density",
         f"Prior: {Path(args.prior).name}. Codes of held-out training-band crops (seed 77). "

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS as OUT  # noqa: E402
 from _common import SHARED as DATA  # noqa: E402
 from _common import slowness as facies_to_slowness  # noqa: E402
-from _common import machine_info, require_shared, survey  # noqa: E402
+from _common import command_line, machine_info, require_shared, survey  # noqa: E402
 
 from skvaeinv.forward import ShortestPath, StraightRay, TorchForward  # noqa: E402
 MODELS = ["mc1", "mc2", "mc3", "mv1", "mv2", "mv3"]
@@ -126,8 +126,7 @@ def main(argv: list[str] | None = None) -> None:
                              "parallel shortest-path rows")
     args = parser.parse_args(argv)
     require_shared()
-    command = " ".join(["python", "benchmarks/forward_speed.py",
-                        *(sys.argv[1:] if argv is None else argv)])
+    command = command_line(__file__, argv)
     torch.set_num_threads(1)
     grid, sr_rays = survey()
     ref_spm = np.load(DATA / "reference" / "pygimli_spm_traveltimes.npz")

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PRIORS, TRAIN_ROWS, md_table, write_results  # noqa: E402
+from _common import command_line, PRIORS, TRAIN_ROWS, md_table, write_results  # noqa: E402
 from latent_samplers import seed_row, setup  # noqa: E402
 from train_prior import compare_stats, pattern_stats  # noqa: E402
 
@@ -98,8 +98,7 @@ def main(argv: list[str] | None = None) -> None:
           f"the whole training band (rows {TRAIN_ROWS[0]}-{TRAIN_ROWS[1] - 1}, every pixel "
           f"pair) by at most {100 * yardstick['x']:.2f} % (x) and "
           f"{100 * yardstick['z']:.2f} % (z) over lags 0-30.", "",
-          "Command: `" + " ".join(["python", "benchmarks/latent_density.py",
-                                   *(argv if argv is not None else sys.argv[1:])]) + "`"]
+          f"Command: `{command_line(__file__, argv)}`"]
     write_results(args.name, {"prior": Path(args.prior).name, "n_codes": args.n_codes,
                               "n_held_out": args.n_held_out, "seeds": args.seeds,
                               "reference": ref, "training_band": band_stats,

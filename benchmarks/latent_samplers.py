@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (PRIORS, md_table, require_shared, training_crops,  # noqa: E402
+from _common import (command_line, PRIORS, md_table, require_shared, training_crops,  # noqa: E402
                      write_results)
 from train_prior import compare_stats, pattern_stats  # noqa: E402
 
@@ -131,8 +131,7 @@ def main(argv: list[str] | None = None) -> None:
           "", md_table(["latent draws", "proportion error (signed)",
                         "two-point z, worst lag", "two-point x, worst lag",
                         "two-point z, whole curve"], rows), "",
-          "Command: `" + " ".join(["python", "benchmarks/latent_samplers.py",
-                                   *(argv if argv is not None else sys.argv[1:])]) + "`"]
+          f"Command: `{command_line(__file__, argv)}`"]
     write_results(args.name, {"prior": Path(args.prior).name, "n_samples": args.n_samples,
                               "n_codes": len(codes), "reference": ref,
                               "samplers": results}, "\n".join(md))

@@ -38,7 +38,7 @@ import numpy as np
 from joblib import effective_n_jobs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (PRIORS, RESULTS, SHARED, md_table, require_shared, survey,  # noqa: E402
+from _common import (command_line, PRIORS, RESULTS, SHARED, md_table, require_shared, survey,  # noqa: E402
                      write_results)
 
 from skvaeinv import LatentInverter, VAEPrior  # noqa: E402
@@ -209,7 +209,7 @@ def parse_args(argv, doc: str, *, starts: int, name: str, schedules: tuple = ("s
         ap.add_argument("--warm-start", default=None, choices=list(warm_start_choices),
                         help="start each random start with another physics first")
     args = ap.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.argv = argv
     args.warm = None  # (forward, rays, schedule) of a first stage, set by a caller
     args.overrides = {}
     for item in args.set:
@@ -253,7 +253,7 @@ def run_benchmark(args, rays, *, data_forward, forward, physics, script) -> int:
     prior = VAEPrior.load(args.prior, device=args.device)
     h = LinearVelocity()
     noise = np.load(require_shared() / "truth" / "noise_realization.npy")
-    payload = {"command": " ".join(["python", f"benchmarks/{script}"] + args.argv),
+    payload = {"command": command_line(script, args.argv),
                "prior": Path(args.prior).name, "prior_images_seen": prior.n_images_seen_,
                "physics": physics, "cases": []}
     rows = []

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import md_table, write_results  # noqa: E402
+from _common import command_line, md_table, write_results  # noqa: E402
 from latent_samplers import setup  # noqa: E402
 from train_prior import bandwidth_arg, compare_stats, pattern_stats  # noqa: E402
 
@@ -102,8 +102,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.density_crops:,} training-band crops (seed 31).", "",
           md_table(["prior", "images decoded from", "two-point z, worst lag (%)",
                     "two-point x, worst lag (%)"], rows), "",
-          "Command: `" + " ".join(["python", "benchmarks/prior_trend.py",
-                                   *(argv if argv is not None else sys.argv[1:])]) + "`"]
+          f"Command: `{command_line(__file__, argv)}`"]
     write_results(args.name, {"priors": results}, "\n".join(md))
 
 

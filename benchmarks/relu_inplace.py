@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import md_table, slowness, survey, write_results  # noqa: E402
+from _common import command_line, md_table, slowness, survey, write_results  # noqa: E402
 from sgd_speed import load_prior, truth_model  # noqa: E402
 
 from skvaeinv import LatentInverter  # noqa: E402
@@ -136,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                         "speed_up": med[True] / med[False], "identical_results": same}
         rows.append([labels[key], f"{scale * med[True]:.4g}", f"{scale * med[False]:.4g}",
                      f"{med[True] / med[False]:.3f}", "yes" if same else "NO"])
-    argv = sys.argv[1:] if argv is None else argv
-    command = " ".join(["python", "benchmarks/relu_inplace.py", *argv])
+    command = command_line(__file__, argv)
     md = "\n\n".join([
         "# ReLU after instance normalisation: in place or not",
         f"Prior: {prior_name}. Medians of {args.pairs} alternating pairs "

@@ -47,7 +47,7 @@ import torch
 from joblib import effective_n_jobs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (PRIORS, SHARED, add_allocator_option, apply_allocator,  # noqa: E402
+from _common import (command_line, PRIORS, SHARED, add_allocator_option, apply_allocator,  # noqa: E402
                      device_label, md_table, setting_label, slowness, survey,
                      write_results)
 
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
                "allocator": allocator,
                "reference_loop": ref,
                "batched": runs, "nonlinear": nonlinear_runs, "targets": targets,
-               "command": " ".join(["python", "benchmarks/sgd_speed.py", *(argv or sys.argv[1:])])}
+               "command": command_line(__file__, argv)}
     where = f"{best_threads} thread(s)" if on_cpu else args.device
     rows = [[f"(a) per-start reference loop, {where}", "float32", 1, args.ref_iterations,
              ref["start_iterations_per_s"], 1.0, "-", "-"]]

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (SHARED, TRAIN_ROWS, TRUTH_SHAPE, VALID_ROWS,  # noqa: E402
+from _common import (command_line, SHARED, TRAIN_ROWS, TRUTH_SHAPE, VALID_ROWS,  # noqa: E402
                      add_allocator_option, apply_allocator, device_label,
                      exclusion_windows, machine_info, md_table, setting_label,
                      training_crops, write_results)
@@ -173,8 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     windows = exclusion_windows()
     train_crops = training_crops(ti)
     out = Path(args.out)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    results: dict = {"command": " ".join(["python", "benchmarks/train_prior.py"] + argv),
+    results: dict = {"command": command_line(__file__, argv),
                      "seed": args.seed, "training_image": Path(args.ti).name,
                      "allocator": allocator,
                      "train_rows": TRAIN_ROWS, "excluded_windows": windows}
