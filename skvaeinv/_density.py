@@ -97,7 +97,8 @@ class TiedMixture(GaussianMixture):
 
     scikit-learn evaluates the components of a ``covariance_type="tied"`` mixture one
     at a time, in a Python loop, which is slow for a kernel density (one component per
-    code: 3.4 s for 1,000 codes against 18,000 components). Here :meth:`score_samples`
+    code: about 3 s for 1,000 codes against 18,000 components, 15-20x longer than
+    here; ``benchmarks/results/density_score.md``). Here :meth:`score_samples`
     (and so ``score``) whitens once and takes all squared distances as one matrix
     product, in blocks of bounded memory. Everything else, and every other
     ``covariance_type``, is scikit-learn's.
