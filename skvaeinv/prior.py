@@ -35,6 +35,13 @@ logger = logging.getLogger(__name__)
 
 _FORMAT_VERSION = 2   # 2: the latent density may be a kernel density (tied)
 
+#: Rows per batch of ``transform``, ``inverse_transform`` and ``score_samples``. On a
+#: CPU small batches stay in the cache: with 64 rows the reference network decodes and
+#: encodes 1.3-1.5x faster than with 256 (``benchmarks/results/prior_batches.md``).
+#: GPUs take larger ones.
+_CPU_ROWS = 64
+_DEVICE_ROWS = 256
+
 
 class VAEPrior(TransformerMixin, BaseEstimator):
     """Variational autoencoder prior for images of geological patterns.
@@ -517,8 +524,9 @@ class VAEPrior(TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
-    def _in_batches(self, A: np.ndarray, fn: Any, size: int = 256) -> np.ndarray:
-        """``fn`` of ``A`` on the device, ``size`` rows at a time, as one float64 array."""
+    def _in_batches(self, A: np.ndarray, fn: Any) -> np.ndarray:
+        """``fn`` of ``A`` on the device, in batches of rows, as one float64 array."""
+        size = _CPU_ROWS if self.device_.type == "cpu" else _DEVICE_ROWS
         out = []
         with ieee_float32(self.device_):   # no TF32 convolutions on a GPU
             for start in range(0, A.shape[0], size):

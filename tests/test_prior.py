@@ -116,6 +116,23 @@ def test_transform_inverse_sample_shapes_and_ranges(tiny_prior, tiny_images):
     assert list(tiny_prior.get_feature_names_out()) == ["z0", "z1", "z2", "z3"]
 
 
+def test_batched_outputs_equal_per_image_outputs(tiny_prior, tiny_images):
+    import skvaeinv.prior
+
+    # more rows than one CPU batch: the batches join in order, each row as alone
+    n = skvaeinv.prior._CPU_ROWS + 9
+    X = tiny_images[:n]
+    Z = tiny_prior.transform(X)
+    single = np.concatenate([tiny_prior.transform(X[i:i + 1]) for i in range(n)])
+    np.testing.assert_allclose(Z, single, rtol=1e-5, atol=1e-6)
+    R = tiny_prior.inverse_transform(Z)
+    single = np.concatenate([tiny_prior.inverse_transform(Z[i:i + 1]) for i in range(n)])
+    np.testing.assert_allclose(R, single, atol=1e-6)
+    scores = tiny_prior.score_samples(X)
+    np.testing.assert_allclose(
+        scores, [tiny_prior.score_samples(X[i:i + 1])[0] for i in range(n)], rtol=1e-5)
+
+
 def test_same_random_state_same_outputs(tiny_images):
     a = VAEPrior(epochs=2, random_state=5, **TINY_PRIOR_KW).fit(tiny_images[:64])
     b = VAEPrior(epochs=2, random_state=5, **TINY_PRIOR_KW).fit(tiny_images[:64])
