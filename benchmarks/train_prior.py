@@ -27,7 +27,7 @@ Quick check of the script itself::
 
 Throughput alone (float32 and bfloat16, eager and compiled, best of alternating runs)::
 
-    python benchmarks/train_prior.py --throughput-only --throughput-batches 5 \
+    python benchmarks/train_prior.py --throughput-only --throughput-batches 5 \\
         --throughput-repeats 2 --compile --name train_prior_throughput
 """
 
