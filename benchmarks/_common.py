@@ -12,6 +12,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
+#: One folder per study, ``results/<study>/`` (:func:`study_dir`; index: results/README.md).
 RESULTS = Path(__file__).resolve().parent / "results"
 PRIORS = Path(__file__).resolve().parent / "priors"
 
@@ -140,12 +141,51 @@ def command_line(script: str, argv: list[str] | None = None) -> str:
     return " ".join(["python", f"benchmarks/{Path(script).name}", *args])
 
 
-def write_results(name: str, payload: dict, markdown: str) -> tuple[Path, Path]:
-    """Write ``results/<name>.json`` and ``results/<name>.md``."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+#: The hand-written file of each study folder: no script writes it.
+READING = "READING.md"
+
+
+def _running_script() -> str:
+    """Stem of the benchmark script this process runs (``sgd_speed`` for
+    ``python benchmarks/sgd_speed.py``); ValueError when it runs none."""
+    main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+    script = None if main_file is None else Path(main_file).resolve()
+    if (script is None or script.suffix != ".py" or not script.is_file()
+            or script.parent != Path(__file__).resolve().parent):
+        raise ValueError("not running a script of benchmarks/: pass study=<study folder>")
+    return script.stem
+
+
+def study_dir(study: str | None = None) -> Path:
+    """``results/<study>/``, created if missing: the folder of one study's files.
+
+    Each benchmark script writes its generated files (``<name>.json``, ``<name>.md``,
+    figures) into its own study folder and overwrites them at the next run; the
+    folder's ``READING.md`` holds the readings written by hand and is never written by
+    a script. ``study`` defaults to the name of the running benchmark script.
+    """
+    study = _running_script() if study is None else study
+    if not study or Path(study).name != study or study.startswith((".", "_")):
+        raise ValueError(f"study must be a plain folder name, got {study!r}")
+    path = RESULTS / study
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_results(name: str, payload: dict, markdown: str,
+                  study: str | None = None) -> tuple[Path, Path]:
+    """Write ``results/<study>/<name>.json`` and ``results/<study>/<name>.md``.
+
+    ``study`` is the study folder (:func:`study_dir`; default: the running script's
+    name). The payload gets the machine's description (:func:`machine_info`) unless it
+    has its own ``"machine"`` entry.
+    """
+    if f"{name}.md" == READING or Path(name).name != name:
+        raise ValueError(f"{name!r} cannot name a result file")
+    folder = study_dir(study)
     payload = {"machine": machine_info(), **payload}
-    jpath = RESULTS / f"{name}.json"
-    mpath = RESULTS / f"{name}.md"
+    jpath = folder / f"{name}.json"
+    mpath = folder / f"{name}.md"
     jpath.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     mpath.write_text(markdown.rstrip() + "\n")
     return jpath, mpath

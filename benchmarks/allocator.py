@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Command: `{command}`",
     ])
-    write_results(args.name, {"command": command, "runs": runs, "summary": summary}, md)
+    write_results(args.name, {"command": command, "runs": runs, "summary": summary}, md,
+                  study="allocator")
     print(md)
     return 0
 

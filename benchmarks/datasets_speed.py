@@ -12,7 +12,7 @@ Usage::
 
     python benchmarks/datasets_speed.py [--n 5000] [--repeats 3]
 
-Writes ``benchmarks/results/datasets_speed.json`` and ``.md``.
+Writes ``benchmarks/results/datasets_speed/datasets_speed.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def main() -> None:
         f"{', '.join(result['machine'].get('cpu_flags', []))}), "
         f"{result['machine']['cpu_count']} cores.",
     ]
-    write_results("datasets_speed", result, "\n".join(md) + "\n")
+    write_results("datasets_speed", result, "\n".join(md) + "\n", study="datasets_speed")
     print("\n".join(md))
 
 

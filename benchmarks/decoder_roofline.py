@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     ])
     write_results(args.name, {"gemm_gflop_per_s": gemm, "decoder": out,
                               "gflop_per_start_iteration": flop,
-                              "layers": layers, "command": command}, md)
+                              "layers": layers, "command": command}, md,
+                  study="decoder_roofline")
     print(md)
     return 0
 

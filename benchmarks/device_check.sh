@@ -13,7 +13,7 @@
 # 6. the nonlinear case alone (random and source-gather batching), if time is left.
 # STEPS="pytest_cuda pytest_all" (say) runs only those steps; BUDGET (s, default 420)
 # bounds the whole run. Logs and results land in OUTDIR (default $OUT, else /tmp/device_check) and
-# benchmarks/results/*cuda*. Needs ../shared/data. On the workplace's lent GPU machine
+# benchmarks/results/<study>/*cuda*. Needs ../shared/data. On the workplace's lent GPU machine
 # ../shared does not travel: copy it to .shared_data (listed in .git/info/exclude, never
 # committed), name it in the run's carry, and delete the copy afterwards.
 set -u
@@ -53,5 +53,5 @@ step sgd_speed_cuda_1000 90 $PY benchmarks/sgd_speed.py --device cuda --starts 1
   --name sgd_speed_cuda_1000
 step sgd_speed_cuda_nonlinear 120 $PY benchmarks/sgd_speed.py --device cuda --n-jobs -1 --skip-linear \
   --nl-batching source random --nl-backends $NLB --name sgd_speed_cuda_nonlinear
-tar czf "$OUTDIR/results.tgz" benchmarks/results/*cuda* 2>/dev/null
+tar czf "$OUTDIR/results.tgz" benchmarks/results/*/*cuda* 2>/dev/null
 echo "== total $(( $(date +%s) - t0 )) s"

@@ -14,7 +14,7 @@ Run from the repository root::
 
     python benchmarks/forward_speed.py [--repeat 5] [--n-jobs 2]
 
-Writes ``benchmarks/results/forward_speed.json`` and ``.md``.
+Writes ``benchmarks/results/forward_speed/forward_speed.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import itertools
-import json
 import os
 import platform
 import sys
@@ -34,10 +33,9 @@ import scipy.sparse as sp
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS as OUT  # noqa: E402
 from _common import SHARED as DATA  # noqa: E402
 from _common import slowness as facies_to_slowness  # noqa: E402
-from _common import command_line, machine_info, require_shared, survey  # noqa: E402
+from _common import command_line, machine_info, require_shared, survey, write_results  # noqa: E402
 
 from skvaeinv.forward import ShortestPath, StraightRay, TorchForward  # noqa: E402
 MODELS = ["mc1", "mc2", "mc3", "mv1", "mv2", "mv3"]
@@ -286,8 +284,6 @@ def main(argv: list[str] | None = None) -> None:
         pgt = results["timings"]["pygimli_response_sec3_s"]
         results["speedup_vs_pygimli_measured_sec3"] = pgt / sec3
         results[f"speedup_vs_pygimli_measured_sec3_njobs{args.n_jobs}"] = pgt / par3
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "forward_speed.json").write_text(json.dumps(results, indent=2))
     lines = [
         "# Forward operator speed (reference survey: 625 rays, 129 x 65 cells)",
         "",
@@ -320,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
         f"pyGIMLi {results['optional_backends']['pygimli']}.",
         "",
     ] + [f"- {n}" for n in notes] + ["", f"Command: `{command}`"]
-    (OUT / "forward_speed.md").write_text("\n".join(lines) + "\n")
+    write_results("forward_speed", results, "\n".join(lines), study="forward_speed")
     print("\n".join(lines))
 
 

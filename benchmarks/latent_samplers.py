@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
           f"Command: `{command_line(__file__, argv)}`"]
     write_results(args.name, {"prior": Path(args.prior).name, "n_samples": args.n_samples,
                               "n_codes": len(codes), "reference": ref,
-                              "samplers": results}, "\n".join(md))
+                              "samplers": results}, "\n".join(md), study="latent_samplers")
 
 
 def seed_row(label: str, per_seed: list[dict], ref: dict) -> list:

@@ -18,8 +18,8 @@ decoder can reach theirs).
 Also (flags): the ablation of the study on one case, and a GridSearchCV over
 lr_decay x reg_decay on held-out rays.
 
-Usage (the committed results were made with the command lines in
-benchmarks/results/paper_linear.md)::
+Usage (the committed results were made with the command lines in the files of
+benchmarks/results/paper_linear/)::
 
     python benchmarks/paper_linear.py --starts 100 --cases free noisy
     python benchmarks/paper_linear.py --models mc2 --starts 20 --ablation --gridsearch \\
@@ -38,8 +38,8 @@ import numpy as np
 from joblib import effective_n_jobs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (command_line, PRIORS, RESULTS, SHARED, md_table, require_shared, survey,  # noqa: E402
-                     write_results)
+from _common import (command_line, PRIORS, SHARED, md_table, require_shared,  # noqa: E402
+                     study_dir, survey, write_results)
 
 from skvaeinv import LatentInverter, VAEPrior  # noqa: E402
 from skvaeinv.forward import StraightRay  # noqa: E402
@@ -135,7 +135,7 @@ def run_case(prior, forward, rays, truth, d, case, name, settings, args, figure=
         fig = plot_inversion(inv, truth=truth, threshold=threshold)
         fig.suptitle(f"{name}, {args.physics}, {case}: {ens.n_accepted}/{args.starts} "
                      f"accepted", fontsize=10)
-        fig.savefig(RESULTS / f"{args.name}_{name}_{case}.png", dpi=70)
+        fig.savefig(study_dir(args.study_folder) / f"{args.name}_{name}_{case}.png", dpi=70)
         plt.close(fig)
     return res
 
@@ -245,8 +245,10 @@ def main_table(payload: dict, prior, rows: list[list]) -> list[str]:
 
 
 def run_benchmark(args, rays, *, data_forward, forward, physics, script) -> int:
-    """Every case of one physics; writes results/<name>.json/.md and figures."""
+    """Every case of one physics; writes results/<study>/<name>.json/.md and figures,
+    the study folder being the script's name (paper_linear, paper_nonlinear)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    args.study_folder = Path(script).stem
     args.schedule = {**reference_schedule(args.schedule), "batching": args.batching,
                      **args.overrides}
     args.physics = physics
@@ -271,7 +273,8 @@ def run_benchmark(args, rays, *, data_forward, forward, physics, script) -> int:
                          r["model_rmse_best"], r["model_rmse_ensemble_mean"] or float("nan"),
                          r["model_rmse_truth_code"], r["wall_s"]])
             # keep the finished cases if a long run is interrupted
-            write_results(args.name, payload, "\n".join(main_table(payload, prior, rows)))
+            write_results(args.name, payload, "\n".join(main_table(payload, prior, rows)),
+                          study=args.study_folder)
     md = main_table(payload, prior, rows)
     mc2 = np.load(SHARED / "truth" / "mc2.npy")
     d_mc2 = data_forward.traveltimes(h(mc2), rays)
@@ -302,7 +305,7 @@ def run_benchmark(args, rays, *, data_forward, forward, physics, script) -> int:
         md.append(f"Chosen: `{gs['chosen']}` -> success {100 * c['success_rate']:.0f} %, "
                   f"model RMSE best {c['model_rmse_best']:.3f} "
                   f"(search {gs['wall_s']:.0f} s)\n")
-    write_results(args.name, payload, "\n".join(md))
+    write_results(args.name, payload, "\n".join(md), study=args.study_folder)
     print("\n".join(md))
     return 0
 

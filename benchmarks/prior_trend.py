@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
           md_table(["prior", "images decoded from", "two-point z, worst lag (%)",
                     "two-point x, worst lag (%)"], rows), "",
           f"Command: `{command_line(__file__, argv)}`"]
-    write_results(args.name, {"priors": results}, "\n".join(md))
+    write_results(args.name, {"priors": results}, "\n".join(md), study="prior_trend")
 
 
 if __name__ == "__main__":

@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                   "identical results"], rows),
         f"Command: `{command}`",
     ])
-    write_results(args.name, {"command": command, **payload}, md)
+    write_results(args.name, {"command": command, **payload}, md, study="relu_inplace")
     print(md)
     return 0
 

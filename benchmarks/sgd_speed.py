@@ -177,7 +177,7 @@ def reference_loop(decoder: torch.nn.Module, A: np.ndarray, d: np.ndarray, n_ite
 def batched_run(prior, fwd, rays, y, n_starts: int, epochs: int, precision: str,
                 n_jobs: int, schedule: dict, compile: bool = False,
                 device: str = "cpu") -> dict:
-    # CPU: chunks of at most 25 starts (the fastest batch, decoder_roofline.md), enough
+    # CPU: chunks of at most 25 starts (the fastest batch, results/decoder_roofline/), enough
     # of them to give every worker one; GPU: all starts in one batch (the default)
     chunk = (min(25, -(-n_starts // max(1, effective_n_jobs(n_jobs))))
              if torch.device(device).type == "cpu" else None)
@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> None:
                           r["best_data_rmse_ns"]] for r in nonlinear_runs]), ""]
     md += ["Targets: " + "; ".join(f"{k}: {v}" for k, v in targets.items()), "",
            f"Command: `{payload['command']}`"]
-    paths = write_results(args.name, payload, "\n".join(md))
+    paths = write_results(args.name, payload, "\n".join(md), study="sgd_speed")
     log.info("wrote %s", ", ".join(str(p) for p in paths))
 
 
