@@ -3,7 +3,7 @@
 A kernel density (``VAEPrior.fit_latent_density(kind="kernel")``) is a tied-covariance
 Gaussian mixture with one component per code: 18,000 for the committed reference prior.
 scikit-learn's ``GaussianMixture.score_samples`` evaluates such a mixture component by
-component; ``skvaeinv._density.TiedMixture`` (what the prior holds) takes all
+component; ``skvaeinv.prior._mixtures.TiedMixture`` (what the prior holds) takes all
 components at once in cache-sized blocks. Side by side in one process, on the codes of
 held-out training-band crops (seed 77, as ``latent_density.py``): the time of
 ``score_samples`` for each, their ratio, and their largest difference. The
@@ -28,7 +28,8 @@ from sklearn.mixture import GaussianMixture
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import command_line, PRIORS, SHARED, md_table, training_crops, write_results  # noqa: E402
 
-from skvaeinv import VAEPrior, _density  # noqa: E402
+from skvaeinv import VAEPrior  # noqa: E402
+from skvaeinv.prior import _bandwidth  # noqa: E402
 from skvaeinv.datasets import load_training_image  # noqa: E402
 
 
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     prior = VAEPrior.load(args.prior, device="cpu")
-    kde = prior.latent_density_
+    kde = prior.latent_density_.mixture_
     if kde.covariance_type != "tied":
         ap.error(f"{args.prior} holds no kernel density")
     crops = training_crops(load_training_image(SHARED / "ti.png"))
@@ -70,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"{diff:.1e}"])
     cv = None
     if args.n_cv:
-        t_cv, h = best_time(lambda: _density.cv_bandwidth(codes[:args.n_cv],
-                                                          np.random.RandomState(0)), 1)
+        t_cv, h = best_time(lambda: _bandwidth.cv_bandwidth(codes[:args.n_cv],
+                                                            np.random.RandomState(0)), 1)
         cv = {"codes": args.n_cv, "seconds": t_cv, "bandwidth": h}
 
     command = command_line(__file__, argv)
@@ -86,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
            f"(factor {cv['bandwidth']:.3f})."] if cv else []),
         f"Command: `{command}`",
     ])
-    write_results(args.name, {"command": command, "scores": out, "cv_search": cv}, md)
+    write_results(args.name, {"command": command, "scores": out, "cv_search": cv}, md,
+                  study="density_score")
     print(md)
     return 0
 

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
                               "n_held_out": args.n_held_out, "seeds": args.seeds,
                               "reference": ref, "training_band": band_stats,
                               "reference_vs_band_max_rel_diff": yardstick,
-                              "densities": results}, "\n".join(md))
+                              "densities": results}, "\n".join(md), study="latent_density")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Batch size of ``VAEPrior.transform`` / ``inverse_transform`` on the CPU.
 
-The prior encodes and decodes in batches of rows (``skvaeinv.prior._CPU_ROWS`` on a
+The prior encodes and decodes in batches of rows (``skvaeinv.prior._estimator._CPU_ROWS`` on a
 CPU). This script times, side by side in one process, ``inverse_transform`` of
 ``--n-latents`` latent vectors and ``transform`` of ``--n-images`` training-band crops
 with the committed reference prior, for each of ``--rows``. The settings alternate over
@@ -46,14 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     prior = VAEPrior.load(args.prior, device="cpu")
     z = np.random.default_rng(0).standard_normal((args.n_latents, prior.latent_dim))
     crops = training_crops(load_training_image(SHARED / "ti.png"))(args.n_images, 5)
-    default = skvaeinv.prior._CPU_ROWS
+    default = skvaeinv.prior._estimator._CPU_ROWS
     times: dict[int, dict[str, list[float]]] = {r: {"decode": [], "encode": []}
                                                for r in args.rows}
     outputs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     try:
         for _ in range(args.repeats):
             for rows in args.rows:
-                skvaeinv.prior._CPU_ROWS = rows
+                skvaeinv.prior._estimator._CPU_ROWS = rows
                 t = time.perf_counter()
                 images = prior.inverse_transform(z)
                 times[rows]["decode"].append(time.perf_counter() - t)
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                 times[rows]["encode"].append(time.perf_counter() - t)
                 outputs[rows] = (images, codes)
     finally:
-        skvaeinv.prior._CPU_ROWS = default
+        skvaeinv.prior._estimator._CPU_ROWS = default
 
     best = {r: {k: min(v) for k, v in t.items()} for r, t in times.items()}
     ref_images, ref_codes = outputs[256]
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Command: `{command}`",
     ])
     write_results(args.name, {"command": command, "default_rows": default, "sizes": out},
-                  md)
+                  md, study="prior_batches")
     print(md)
     return 0
 

@@ -12,8 +12,9 @@ whose bandwidth matches the pattern statistics of held-out crops (over 5 folds),
 file).
 
 Training streams fresh random crops (rows 0-1899, the truth windows excluded) through
-``VAEPrior.partial_fit`` in chunks, saving a checkpoint after each chunk, so an
-interrupted run resumes with ``--resume``.
+``VAEPrior.partial_fit`` in chunks (``skvaeinv.prior._training.train_in_chunks``, as the
+command line's ``train-prior``), saving a checkpoint after each chunk, so an
+interrupted run resumes with ``--resume`` on the same crops.
 
 Usage (the committed prior was made with)::
 
@@ -45,14 +46,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (command_line, SHARED, TRAIN_ROWS, TRUTH_SHAPE, VALID_ROWS,  # noqa: E402
                      add_allocator_option, apply_allocator, device_label,
                      exclusion_windows, machine_info, md_table, setting_label,
-                     training_crops, write_results)
+                     study_dir, training_crops, write_results)
 
 from skvaeinv import VAEPrior  # noqa: E402
-from skvaeinv.cli import _chunk_seed  # noqa: E402
+from skvaeinv.prior._training import train_in_chunks  # noqa: E402
 from skvaeinv.datasets import extract_patches, load_training_image  # noqa: E402
 from skvaeinv.metrics import compare_pattern_statistics, pattern_statistics  # noqa: E402
 
 log = logging.getLogger("train_prior")
+#: Folder of this script's results: benchmarks/results/train_prior/.
+STUDY = "train_prior"
 
 
 def throughput(precision: str, n_batches: int, seed: int, patches: np.ndarray,
@@ -146,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                          "or evaluation)")
     ap.add_argument("--n-samples", type=int, default=1000)
     ap.add_argument("--n-valid", type=int, default=1000)
-    ap.add_argument("--name", default="train_prior", help="results file stem")
+    ap.add_argument("--name", default="train_prior",
+                    help="results file stem (in benchmarks/results/train_prior/)")
     ap.add_argument("--density", default="kernel", choices=["kernel", "mixture", "none"],
                     help="latent density fitted after training and saved into --out: "
                          "a kernel density (bandwidth: --density-bandwidth), a Gaussian "
@@ -196,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{', '.join(cpu.get('cpu_flags', []))}).\n\n"
                   + md_table(["quantity", "value", "target"], throughput_rows(results))
                   + "\n")
-            write_results(args.name, results, md)
+            write_results(args.name, results, md, study=STUDY)
             print(md)
             return 0
 
@@ -211,18 +215,8 @@ def main(argv: list[str] | None = None) -> int:
                              precision=args.precision, device="auto", compile=args.compile,
                              random_state=args.seed)
         t0 = time.perf_counter()
-        start_seen = getattr(prior, "n_images_seen_", 0)
-        chunk_id = start_seen // args.chunk
-        while getattr(prior, "n_images_seen_", 0) < args.n_images:
-            n = min(args.chunk, args.n_images - getattr(prior, "n_images_seen_", 0))
-            prior.partial_fit(train_crops(n, _chunk_seed(args.seed, chunk_id)))
-            chunk_id += 1
-            out.parent.mkdir(parents=True, exist_ok=True)
-            prior.save(out)
-            el = time.perf_counter() - t0
-            done = prior.n_images_seen_ - start_seen
-            log.info("%d images, loss/image %.1f, %.0f img/s, %.0f s", prior.n_images_seen_,
-                     prior.loss_curve_[-1], done / el, el)
+        train_in_chunks(prior, train_crops, args.n_images, chunk_size=args.chunk,
+                        seed=args.seed, checkpoint=out)
         results["training"] = {"wall_s_this_run": time.perf_counter() - t0}
     prior = VAEPrior.load(out, device="cpu")
     results["training"] = {**results.get("training", {}),
@@ -272,8 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     if "density" in sources:
         # fitted in this run, or kept from the saved prior (--density none)
         results["patterns"]["density"].update(
-            kind="kernel" if prior.latent_density_.covariance_type == "tied" else "mixture",
-            n_components=int(prior.latent_density_.n_components),
+            kind=prior.latent_density_.kind,
+            n_components=int(prior.latent_density_.mixture_.n_components),
             bandwidth=getattr(prior, "latent_bandwidth_", None),
             bandwidth_choice=bandwidth if refit and args.density == "kernel" else None,
             n_crops=args.density_crops if refit else None,
@@ -299,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                 axes[i, j].set_title(title, fontsize=8)
                 axes[i, j].axis("off")
         fig.tight_layout()
-        fig.savefig(Path(__file__).resolve().parent / "results" / f"{args.name}.png", dpi=80)
+        fig.savefig(study_dir(STUDY) / f"{args.name}.png", dpi=80)
         plt.close(fig)
     except ImportError:
         log.warning("matplotlib missing: no figure")
@@ -348,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     md = (f"# Reference prior training\n\nCommand: `{results['command']}`\n\n"
           f"Allocator: {results['allocator']}.\n\n"
           + md_table(["quantity", "value", "target"], rows) + "\n")
-    write_results(args.name, results, md)
+    write_results(args.name, results, md, study=STUDY)
     print(md)
     return 0
 

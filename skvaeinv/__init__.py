@@ -2,8 +2,8 @@
 
 The package learns a pattern prior (a variational autoencoder, :class:`VAEPrior`) from a
 training image and inverts crosshole traveltimes by stochastic gradient descent in the
-prior's latent space (:class:`LatentInverter`), with pluggable forward operators
-(:mod:`skvaeinv.forward`).
+prior's latent space (:class:`LatentInverter`), samples the posterior there by batched
+MCMC (:class:`LatentSampler`), with pluggable forward operators (:mod:`skvaeinv.forward`).
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["VAEPrior", "LatentInverter", "__version__"]
+__all__ = ["VAEPrior", "LatentInverter", "LatentSampler", "__version__"]
 
 _LAZY = {
     "VAEPrior": "skvaeinv.prior",
     "LatentInverter": "skvaeinv.inverter",
+    "LatentSampler": "skvaeinv.sampler",
 }
 
 

@@ -3,7 +3,7 @@
 :func:`make_channels` is the package's embedded default data (no download): binary
 images of sinuous sand channels (1) in a clay matrix (0). :func:`load_training_image`
 and :func:`extract_patches` turn a user's training image into training crops, with a
-row band and excluded windows so that benchmarks never train on their test models.
+row band and excluded windows so that a prior is never trained on its test models.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from sklearn.utils import check_random_state
 
-from skvaeinv._utils import (as_real_array, check_finite, int_pair, load_plain_npy,
-                             whole_numbers)
+from skvaeinv._files import load_plain_npy
+from skvaeinv._validation import as_real_array, check_finite, int_pair, whole_numbers
 
 __all__ = ["make_channels", "load_training_image", "extract_patches"]
 
@@ -65,8 +65,8 @@ def make_channels(n_samples: int = 100, shape: tuple[int, int] = (129, 65), *,
 
     Each channel is a band of constant perpendicular ``width`` around a centreline made
     of two superposed sine waves, rotated by an angle drawn around ``orientation``.
-    This is the package's built-in training data: deterministic for a given
-    ``random_state``, and fast (5,000 images of 129 x 65 take a few seconds).
+    This is the package's built-in training data, deterministic for a given
+    ``random_state``.
 
     Parameters
     ----------
@@ -121,6 +121,56 @@ def make_channels(n_samples: int = 100, shape: tuple[int, int] = (129, 65), *,
     if (not isinstance(n_samples, numbers.Integral) or isinstance(n_samples, bool)
             or n_samples < 1):
         raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
+    spec = _channel_spec(shape, width=width, n_channels=n_channels, proportion=proportion,
+                         sinuosity=sinuosity, wavelength=wavelength, orientation=orientation,
+                         orientation_spread=orientation_spread, max_channels=max_channels)
+    rng = check_random_state(random_state)
+    n = int(n_samples)
+    # Draw every random number up front (in a fixed order) so the output does not
+    # depend on the chunking below.
+    draws = _draw_channels(rng, spec, n)
+    h, w = spec.h, spec.w
+    x = np.arange(w, dtype=np.float64) + 0.5 - w / 2          # columns, centred
+    zz = (np.arange(h, dtype=np.float32) + 0.5 - h / 2)[:, None]
+    out = np.empty((n, h, w), dtype=dtype)
+    short = np.zeros(n)   # how far all max_channels channels stay below the target
+    # Chunks of images bound the memory (the centrelines are (c, K, W), the masks
+    # (c, H, W)).
+    chunk = max(1, _CHUNK_PIXELS // (h * w))
+    for s in range(0, n, chunk):
+        sl = slice(s, min(s + chunk, n))
+        centre, half = _centrelines(draws, sl, x, h, w)
+        want = None if draws.counts is None else draws.counts[sl]
+        out[sl], short_sl = _rasterise(centre, half, zz, spec, want)
+        if short_sl is not None:
+            short[sl] = short_sl
+    _warn_if_short(out, short, spec)
+    if spec.steep:
+        out = np.ascontiguousarray(out.transpose(0, 2, 1))
+    return out
+
+
+class _ChannelSpec(NamedTuple):
+    """Checked settings of :func:`make_channels`, in the frame where the channels run
+    within 45 degrees of the x axis (the image transposed when ``steep``)."""
+
+    h: int
+    w: int
+    width: tuple[float, float]
+    wavelength: tuple[float, float]
+    sinuosity: float
+    orientation: float
+    orientation_spread: float
+    proportion: float | None          # the target proportion, or None ...
+    counts: tuple[int, int] | None    # ... for a range of channel counts per image
+    k_max: int                        # channels drawn per image
+    steep: bool
+
+
+def _channel_spec(shape: Any, *, width: Any, n_channels: Any, proportion: Any,
+                  sinuosity: Any, wavelength: Any, orientation: Any,
+                  orientation_spread: Any, max_channels: Any) -> _ChannelSpec:
+    """Check the parameters of :func:`make_channels` (errors name them)."""
     h, w = int_pair(shape, "shape (H, W)")
     width_r = _as_range(width, "width")
     wave_r = _as_range(wavelength, "wavelength")
@@ -130,6 +180,21 @@ def make_channels(n_samples: int = 100, shape: tuple[int, int] = (129, 65), *,
             raise ValueError(f"{name} must be a finite number, got {value!r}.")
     if sinuosity < 0:
         raise ValueError(f"sinuosity must be >= 0, got {sinuosity!r}.")
+    proportion, counts, k_max = _channel_counts(n_channels, proportion, max_channels)
+    # Channels are rasterised column by column along their mean direction; for steep
+    # directions the image is generated transposed and turned back.
+    steep = abs(((orientation + 90.0) % 180.0) - 90.0) > 45.0
+    if steep:
+        h, w = w, h
+        orientation = 90.0 - orientation
+    return _ChannelSpec(h, w, width_r, wave_r, sinuosity, orientation, orientation_spread,
+                        proportion, counts, k_max, steep)
+
+
+def _channel_counts(n_channels: Any, proportion: Any, max_channels: Any
+                    ) -> tuple[float | None, tuple[int, int] | None, int]:
+    """``(proportion, (low, high) channel counts, channels drawn per image)``: one of the
+    first two is None."""
     if proportion is not None and n_channels is not None:
         raise ValueError(f"give either proportion ({proportion!r}) or n_channels "
                          f"({n_channels!r}), not both.")
@@ -141,93 +206,105 @@ def make_channels(n_samples: int = 100, shape: tuple[int, int] = (129, 65), *,
             raise ValueError(f"proportion must be a number in (0, 1), got {proportion!r}.")
         if not isinstance(max_channels, numbers.Integral) or max_channels < 1:
             raise ValueError(f"max_channels must be a positive integer, got {max_channels!r}.")
-        k_max = int(max_channels)
+        return proportion, None, int(max_channels)
+    if isinstance(n_channels, numbers.Integral):
+        lo = hi = int(n_channels)
+    elif (isinstance(n_channels, Sequence) and len(n_channels) == 2
+          and all(isinstance(v, numbers.Integral) for v in n_channels)):
+        lo, hi = (int(v) for v in n_channels)
     else:
-        if isinstance(n_channels, numbers.Integral):
-            lo = hi = int(n_channels)
-        elif (isinstance(n_channels, Sequence) and len(n_channels) == 2
-              and all(isinstance(v, numbers.Integral) for v in n_channels)):
-            lo, hi = (int(v) for v in n_channels)
-        else:
-            raise ValueError(f"n_channels must be an int or a pair (low, high) of ints, "
-                             f"got {n_channels!r}.")
-        if lo < 0 or hi < lo:
-            raise ValueError(f"n_channels={n_channels!r} is invalid: need 0 <= low <= high.")
-        k_max = max(int(hi), 1)
-    rng = check_random_state(random_state)
-    n = int(n_samples)
-    # Channels are rasterised column by column along their mean direction; for steep
-    # directions the image is generated transposed and turned back.
-    steep = abs(((orientation + 90.0) % 180.0) - 90.0) > 45.0
-    if steep:
-        h, w = w, h
-        orientation = 90.0 - orientation
+        raise ValueError(f"n_channels must be an int or a pair (low, high) of ints, "
+                         f"got {n_channels!r}.")
+    if lo < 0 or hi < lo:
+        raise ValueError(f"n_channels={n_channels!r} is invalid: need 0 <= low <= high.")
+    return None, (lo, hi), max(int(hi), 1)
 
-    # Draw every random number up front (in a fixed order) so the output does not
-    # depend on the chunking below.
-    theta = np.deg2rad(orientation + rng.uniform(-orientation_spread, orientation_spread,
-                                                 (n, k_max)))
-    widths = rng.uniform(*width_r, (n, k_max))
-    lam = rng.uniform(*wave_r, (n, k_max, 2))
-    amp = sinuosity * lam * rng.uniform(0.3, 1.0, (n, k_max, 2)) / np.array([1.0, 2.0])
+
+class _ChannelDraws(NamedTuple):
+    """The random numbers of :func:`make_channels`, per image and channel."""
+
+    theta: np.ndarray      # direction (radians), (n, K)
+    widths: np.ndarray     # (n, K)
+    lam: np.ndarray        # wavelengths of the two meanders, (n, K, 2)
+    amp: np.ndarray        # their amplitudes, (n, K, 2)
+    phase: np.ndarray      # (n, K, 2)
+    centre_u: np.ndarray   # offset of the centreline in [0, 1], (n, K)
+    counts: np.ndarray | None   # channels per image, without a target proportion
+
+
+def _draw_channels(rng: np.random.RandomState, spec: _ChannelSpec, n: int) -> _ChannelDraws:
+    """Every random number of ``n`` images, drawn in a fixed order."""
+    k_max = spec.k_max
+    theta = np.deg2rad(spec.orientation + rng.uniform(-spec.orientation_spread,
+                                                      spec.orientation_spread, (n, k_max)))
+    widths = rng.uniform(*spec.width, (n, k_max))
+    lam = rng.uniform(*spec.wavelength, (n, k_max, 2))
+    amp = spec.sinuosity * lam * rng.uniform(0.3, 1.0, (n, k_max, 2)) / np.array([1.0, 2.0])
     phase = rng.uniform(0, 2 * np.pi, (n, k_max, 2))
     centre_u = rng.uniform(0.0, 1.0, (n, k_max))
-    if proportion is None:
-        counts = rng.randint(lo, hi + 1, n)
-    x = np.arange(w, dtype=np.float64) + 0.5 - w / 2          # columns, centred
-    zz = (np.arange(h, dtype=np.float32) + 0.5 - h / 2)[:, None]
-    # Centreline z_c(x) = offset + x tan(theta) + two meanders; the vertical half
-    # thickness w / (2 cos(atan(dz_c/dx))) keeps the perpendicular width constant.
-    out = np.empty((n, h, w), dtype=dtype)
-    short = np.zeros(n)   # how far all max_channels channels stay below the target
-    # Chunks of images bound the memory (the centrelines are (c, K, W), the masks
-    # (c, H, W)); channels are added one at a time to the union of the previous ones.
-    chunk = max(1, _CHUNK_PIXELS // (h * w))
-    for s in range(0, n, chunk):
-        sl = slice(s, min(s + chunk, n))
-        k = 2 * np.pi / lam[sl]                                  # (c, K, 2)
-        arg = k[..., None] * x + phase[sl, ..., None]            # (c, K, 2, W)
-        tan = np.tan(theta[sl])[..., None]
-        reach = (0.5 * h + 0.5 * w * np.abs(tan) + amp[sl].sum(-1)[..., None]
-                 + widths[sl, :, None])
-        centre = ((centre_u[sl, :, None] * 2 - 1) * reach + x * tan
-                  + (amp[sl, ..., None] * np.sin(arg)).sum(axis=2))
-        slope = tan + (amp[sl, ..., None] * k[..., None] * np.cos(arg)).sum(axis=2)
-        half = 0.5 * widths[sl, :, None] * np.sqrt(1.0 + slope**2)
-        centre = centre.astype(np.float32)[:, :, None, :]        # (c, K, 1, W)
-        half = half.astype(np.float32)[:, :, None, :]
-        c = centre.shape[0]
-        union = np.zeros((c, h, w), dtype=bool)
-        img = np.zeros((c, h, w), dtype=bool)
-        if proportion is not None:
-            best = np.full(c, np.inf)
+    counts = None if spec.counts is None else rng.randint(spec.counts[0], spec.counts[1] + 1, n)
+    return _ChannelDraws(theta, widths, lam, amp, phase, centre_u, counts)
+
+
+def _centrelines(d: _ChannelDraws, sl: slice, x: np.ndarray, h: int, w: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Centreline ``z`` and vertical half thickness of the channels of images ``sl`` at
+    the columns ``x``, both float32 of shape (c, K, 1, W).
+
+    The centreline is ``z_c(x) = offset + x tan(theta) + two meanders``; the vertical
+    half thickness ``w / (2 cos(atan(dz_c/dx)))`` keeps the perpendicular width constant.
+    """
+    k = 2 * np.pi / d.lam[sl]                                  # (c, K, 2)
+    arg = k[..., None] * x + d.phase[sl, ..., None]            # (c, K, 2, W)
+    tan = np.tan(d.theta[sl])[..., None]
+    reach = (0.5 * h + 0.5 * w * np.abs(tan) + d.amp[sl].sum(-1)[..., None]
+             + d.widths[sl, :, None])
+    centre = ((d.centre_u[sl, :, None] * 2 - 1) * reach + x * tan
+              + (d.amp[sl, ..., None] * np.sin(arg)).sum(axis=2))
+    slope = tan + (d.amp[sl, ..., None] * k[..., None] * np.cos(arg)).sum(axis=2)
+    half = 0.5 * d.widths[sl, :, None] * np.sqrt(1.0 + slope**2)
+    return centre.astype(np.float32)[:, :, None, :], half.astype(np.float32)[:, :, None, :]
+
+
+def _rasterise(centre: np.ndarray, half: np.ndarray, zz: np.ndarray, spec: _ChannelSpec,
+               want: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Binary images (c, H, W) of the channels, added one at a time to the union of the
+    previous ones: ``want`` of them, or the count closest to the target proportion.
+
+    Also returns, with a target, how far all ``k_max`` channels stay below it.
+    """
+    c = centre.shape[0]
+    union = np.zeros((c, spec.h, spec.w), dtype=bool)
+    img = np.zeros((c, spec.h, spec.w), dtype=bool)
+    best = np.full(c, np.inf)
+    for j in range(spec.k_max):
+        union |= np.abs(zz - centre[:, j]) < half[:, j]      # (c, H, W)
+        if spec.proportion is not None:  # keep the count closest to the target (first)
+            miss = np.abs(union.mean(axis=(1, 2)) - spec.proportion)
+            better = miss < best
+            best[better] = miss[better]
+            img[better] = union[better]
         else:
-            want = counts[sl]
-        for j in range(k_max):
-            union |= np.abs(zz - centre[:, j]) < half[:, j]      # (c, H, W)
-            if proportion is not None:  # keep the count closest to the target (first)
-                miss = np.abs(union.mean(axis=(1, 2)) - proportion)
-                better = miss < best
-                best[better] = miss[better]
-                img[better] = union[better]
-            else:
-                img[want == j + 1] = union[want == j + 1]
-        if proportion is not None:
-            short[sl] = proportion - union.mean(axis=(1, 2))
-        out[sl] = img
+            img[want == j + 1] = union[want == j + 1]
+    if spec.proportion is None:
+        return img, None
+    return img, spec.proportion - union.mean(axis=(1, 2))
+
+
+def _warn_if_short(images: np.ndarray, short: np.ndarray, spec: _ChannelSpec) -> None:
+    """Warn (at make_channels' caller) when the images' mean proportion falls short of the
+    target by more than ``_SHORT_OF_TARGET``."""
     capped = short > 0
-    if proportion is not None and capped.any():
-        achieved = float(out.mean(dtype=np.float64))
-        if achieved < proportion - _SHORT_OF_TARGET:
-            warnings.warn(
-                f"the images' channel proportion is {achieved:.3g}, short of "
-                f"proportion={proportion:g}: {int(capped.sum())} of {n} images stay below "
-                f"it even with max_channels={k_max} channels. Raise max_channels (large "
-                "images need more channels) or widen the channels.", UserWarning,
-                stacklevel=2)
-    if steep:
-        out = np.ascontiguousarray(out.transpose(0, 2, 1))
-    return out
+    if spec.proportion is None or not capped.any():
+        return
+    achieved = float(images.mean(dtype=np.float64))
+    if achieved < spec.proportion - _SHORT_OF_TARGET:
+        warnings.warn(
+            f"the images' channel proportion is {achieved:.3g}, short of "
+            f"proportion={spec.proportion:g}: {int(capped.sum())} of {len(images)} images "
+            f"stay below it even with max_channels={spec.k_max} channels. Raise "
+            "max_channels (large images need more channels) or widen the channels.",
+            UserWarning, stacklevel=3)
 
 
 def load_training_image(path: str | os.PathLike, *, threshold: float | None = None
@@ -371,13 +448,7 @@ def extract_patches(image: np.ndarray, patch_shape: tuple[int, int], n_patches: 
     ValueError
         If the crop does not fit the band, or no position avoids the excluded windows.
     """
-    image = as_real_array(image, "image", dtype=None)
-    if image.ndim != 2:
-        raise ValueError(f"image must be 2-D (H, W), got shape {image.shape}.")
-    check_finite(image, "image")
-    if image.size and (image.min() < 0 or image.max() > 1):
-        raise ValueError(f"image values must lie in [0, 1], got [{image.min():.4g}, "
-                         f"{image.max():.4g}]; scale it first (see load_training_image).")
+    image = _check_image(image)
     H, W = image.shape
     ph, pw = int_pair(patch_shape, "patch_shape (h, w)")
     if (not isinstance(n_patches, numbers.Integral) or isinstance(n_patches, bool)
@@ -396,7 +467,34 @@ def extract_patches(image: np.ndarray, patch_shape: tuple[int, int], n_patches: 
     windows = np.array([_check_window(win, i) for i, win in enumerate(exclude)],
                        dtype=np.int64).reshape(-1, 4)
     rng = check_random_state(random_state)
-    n = int(n_patches)
+    pos = _crop_corners(rng, int(n_patches), (r0, r1), W, (ph, pw), windows, max_tries)
+    ri = pos[:, 0, None] + np.arange(ph)
+    ci = pos[:, 1, None] + np.arange(pw)
+    patches = image[ri[:, :, None], ci[:, None, :]].astype(np.float32)
+    return (patches, pos) if return_positions else patches
+
+
+def _check_image(image: Any) -> np.ndarray:
+    """A training image: 2-D, finite, values in [0, 1] (errors say which is not)."""
+    image = as_real_array(image, "image", dtype=None)
+    if image.ndim != 2:
+        raise ValueError(f"image must be 2-D (H, W), got shape {image.shape}.")
+    check_finite(image, "image")
+    if image.size and (image.min() < 0 or image.max() > 1):
+        raise ValueError(f"image values must lie in [0, 1], got [{image.min():.4g}, "
+                         f"{image.max():.4g}]; scale it first (see load_training_image).")
+    return image
+
+
+def _crop_corners(rng: np.random.RandomState, n: int, rows: tuple[int, int], W: int,
+                  shape: tuple[int, int], windows: np.ndarray, max_tries: int) -> np.ndarray:
+    """Upper-left corners ``(n, 2)`` of crops of ``shape`` in the row band ``rows`` of an
+    image ``W`` wide, none overlapping ``windows``.
+
+    Positions are drawn uniformly and those overlapping a window redrawn, up to
+    ``max_tries`` rounds; the rest are drawn among the valid corners.
+    """
+    (r0, r1), (ph, pw) = rows, shape
     pos = np.empty((n, 2), dtype=np.int64)
     todo = np.arange(n)
     for _ in range(max_tries):
@@ -412,10 +510,7 @@ def extract_patches(image: np.ndarray, patch_shape: tuple[int, int], n_patches: 
         if todo.size == 0:
             break
     if todo.size:  # few valid positions: draw the rest among all of them
-        valid = np.ones((r1 - ph + 1 - r0, W - pw + 1), dtype=bool)  # upper-left corners
-        for r, c, hh, ww in windows:  # corners whose crop would overlap the window
-            rows_hit = slice(max(r - ph + 1 - r0, 0), max(r + hh - r0, 0))
-            valid[rows_hit, max(c - pw + 1, 0):max(c + ww, 0)] = False
+        valid = _valid_corners(rows, W, shape, windows)
         corners = np.flatnonzero(valid)
         if corners.size == 0:
             raise ValueError(
@@ -424,7 +519,16 @@ def extract_patches(image: np.ndarray, patch_shape: tuple[int, int], n_patches: 
         pick = corners[rng.randint(0, corners.size, todo.size)]
         pos[todo, 0] = r0 + pick // valid.shape[1]
         pos[todo, 1] = pick % valid.shape[1]
-    ri = pos[:, 0, None] + np.arange(ph)
-    ci = pos[:, 1, None] + np.arange(pw)
-    patches = image[ri[:, :, None], ci[:, None, :]].astype(np.float32)
-    return (patches, pos) if return_positions else patches
+    return pos
+
+
+def _valid_corners(rows: tuple[int, int], W: int, shape: tuple[int, int],
+                   windows: np.ndarray) -> np.ndarray:
+    """Mask of the upper-left corners (rows from ``rows[0]``) whose crop overlaps no
+    window."""
+    (r0, r1), (ph, pw) = rows, shape
+    valid = np.ones((r1 - ph + 1 - r0, W - pw + 1), dtype=bool)
+    for r, c, hh, ww in windows:  # corners whose crop would overlap the window
+        rows_hit = slice(max(r - ph + 1 - r0, 0), max(r + hh - r0, 0))
+        valid[rows_hit, max(c - pw + 1, 0):max(c + ww, 0)] = False
+    return valid

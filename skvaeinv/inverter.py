@@ -2,41 +2,32 @@
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import logging
 import numbers
-import os
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 import torch
-from joblib import Parallel, delayed, effective_n_jobs
+from joblib import effective_n_jobs
 from sklearn.base import BaseEstimator, RegressorMixin, _fit_context, clone
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.exceptions import NotFittedError
-from sklearn.utils.validation import (_check_sample_weight, check_consistent_length,
-                                      check_is_fitted, check_X_y, column_or_1d,
-                                      validate_data)
-from threadpoolctl import threadpool_limits
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-from skvaeinv._utils import (SlowPrecisionWarning, as_real_array, input_errors,
-                             resolve_device, resolve_precision)
-from skvaeinv.engine import EngineResult, SGDHistory, _check_config, run_latent_sgd
+from skvaeinv._validation import check_traveltimes
+from skvaeinv._latent_estimator import (LatentModelMixin, Runtime, check_weights,
+                                 initial_latents)
+from skvaeinv._parallel import (chunk_context, operator_with_spare_cores, run_chunks,
+                                split_starts, start_generators)
+from skvaeinv.engine import EngineResult, SGDConfig, SGDHistory, run_latent_sgd
 from skvaeinv.forward import ForwardOperator
-from skvaeinv.petrophysics import apply_numpy, check_petrophysics
+from skvaeinv.petrophysics import apply_numpy
 
 __all__ = ["LatentInverter", "Ensemble", "reference_schedule"]
 
 logger = logging.getLogger(__name__)
-
-#: Starts per batch on the CPU when ``chunk_size`` is None.
-_CPU_CHUNK = 25
-
 
 _SCHEDULES: dict[str, dict[str, Any]] = {
     # the study's straight-ray schedule (also LatentInverter's defaults)
@@ -45,8 +36,7 @@ _SCHEDULES: dict[str, dict[str, Any]] = {
     # the study's bent-ray schedule
     "bent": dict(epochs=30, batch_size=25, lr=0.1, lr_decay=0.8, lr_step=5, reg="ring",
                  reg_weight=10.0, reg_decay=0.99),
-    # the bent-ray schedule stretched 4x with a stable ring step (lr * reg_weight = 0.5):
-    # benchmarks/results/paper_nonlinear_long120.md
+    # the bent-ray schedule stretched 4x with a stable ring step (lr * reg_weight = 0.5)
     "bent-long": dict(epochs=120, batch_size=25, lr=0.05, lr_decay=0.8, lr_step=20,
                       reg="ring", reg_weight=10.0, reg_decay=0.9975),
 }
@@ -121,7 +111,7 @@ class Ensemble:
         return int(self.accepted.size)
 
 
-class LatentInverter(RegressorMixin, BaseEstimator):
+class LatentInverter(LatentModelMixin, RegressorMixin, BaseEstimator):
     """Invert traveltimes by multi-start SGD in the latent space of a VAE prior.
 
     Minimises, for each of ``n_starts`` random starts ``z_0 ~ N(0, I)``, the misfit
@@ -141,8 +131,9 @@ class LatentInverter(RegressorMixin, BaseEstimator):
     ----------
     prior : VAEPrior
         A fitted prior (anything with ``get_decoder(device)``, ``image_shape_`` and
-        ``latent_dim``). Used as-is: never refitted, shared (not copied) by
-        :func:`~sklearn.base.clone`. To search over several fitted priors, wrap each
+        ``latent_dim``). Used as-is: never refitted; a :func:`~sklearn.base.clone` of
+        the inverter holds it in :class:`sklearn.frozen.FrozenEstimator`, which shares
+        it. To search over several fitted priors, wrap each
         in :class:`sklearn.frozen.FrozenEstimator` (a grid's values are cloned, and a
         clone of a bare prior is unfitted):
         ``GridSearchCV(inv, {"prior": [FrozenEstimator(p1), FrozenEstimator(p2)]})``.
@@ -194,10 +185,8 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         the gathers in random order, so that a mini-batch holds rays of one or two
         gathers. For :class:`~skvaeinv.forward.ShortestPath` a source-gather batch needs
         one search instead of about one per ray; with its default backend, whose
-        searches towards one or two receivers are cheap, that saves little (750
-        iterations of the reference case: 32 s instead of 53 s on 2 cores), and random
-        batches fit the study's models more often (``paper_nonlinear_random.md`` in
-        the repository's ``benchmarks/results``).
+        searches towards one or two receivers are cheap, that saves little, and random
+        batches fit the study's models more often (the user guide has the figures).
     optimizer : {"sgd", "adam"}, default="sgd"
         Plain SGD or Adam (per-start moments).
     init : None or array-like of shape (n_starts, latent_dim) or (latent_dim,), default=None
@@ -231,10 +220,10 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         chunks run in this process; a nonlinear operator still runs on the CPU and only
         its Jacobian rows travel.
     precision : {"float32", "bfloat16", "auto"}, default="float32"
-        Autocast precision of the decoder (bfloat16 is about twice as fast on CPUs with
-        AVX-512 BF16 and on GPUs; note that it also rounds the decoder's input). On
-        CPUs without native bfloat16 kernels (AVX2 only) torch emulates it, 10-20x
-        slower than float32, and ``fit`` warns
+        Autocast precision of the decoder (bfloat16 is faster on CPUs with AVX-512 BF16
+        and on GPUs; note that it also rounds the decoder's input). On CPUs without
+        native bfloat16 kernels (AVX2 only) torch emulates it, much slower than float32,
+        and ``fit`` warns
         (``skvaeinv.runtime.SlowPrecisionWarning``). "auto": bfloat16 where the device
         has native kernels, float32 elsewhere (results then depend on the machine).
         Petrophysics, forward and costs are always float32. On a GPU, float32
@@ -243,12 +232,9 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         follow torch's own ``torch.set_float32_matmul_precision``).
     compile : bool, default=False
         Compile the decoder with :func:`torch.compile` in every process that runs
-        starts: a few seconds of compilation per process, then about 1.3-1.7x faster
-        iterations with the study's network on an AVX-512 CPU (see
-        ``benchmarks/results/sgd_speed.md``); on an AVX2-only CPU (Zen 3, float32) no
-        gain was measured (``sgd_speed_float32_zen3.md``). Needs a C++ compiler (CPU)
-        or Triton (CUDA; not tested on a GPU yet). Worth it for long runs, not for tiny
-        ones.
+        starts: a few seconds of compilation per process, then faster iterations of
+        the study's network on AVX-512 CPUs (the user guide has the figures). Needs a
+        C++ compiler (CPU) or Triton (CUDA). Worth it for long runs, not for tiny ones.
     random_state : int, RandomState instance or None, default=None
         Seeds the starts: one :class:`numpy.random.SeedSequence` child per start draws
         its initial vector and its mini-batch orders. On the CPU, results are then
@@ -400,135 +386,15 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    # ------------------------------------------------------------------ sklearn plumbing
-    def __sklearn_clone__(self) -> "LatentInverter":
-        # The fitted prior is a parameter used as-is: sklearn's default clone would
-        # replace it by an unfitted copy. Share it; clone every other parameter.
-        params = self.get_params(deep=False)
-        new = {k: (v if k == "prior" else clone(v, safe=False)) for k, v in params.items()}
-        return type(self)(**new)
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Parameters of this estimator.
-
-        Parameters
-        ----------
-        deep : bool, default=True
-            Also return the parameters of the forward operator (``forward__*``) and of
-            an estimator-like ``petrophysics``. The prior's parameters are not
-            included: the fitted prior is shared, not a hyper-parameter (see
-            :meth:`set_params`).
-
-        Returns
-        -------
-        params : dict
-            Parameter names mapped to their values.
-        """
-        params = super().get_params(deep=False)
-        if deep:
-            for key in ("forward", "petrophysics"):
-                value = params[key]
-                if hasattr(value, "get_params") and not isinstance(value, type):
-                    params.update((f"{key}__{k}", v)
-                                  for k, v in value.get_params(deep=True).items())
-        return params
-
-    def set_params(self, **params: Any) -> "LatentInverter":
-        """Set parameters (``forward__*`` for the forward operator's).
-
-        Parameters
-        ----------
-        **params : dict
-            Estimator parameters. ``prior`` may be replaced by another fitted prior
-            (in a parameter grid, wrapped in :class:`sklearn.frozen.FrozenEstimator`);
-            the prior's own parameters (``prior__*``) cannot be set here, because the
-            prior is used as-is and shared with every clone (a grid search over them
-            would change the caller's fitted prior without refitting it).
-
-        Returns
-        -------
-        self : LatentInverter
-            This estimator, with the new parameters.
-        """
-        nested = sorted(k for k in params if k.startswith("prior__"))
-        if nested:
-            raise ValueError(
-                f"cannot set {nested}: LatentInverter uses its fitted prior as-is and "
-                "shares it with its clones. Fit a prior with those parameters and pass "
-                "it: set_params(prior=VAEPrior(...).fit(images))."
-            )
-        return super().set_params(**params)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.requires_fit = True
-        tags.input_tags.allow_nan = False
-        tags.target_tags.required = True
-        tags.non_deterministic = False
-        return tags
-
     # ------------------------------------------------------------------ validation
-    def _check_prior(self) -> tuple[int, tuple[int, int]]:
-        """Latent size and image shape of the fitted prior (clear errors otherwise)."""
-        prior = self.prior
-        if hasattr(prior, "fit"):
-            try:
-                check_is_fitted(prior)
-            except NotFittedError:
-                raise NotFittedError(
-                    f"the prior {type(prior).__name__} is not fitted: pass a fitted prior "
-                    "(e.g. VAEPrior(...).fit(images)). In a parameter grid, wrap each "
-                    "fitted prior in sklearn.frozen.FrozenEstimator: GridSearchCV clones "
-                    "the grid's values, and a clone of a prior is unfitted.") from None
-        elif not hasattr(prior, "image_shape_"):
-            raise NotFittedError(
-                f"the prior {type(prior).__name__} has no image_shape_: pass a fitted "
-                "prior (e.g. VAEPrior(...).fit(images))."
-            )
-        return int(prior.latent_dim), tuple(int(s) for s in prior.image_shape_)
-
     def _check_inputs(self, X: Any, y: Any, sample_weight: Any
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Validated rays, traveltimes and normalised weights; sets no attribute."""
-        self._check_prior()
-        y = _check_traveltimes(y)
-        X, y = check_X_y(X, y, dtype=np.float64, y_numeric=True, estimator=self)
-        rays = self.forward.validate_rays(X)
-        n_rays = rays.shape[0]
-        if self.batch_size > n_rays:
-            raise ValueError(
-                f"batch_size={self.batch_size} is larger than the number of rays "
-                f"({n_rays}); expected batch_size <= n_rays."
-            )
-        image_shape = tuple(int(s) for s in self.prior.image_shape_)
-        grid = getattr(self.forward, "grid", None)
-        if grid is not None and tuple(grid.shape) != image_shape:
-            raise ValueError(
-                f"the prior's image shape {image_shape} does not match the forward "
-                f"operator's grid shape {tuple(grid.shape)}; expected the same (nz, nx)."
-            )
-        w = None if sample_weight is None else _check_weights(sample_weight, X)
+        rays, y = self._check_survey(X, y)
+        w = None if sample_weight is None else check_weights(sample_weight, y)
         if w is not None:
             w = w / w.mean()  # mean one: the learning-rate scale does not change
         return rays, y, w
-
-    def _initial_latents(self, rngs: list[np.random.Generator], latent_dim: int) -> np.ndarray:
-        if self.init is None:
-            return np.stack([rng.standard_normal(latent_dim) for rng in rngs])
-        z0 = as_real_array(self.init, "init")
-        if z0.ndim == 1:
-            z0 = np.tile(z0, (self.n_starts, 1))
-        if z0.shape != (self.n_starts, latent_dim):
-            raise ValueError(
-                f"init has shape {np.shape(self.init)}; expected (n_starts, latent_dim) = "
-                f"({self.n_starts}, {latent_dim}) or ({latent_dim},)."
-            )
-        if not np.all(np.isfinite(z0)):
-            raise ValueError("init contains NaN or infinite values.")
-        if np.abs(z0).max() > np.finfo(np.float32).max:
-            raise ValueError("init has values beyond the float32 range (about 3.4e38) the "
-                             "inversion runs in.")
-        return z0
 
     # ------------------------------------------------------------------ fit
     @_fit_context(prefer_skip_nested_validation=True)
@@ -557,94 +423,61 @@ class LatentInverter(RegressorMixin, BaseEstimator):
             earlier fit is then left as it was.
         """
         rays, y, w = self._check_inputs(X, y, sample_weight)
-        device = resolve_device(self.device)
-        precision = resolve_precision(self.precision, device, stacklevel=3)
-        latent_dim, image_shape = self._check_prior()
-        # a copy: set_params on the parameter must not change a fitted inverter
-        petrophysics = copy.deepcopy(check_petrophysics(self.petrophysics, image_shape,
-                                                        device))
-        n_starts = int(self.n_starts)
-
-        children = _seed_sequence(self.random_state).spawn(n_starts)
-        rngs = [np.random.default_rng(c) for c in children]
-        z0 = self._initial_latents(rngs, latent_dim)
-
-        linear = bool(getattr(self.forward, "is_linear", False))
-        n_rays = rays.shape[0]
-        n_batches = -(-n_rays // self.batch_size)
-        track_every = self.track_every if self.track_every is not None else n_batches
-        # the schedules' own checks, here rather than in each worker
-        _check_config(epochs=self.epochs, batch_size=self.batch_size, n_rays=n_rays,
-                      lr=self.lr, lr_decay=self.lr_decay, lr_step=self.lr_step, reg=self.reg,
-                      reg_weight=self.reg_weight, reg_decay=self.reg_decay,
-                      optimizer=self.optimizer, track_every=track_every,
-                      ring_radius=self.ring_radius)
-        if device.type == "cpu":
-            size = self.chunk_size if self.chunk_size is not None else _CPU_CHUNK
-        else:
-            size = self.chunk_size if self.chunk_size is not None else n_starts
-        chunks = np.array_split(np.arange(n_starts), -(-n_starts // size))
-        log_every = 0 if not self.verbose else (1 if self.verbose >= 2
-                                                else max(1, self.epochs // 10))
-        settings = dict(
-            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-            lr_decay=self.lr_decay, lr_step=self.lr_step, reg=self.reg,
-            reg_weight=self.reg_weight, reg_decay=self.reg_decay,
-            ring_radius=self.ring_radius, optimizer=self.optimizer,
-            batch_groups=_batch_groups(rays, self.batching), linear=linear,
-            track_every=track_every, precision=precision, compile=self.compile,
-            log_every=log_every, progress=bool(self.verbose),
-        )
-        decoder = self.prior.get_decoder(device)
-        _check_decoder(decoder, latent_dim, image_shape, device)
-        n_jobs = effective_n_jobs(self.n_jobs)
-        in_process = device.type != "cpu" or n_jobs == 1 or len(chunks) == 1
-        operator = _operator_with_spare_cores(self.forward, n_jobs if in_process else 1)
-        # worker processes collect their log records and send them back with the results
-        caller = None if in_process else (os.getpid(), _package_log_level())
-        jobs = [
-            delayed(_fit_chunk)(
-                decoder, operator, rays, y, w, petrophysics, z0[idx],
-                [rngs[i] for i in idx], str(device), settings,
-                f"starts {idx[0]}-{idx[-1]}: ", caller,
-            )
-            for idx in chunks
-        ]
-        results: list[EngineResult] = []
-        interrupted = False
-        if self.verbose:
-            logger.info("LatentInverter: %d starts in %d chunk(s), %d iterations each, on %s",
-                        n_starts, len(chunks), self.epochs * n_batches, device)
-        try:
-            if in_process:
-                for job in jobs:
-                    fn, args, kwargs = job
-                    results.append(fn(*args, **kwargs)[0])
-                    if results[-1].interrupted:
-                        break
-            else:
-                parallel = Parallel(n_jobs=min(n_jobs, len(chunks)), return_as="generator")
-                try:
-                    for res, records in parallel(jobs):
-                        _relay(records)
-                        results.append(res)
-                except Exception as exc:
-                    _relay(getattr(exc, "_skvaeinv_log_records", []))
-                    raise
-        except KeyboardInterrupt:
-            if not results:
-                raise
-            logger.warning("LatentInverter.fit interrupted; keeping the %d finished chunk(s).",
-                           len(results))
-            interrupted = True
-        interrupted = interrupted or any(r.interrupted for r in results)
-        self._store_results(results, chunks, latent_dim, image_shape, interrupted)
+        plan = self._plan(rays)
+        results, interrupted = self._run_chunks(plan, rays, y, w)
+        self._store_results(results, plan.chunks, plan.runtime.latent_dim,
+                            plan.runtime.image_shape, interrupted)
         # fitted state that predict uses, set only once the run produced a model (a
         # failed fit leaves an earlier fit as it was)
         validate_data(self, X, reset=True, skip_check_array=True)
-        self.petrophysics_ = petrophysics
+        self.petrophysics_ = plan.runtime.petrophysics
         self.forward_ = clone(self.forward, safe=False)
         return self
+
+    def _plan(self, rays: np.ndarray) -> "_FitPlan":
+        """Everything the chunks need, resolved and validated once, here."""
+        runtime = self._runtime(stacklevel=4)
+        rngs = start_generators(self.random_state, int(self.n_starts))
+        z0 = initial_latents(self.init, rngs, runtime.latent_dim)
+        return _FitPlan(runtime=runtime, config=self._config(rays.shape[0], runtime.precision),
+                        z0=z0, rngs=rngs,
+                        chunks=split_starts(int(self.n_starts), self.chunk_size,
+                                            runtime.device))
+
+    def _config(self, n_rays: int, precision: str) -> SGDConfig:
+        """The engine's configuration (validated when made)."""
+        n_batches = -(-n_rays // self.batch_size)
+        log_every = 0 if not self.verbose else (1 if self.verbose >= 2
+                                                else max(1, self.epochs // 10))
+        return SGDConfig(
+            n_rays=n_rays, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+            lr_decay=self.lr_decay, lr_step=self.lr_step, reg=self.reg,
+            reg_weight=self.reg_weight, reg_decay=self.reg_decay,
+            ring_radius=self.ring_radius, optimizer=self.optimizer,
+            linear=bool(getattr(self.forward, "is_linear", False)),
+            track_every=self.track_every if self.track_every is not None else n_batches,
+            precision=precision, compile=self.compile, log_every=log_every,
+            progress=bool(self.verbose))
+
+    def _run_chunks(self, plan: "_FitPlan", rays: np.ndarray, y: np.ndarray,
+                    w: np.ndarray | None) -> tuple[list[EngineResult], bool]:
+        """Run the chunks of starts, here or in joblib workers."""
+        n_jobs = effective_n_jobs(self.n_jobs)
+        device = plan.runtime.device
+        in_process = device.type != "cpu" or n_jobs == 1 or len(plan.chunks) == 1
+        operator = operator_with_spare_cores(self.forward, n_jobs if in_process else 1)
+        groups = _batch_groups(rays, self.batching)
+        args = [(plan.runtime.decoder, operator, rays, y, w, plan.runtime.petrophysics,
+                 plan.z0[idx], [plan.rngs[i] for i in idx], str(device), plan.config, groups,
+                 f"starts {idx[0]}-{idx[-1]}: ") for idx in plan.chunks]
+        if self.verbose:
+            logger.info("LatentInverter: %d starts in %d chunk(s), %d iterations each, on %s",
+                        len(plan.z0), len(plan.chunks), plan.config.n_iter, device)
+        results, interrupted = run_chunks(_sgd_chunk, args, n_jobs=n_jobs,
+                                          in_process=in_process,
+                                          stop=lambda result: result.interrupted,
+                                          label="LatentInverter.fit")
+        return results, interrupted or any(r.interrupted for r in results)
 
     def _store_results(self, results: list[EngineResult], chunks: list[np.ndarray],
                        latent_dim: int, image_shape: tuple[int, int],
@@ -666,9 +499,7 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         rmse[~np.isfinite(rmse)] = np.inf
         if len(results) < len(chunks):  # interrupted: starts never run get empty records
             for idx in chunks[len(results):]:
-                histories.append(SGDHistory(
-                    **{f: np.full((len(idx), 0), np.nan) for f in SGDHistory.per_start_fields},
-                    lr=np.zeros(0), reg_weight=np.zeros(0), epoch=np.zeros(0, dtype=np.int64)))
+                histories.append(SGDHistory.empty(len(idx)))
         if not np.isfinite(rmse).any():
             if interrupted:   # stopped before anything could be kept: the interrupt stands
                 raise KeyboardInterrupt
@@ -763,124 +594,41 @@ class LatentInverter(RegressorMixin, BaseEstimator):
         return np.asarray(self.forward_.traveltimes(slowness, rays), dtype=np.float64)
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
-        """Negative root-mean-square error (ns) of :meth:`predict` — higher is better.
+        """Coefficient of determination R² of :meth:`predict` (``RegressorMixin``'s).
+
+        For model selection by the traveltime misfit in ns, use scikit-learn's
+        ``scoring="neg_root_mean_squared_error"`` (it works on :meth:`predict`), e.g.
+        ``GridSearchCV(inv, grid, scoring="neg_root_mean_squared_error")``.
 
         Parameters
         ----------
         X : array-like of shape (n_rays, 4)
             Rays.
         y : array-like of shape (n_rays,)
-            Observed traveltimes (ns).
+            Observed traveltimes (ns), finite and positive.
         sample_weight : array-like of shape (n_rays,), default=None
-            Weights of the squared errors.
+            Weights of the squared errors (finite, >= 0, not all zero).
 
         Returns
         -------
         float
-            ``-sqrt(mean(w (predict(X) - y)²) / mean(w))``.
+            ``1 - sum(w (y - predict(X))²) / sum(w (y - mean_w(y))²)``.
         """
-        y = _check_traveltimes(y)
-        predicted = self.predict(X)
-        check_consistent_length(predicted, y)
-        w = np.ones_like(y) if sample_weight is None else _check_weights(sample_weight, y)
-        return -float(np.sqrt(np.sum(w * (predicted - y) ** 2) / np.sum(w)))
+        y = check_traveltimes(y)
+        w = None if sample_weight is None else check_weights(sample_weight, y)
+        return super().score(X, y, sample_weight=w)
 
 
 # ---------------------------------------------------------------------- helpers
-def _seed_sequence(random_state: Any) -> np.random.SeedSequence:
-    """A SeedSequence from a ``random_state`` parameter (None → fresh entropy)."""
-    if random_state is None:
-        return np.random.SeedSequence()
-    if isinstance(random_state, numbers.Integral):
-        return np.random.SeedSequence(int(random_state))
-    if isinstance(random_state, np.random.RandomState):
-        return np.random.SeedSequence(int(random_state.randint(0, 2**31 - 1)))
-    raise ValueError(f"random_state={random_state!r} must be None, an int or a "
-                     "numpy RandomState.")
+@dataclass(frozen=True)
+class _FitPlan:
+    """What :meth:`LatentInverter.fit` resolved once for all its chunks."""
 
-
-def _check_traveltimes(y: Any) -> np.ndarray:
-    """``y`` as a 1-D float64 array of finite, positive traveltimes (ns)."""
-    try:
-        y = column_or_1d(y, warn=True, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"y must be a 1-D array of traveltimes (ns): {exc}") from exc
-    bad = np.flatnonzero(~np.isfinite(y))
-    if bad.size:
-        raise ValueError(f"y contains NaN or infinity: {bad.size} value(s) (first at row "
-                         f"{bad[0]}); traveltimes must be finite.")
-    bad = np.flatnonzero(y <= 0)
-    if bad.size:
-        raise ValueError(
-            f"y holds {bad.size} non-positive traveltime(s) (first at row {bad[0]}: "
-            f"{y[bad[0]]!r}); traveltimes must be > 0 ns."
-        )
-    return y
-
-
-def _check_weights(sample_weight: Any, y: np.ndarray) -> np.ndarray:
-    """Per-datum weights: one per row of ``y``, finite, >= 0 and not all zero.
-
-    Returned divided by their maximum: every use is scale-free (``fit`` normalises them
-    to mean one, ``score`` divides by their sum), and weights near the float64 maximum
-    would overflow those sums.
-    """
-    w = _check_sample_weight(sample_weight, y, dtype=np.float64, ensure_non_negative=True)
-    if not np.all(np.isfinite(w)) or not w.max() > 0:
-        raise ValueError(
-            f"sample_weight must be finite, >= 0 and not all zero; got sum {w.sum()!r}."
-        )
-    return w / w.max()
-
-
-def _check_decoder(decoder: Any, latent_dim: int, image_shape: tuple[int, int],
-                   device: torch.device) -> None:
-    """The prior's decoder maps ``(1, latent_dim)`` to ``(1, *image_shape)``."""
-    # a RuntimeError here: e.g. latent_dim changed after the prior was fitted
-    with input_errors(RuntimeError, lambda exc: (
-            f"the prior's decoder does not take latent vectors of size prior.latent_dim="
-            f"{latent_dim} ({exc}); was the prior's latent_dim changed after fitting? "
-            "Refit the prior or restore its parameter.")), torch.no_grad():
-        shape = tuple(decoder(torch.zeros((1, latent_dim), device=device)).shape)
-    if shape != (1, *image_shape):
-        raise ValueError(f"the prior's decoder gives images of shape {shape[1:]}; "
-                         f"expected its image_shape_ {image_shape}.")
-
-
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """One torch / BLAS thread while a chunk runs (restored afterwards)."""
-    previous = torch.get_num_threads()
-    try:
-        with threadpool_limits(limits=1):
-            torch.set_num_threads(1)
-            yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _operator_with_spare_cores(operator: Any, spare: int) -> Any:
-    """``operator``, or a clone of it that runs on ``spare`` cores.
-
-    When the chunks of starts run in this process (one chunk, or an accelerator) the
-    cores that ``n_jobs`` grants them are idle during the CPU physics of a nonlinear
-    operator: an operator with an ``n_jobs`` parameter left at None (e.g.
-    :class:`~skvaeinv.forward.ShortestPath`, whose results do not depend on it) then
-    gets them. Linear operators run as torch kernels and are returned as they are, as is
-    an operator whose ``n_jobs`` the user set.
-    """
-    spare = min(int(spare), os.cpu_count() or 1)
-    if spare <= 1 or getattr(operator, "is_linear", False):
-        return operator
-    try:
-        params = operator.get_params(deep=False)
-        if "n_jobs" not in params or params["n_jobs"] is not None:
-            return operator
-        return clone(operator).set_params(n_jobs=spare)
-    except (AttributeError, TypeError, RuntimeError, ValueError):
-        # an operator outside the sklearn protocol, or one clone cannot copy: run it
-        # as given
-        return operator
+    runtime: Runtime
+    config: SGDConfig
+    z0: np.ndarray
+    rngs: list
+    chunks: list
 
 
 def _batch_groups(rays: np.ndarray, batching: str) -> np.ndarray | None:
@@ -891,90 +639,18 @@ def _batch_groups(rays: np.ndarray, batching: str) -> np.ndarray | None:
     return np.unique(np.round(rays[:, cols], 9), axis=0, return_inverse=True)[1].reshape(-1)
 
 
-def _fit_chunk(decoder: torch.nn.Module, operator: Any, rays: np.ndarray, y: np.ndarray,
+def _sgd_chunk(decoder: torch.nn.Module, operator: Any, rays: np.ndarray, y: np.ndarray,
                w: np.ndarray | None, petrophysics: Any, z0: np.ndarray,
-               rngs: list[np.random.Generator], device: str, settings: dict,
-               log_prefix: str, caller: tuple[int, int] | None = None
-               ) -> tuple[EngineResult, list[logging.LogRecord]]:
-    """Run one chunk of starts (in this process, a thread or a joblib worker process).
-
-    ``caller`` is ``(process id, log level)`` of the process that called fit. In another
-    process (a loky worker, which has none of the caller's log handlers) the package's
-    log records of the chunk are collected at that level and returned, for
-    :func:`_relay` to hand to the caller's handlers; in the caller's own process (also
-    from threads) they go to the handlers directly and the list is empty.
-    """
+               rngs: list[np.random.Generator], device: str, config: SGDConfig,
+               groups: np.ndarray | None, log_prefix: str,
+               caller: tuple[int, int] | None) -> tuple[EngineResult, list[logging.LogRecord]]:
+    """Run one chunk of starts (in this process, a thread or a joblib worker process)."""
     from skvaeinv.forward import TorchForward
 
     dev = torch.device(device)
-    context = _one_thread() if dev.type == "cpu" else contextlib.nullcontext()
-    collect = (_collect_logs(caller[1]) if caller is not None and os.getpid() != caller[0]
-               else contextlib.nullcontext([]))
-    with context, collect as records, warnings.catch_warnings():
-        # fit resolved ``precision`` and warned already, in the caller's process
-        warnings.simplefilter("ignore", SlowPrecisionWarning)
+    with chunk_context(dev, caller) as records:
         forward = TorchForward(operator, rays, device=dev, dtype=torch.float32)
-        try:
-            result = run_latent_sgd(decoder, forward, y, z0, rngs,
-                                    petrophysics=petrophysics, sample_weight=w, device=dev,
-                                    log_prefix=log_prefix, **settings)
-        except Exception as exc:   # the records so far travel with the error
-            if records:
-                exc._skvaeinv_log_records = list(records)
-            raise
+        result = run_latent_sgd(decoder, forward, y, z0, rngs, config,
+                                petrophysics=petrophysics, sample_weight=w,
+                                batch_groups=groups, device=dev, log_prefix=log_prefix)
     return result, records
-
-
-class _ListHandler(logging.Handler):
-    """Keeps the records it is given, made picklable (message formatted, no traceback)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            record = copy.copy(record)
-            record.msg, record.args = record.getMessage(), None
-            record.exc_info = record.exc_text = record.stack_info = None
-            self.records.append(record)
-        except Exception:  # a malformed log call: reported, as logging does, not raised
-            self.handleError(record)
-
-
-def _package_log_level() -> int:
-    """The lowest level any of this process's ``skvaeinv`` loggers lets through."""
-    names = [n for n in logging.Logger.manager.loggerDict
-             if n == "skvaeinv" or n.startswith("skvaeinv.")]
-    return min([logging.getLogger(n).getEffectiveLevel() for n in names]
-               or [logging.getLogger("skvaeinv").getEffectiveLevel()])
-
-
-@contextlib.contextmanager
-def _collect_logs(level: int) -> Iterator[list[logging.LogRecord]]:
-    """Collect the package's log records at ``level`` and above, instead of emitting them.
-
-    For worker processes only: it changes the process-wide ``skvaeinv`` logger while it
-    runs (and restores it after).
-    """
-    package = logging.getLogger("skvaeinv")
-    handler = _ListHandler()
-    saved_level, saved_propagate = package.level, package.propagate
-    package.addHandler(handler)
-    package.setLevel(level)
-    package.propagate = False
-    try:
-        yield handler.records
-    finally:
-        package.removeHandler(handler)
-        package.setLevel(saved_level)
-        package.propagate = saved_propagate
-
-
-def _relay(records: list[logging.LogRecord]) -> None:
-    """Hand log records collected in a worker to this process's handlers, each at the
-    level its logger has here."""
-    for record in records:
-        logger_ = logging.getLogger(record.name)
-        if logger_.isEnabledFor(record.levelno):
-            logger_.handle(record)

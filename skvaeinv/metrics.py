@@ -10,7 +10,7 @@ depth (``"z"``, the rows) or across (``"x"``, the columns). Images are threshold
 ``threshold=None`` the values are used as they are.
 
 Every pixel pair at a given lag within each image counts once; pairs never straddle two
-images. ``benchmarks/train_prior.py`` reports these statistics for the reference prior.
+images.
 
 Examples
 --------
@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from skvaeinv._utils import as_real_array
+from skvaeinv._validation import as_real_array
 
 __all__ = ["two_point_probability", "indicator_variogram", "pattern_statistics",
            "compare_pattern_statistics"]

@@ -19,16 +19,23 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator
 
-from skvaeinv._utils import as_real_array, input_errors
+from skvaeinv._validation import as_real_array, input_errors
 
 __all__ = ["LinearVelocity", "check_petrophysics"]
 
 
-class LinearVelocity:
+class LinearVelocity(BaseEstimator):
     """Velocity linear in the facies value; returns slowness.
 
     ``v(m) = v_channel * m + v_matrix * (1 - m)`` and ``s(m) = 1 / v(m)``.
+
+    A scikit-learn estimator in the parameter sense: the velocities are stored as
+    given and checked when the mapping is used, so :func:`sklearn.base.clone`,
+    ``get_params`` and ``set_params`` work, also through a
+    :class:`~skvaeinv.LatentInverter` (``set_params(petrophysics__v_channel=0.05)``).
+    Two mappings are equal when they are of the same class with equal parameters.
 
     Parameters
     ----------
@@ -56,53 +63,8 @@ class LinearVelocity:
         self.v_channel = v_channel
         self.v_matrix = v_matrix
 
-    # Minimal estimator-style parameter API so that ``clone`` and
-    # ``set_params(petrophysics__v_channel=...)`` work without importing scikit-learn.
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Parameters of this mapping (scikit-learn convention).
-
-        Parameters
-        ----------
-        deep : bool, default=True
-            Ignored: the mapping holds no sub-estimators. Present for scikit-learn
-            compatibility.
-
-        Returns
-        -------
-        params : dict
-            ``{"v_channel": ..., "v_matrix": ...}``.
-        """
-        return {"v_channel": self.v_channel, "v_matrix": self.v_matrix}
-
-    def set_params(self, **params: Any) -> "LinearVelocity":
-        """Set parameters (scikit-learn convention); returns self.
-
-        Parameters
-        ----------
-        **params : dict
-            New values of ``v_channel`` and/or ``v_matrix`` (m/ns). They are checked
-            when the mapping is next used.
-
-        Returns
-        -------
-        self : LinearVelocity
-            This mapping, updated in place.
-
-        Raises
-        ------
-        ValueError
-            For a parameter name other than ``v_channel`` and ``v_matrix``.
-        """
-        for key, value in params.items():
-            if key not in ("v_channel", "v_matrix"):
-                raise ValueError(
-                    f"Invalid parameter {key!r} for LinearVelocity; valid parameters are "
-                    "'v_channel' and 'v_matrix'."
-                )
-            setattr(self, key, value)
-        return self
-
     def _check(self) -> None:
+        """Raise a ValueError unless both velocities are positive finite numbers."""
         for name in ("v_channel", "v_matrix"):
             value = getattr(self, name)
             if (not isinstance(value, numbers.Real) or isinstance(value, bool)
@@ -167,12 +129,9 @@ class LinearVelocity:
                 return float(1.0 / self.velocity(float(m)))
         return 1.0 / self.velocity(m)
 
-    def __repr__(self) -> str:
-        return f"LinearVelocity(v_channel={self.v_channel!r}, v_matrix={self.v_matrix!r})"
-
     def __eq__(self, other: object) -> bool:
-        return (isinstance(other, LinearVelocity) and other.v_channel == self.v_channel
-                and other.v_matrix == self.v_matrix)
+        return (type(other) is type(self)
+                and other.get_params(deep=False) == self.get_params(deep=False))
 
     __hash__ = None  # mutable parameters
 

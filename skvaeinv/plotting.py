@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 from sklearn.exceptions import NotFittedError
 
-__all__ = ["plot_survey", "plot_models", "plot_history", "plot_ensemble", "plot_inversion"]
+__all__ = ["plot_survey", "plot_models", "plot_history", "plot_ensemble", "plot_inversion",
+           "plot_posterior"]
 
 
 def _plt():
@@ -365,5 +366,65 @@ def plot_inversion(inverter: Any, *, truth: np.ndarray | None = None, grid: Any 
     ax_r.set_ylabel("data RMSE (ns)")
     ax_z.set_ylabel("||z||")
     ax_z.set_xlabel("iteration")
+    fig.tight_layout()
+    return fig
+
+
+def plot_posterior(sampler: Any, *, truth: np.ndarray | None = None, grid: Any = None,
+                   dims: Sequence[int] = (0, 1, 2), fig: Any = None) -> Any:
+    """The posterior of a fitted :class:`~skvaeinv.LatentSampler` in one figure.
+
+    Top row: the truth (when given), the posterior mean, its standard deviation and the
+    channel probability; bottom row: the traces of latent dimensions ``dims`` (one line
+    per chain) and the R-hat of every dimension.
+
+    Parameters
+    ----------
+    sampler : LatentSampler
+        A fitted sampler.
+    truth : ndarray of shape (H, W), optional
+        The true model, drawn first.
+    grid : Grid2D, optional
+        Draw the images in metres on this grid (of the images' shape).
+    dims : sequence of int, default=(0, 1, 2)
+        Latent dimensions whose traces are drawn.
+    fig : matplotlib Figure, optional
+        Draw into this figure (cleared first); a new one otherwise.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The figure.
+    """
+    if not hasattr(sampler, "samples_"):
+        raise NotFittedError("plot_posterior needs a fitted LatentSampler (call fit).")
+    plt = _plt()
+    samples = np.asarray(sampler.samples_)
+    dims = [int(d) for d in dims if 0 <= int(d) < samples.shape[-1]]
+    images = [("posterior mean", sampler.posterior_mean_, "gray_r", 0.0, 1.0),
+              ("posterior std", sampler.posterior_std_, "viridis", 0.0, None),
+              ("channel probability", sampler.channel_probability_, "magma", 0.0, 1.0)]
+    if truth is not None:
+        images.insert(0, ("truth", _check_image(truth, "truth", grid), "gray_r", 0.0, 1.0))
+    fig = fig if fig is not None else plt.figure(figsize=(3 * max(len(images), 3), 7))
+    fig.clear()
+    top = fig.subplots(2, max(len(images), len(dims) + 1), squeeze=False)
+    for ax, (title, img, cmap, vmin, vmax) in zip(top[0], images):
+        im = _image(ax, _check_image(img, title, grid), grid, title, cmap=cmap, vmin=vmin,
+                    vmax=vmax)
+        fig.colorbar(im, ax=ax, shrink=0.7)
+    for ax in top[0, len(images):]:
+        ax.axis("off")
+    for ax, d in zip(top[1], dims):
+        ax.plot(samples[:, :, d].T, lw=0.5)
+        ax.set_title(f"trace of z[{d}]", fontsize=9)
+        ax.set_xlabel("draw")
+    ax = top[1, len(dims)]
+    ax.bar(np.arange(samples.shape[-1]), np.asarray(sampler.rhat_) - 1.0, bottom=1.0)
+    ax.axhline(1.01, color="k", ls="--", lw=0.8)
+    ax.set_title("R-hat per latent dimension", fontsize=9)
+    ax.set_xlabel("dimension")
+    for ax in top[1, len(dims) + 1:]:
+        ax.axis("off")
     fig.tight_layout()
     return fig

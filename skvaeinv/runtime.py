@@ -11,9 +11,8 @@ once, at its start.
 Why the allocator: every training step or inversion iteration allocates and frees the
 same few activation buffers of several megabytes. glibc's ``malloc`` gives such blocks
 back to the operating system when they are freed (``mmap``/``munmap``, or trimming the
-heap), and the next step takes them again page by page: on the study's network, 3,000 to
-12,000 page faults per training step of 100 crops. Keeping freed memory in the heap
-removes 94 % of them (see ``benchmarks/results/allocator.md``). PyTorch's own tuning
+heap), and the next step takes them again page by page, one page fault per page.
+Keeping freed memory in the heap removes most of these faults. PyTorch's own tuning
 guide recommends the same through jemalloc or tcmalloc; this needs neither.
 """
 
@@ -26,7 +25,7 @@ import numbers
 import os
 import sys
 
-from skvaeinv._utils import SlowPrecisionWarning, has_native_bfloat16
+from skvaeinv._device import SlowPrecisionWarning, has_native_bfloat16
 
 __all__ = ["tune_allocator", "has_native_bfloat16", "SlowPrecisionWarning"]
 
@@ -51,11 +50,10 @@ def tune_allocator(mmap_threshold: int = MAX_MMAP_THRESHOLD,
 
     This is a process-wide setting: call it once at the start of an application (the
     ``skvaeinv`` command line does), before the first parallel fit (joblib keeps its
-    workers between calls). Measured on a 2-core CPU (median of 4 alternating pairs of
-    fresh processes): VAE training 1.09x faster, latent SGD in float32 1.17x. The cost:
-    memory freed by the process is kept for reuse rather than returned to the system,
-    so resident memory stays near its peak (100 compiled starts of the study's linear
-    case: 1.92 GB for the process tree instead of 1.82 GB).
+    workers between calls). It speeds up training and inversion on the CPU, where the
+    page faults it avoids are a noticeable share of each step. The cost: memory freed
+    by the process is kept for reuse rather than returned to the system, so resident
+    memory stays near its peak.
 
     Parameters
     ----------

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from skvaeinv._utils import as_real_array
+from skvaeinv._validation import as_real_array
 
 __all__ = ["Grid2D", "crosshole", "rays_from_sensors"]
 
@@ -24,8 +24,8 @@ __all__ = ["Grid2D", "crosshole", "rays_from_sensors"]
 _BOUNDARY_RTOL = 1e-9
 #: Points this far beyond the extent (relative to the spacing) still count as inside:
 #: well above float32 rounding of boundary coordinates (~6e-8 relative), as loose as the
-#: shortest-path node snapping; ForwardOperator.validate_rays moves such points onto
-#: the edge.
+#: shortest-path node snapping; _check_rays (hence ForwardOperator.validate_rays) moves
+#: such points onto the edge.
 _CONTAINS_RTOL = 1e-6
 
 
@@ -301,7 +301,7 @@ def crosshole(
     rays[:, 1] = np.repeat(zs, zr.size)
     rays[:, 2] = float(xr)
     rays[:, 3] = np.tile(zr, zs.size)
-    _check_inside(grid, rays)
+    _check_rays(grid, rays, snap=False)
     return rays
 
 
@@ -353,11 +353,44 @@ def rays_from_sensors(sensors: Any, s_idx: Any, g_idx: Any) -> np.ndarray:
     return np.hstack([sens[idx[0]], sens[idx[1]]])
 
 
-def _check_inside(grid: Grid2D, rays: np.ndarray) -> None:
-    inside = grid.contains(rays[:, :2]) & grid.contains(rays[:, 2:])
-    if not inside.all():
-        bad = np.flatnonzero(~inside)
+def _check_rays(grid: Grid2D, rays: Any, *, snap: bool = True) -> np.ndarray:
+    """Check rays on ``grid``; return them as a C-contiguous float64 ``(n_rays, 4)`` array.
+
+    The one check of rays behind :meth:`ForwardOperator.validate_rays
+    <skvaeinv.forward.ForwardOperator.validate_rays>` and :func:`crosshole`: the shape
+    (a single ray may be a 1-D array of 4 coordinates), finite coordinates and sources
+    and receivers within the grid extent (:meth:`Grid2D.contains`, up to
+    ``1e-6 * spacing``). With ``snap``, points within that tolerance beyond the edge are
+    moved onto it, so no operator (or external backend) sees a point outside the grid.
+
+    Raises
+    ------
+    ValueError
+        For a wrong shape, NaN / inf coordinates, or sources / receivers outside the
+        grid (the offending rows are named).
+    """
+    R = as_real_array(rays, "rays")
+    if R.ndim == 1 and R.shape == (4,):
+        R = R[None, :]
+    if R.ndim != 2 or R.shape[1] != 4:
         raise ValueError(
-            f"rays rows {_format_rows(bad)} have a source or receiver outside the grid "
-            f"extent {grid.extent} (x_min, x_max, z_min, z_max)."
+            f"rays has shape {R.shape}; expected (n_rays, 4) with columns xs, zs, xr, zr."
         )
+    finite = np.isfinite(R).all(axis=1)
+    if not finite.all():
+        raise ValueError(
+            f"rays rows {_format_rows(np.flatnonzero(~finite))} contain NaN or inf "
+            "coordinates."
+        )
+    inside = grid.contains(R[:, :2]) & grid.contains(R[:, 2:])
+    if not inside.all():
+        raise ValueError(
+            f"rays rows {_format_rows(np.flatnonzero(~inside))} have a source or "
+            f"receiver outside the grid extent {grid.extent} (x_min, x_max, z_min, z_max)."
+        )
+    if snap:
+        x0, x1, z0, z1 = grid.extent
+        lo, hi = np.array([x0, z0, x0, z0]), np.array([x1, z1, x1, z1])
+        if ((R < lo) | (R > hi)).any():
+            R = np.clip(R, lo, hi)
+    return np.ascontiguousarray(R)

@@ -144,6 +144,18 @@ def data(tiny_prior, survey):
     return z_true, truth, y
 
 
+def run_latent_sgd(decoder, forward, y, z0, rngs, *, petrophysics=None, sample_weight=None,
+                   batch_groups=None, device="cpu", log_prefix="", **config):
+    """:func:`skvaeinv.engine.run_latent_sgd` with its configuration given as keywords."""
+    from skvaeinv import engine
+
+    return engine.run_latent_sgd(decoder, forward, y, z0, rngs,
+                                 engine.SGDConfig(n_rays=len(y), **config),
+                                 petrophysics=petrophysics, sample_weight=sample_weight,
+                                 batch_groups=batch_groups, device=device,
+                                 log_prefix=log_prefix)
+
+
 def pytest_configure(config):
     # Tiny networks run fastest on one thread, and tests must not oversubscribe a
     # 2-core machine when several run at once (joblib workers set their own count).

@@ -1,12 +1,14 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from skvaeinv import cli
+from skvaeinv.prior._training import chunk_seed
+from skvaeinv._files import save_prior
+from skvaeinv.demo import demo_prior
 
 
 def run(*args, cwd=None):
@@ -80,7 +82,7 @@ def test_train_prior_options_reach_the_prior_and_the_crops(tmp_path, monkeypatch
     assert [c["rows"] for c in calls] == [(5, 70)] * 2
     assert [list(map(tuple, c["exclude"])) for c in calls] == \
         [[(30, 10, 15, 20), (-5, 0, 10, 10)]] * 2
-    assert [c["random_state"] for c in calls] == [cli._chunk_seed(3, k) for k in range(2)]
+    assert [c["random_state"] for c in calls] == [chunk_seed(3, k) for k in range(2)]
     from skvaeinv import VAEPrior
 
     params = VAEPrior.load(out).get_params()
@@ -92,10 +94,10 @@ def test_train_prior_options_reach_the_prior_and_the_crops(tmp_path, monkeypatch
 def test_large_seeds_and_saving_into_new_folders(tmp_path, tiny_prior):
     # every seed numpy takes works (seed * 1_000_003 + chunk overflowed 2**32 before)
     for seed in (0, 4295, 2**32 - 1):
-        assert 0 <= cli._chunk_seed(seed, 7) < 2**32
-    assert cli._chunk_seed(3, 2) == 3 * 1_000_003 + 2   # the committed priors' seeds
-    assert cli._chunk_seed(3, 2, stride=7919) == 3 * 7919 + 2   # the shipped demo prior's
-    prior = cli.demo_prior(True, n_images=4, seed=2**32 - 1)   # overflowed from 542,353
+        assert 0 <= chunk_seed(seed, 7) < 2**32
+    assert chunk_seed(3, 2) == 3 * 1_000_003 + 2   # the committed priors' seeds
+    assert chunk_seed(3, 2, stride=7919) == 3 * 7919 + 2   # the shipped demo prior's
+    prior = demo_prior(True, n_images=4, seed=2**32 - 1)   # overflowed from 542,353
     assert prior.n_images_seen_ == 4
     np.save(tmp_path / "ti.npy", (np.random.default_rng(0).random((40, 30)) > 0.7) * 1.0)
     out = tmp_path / "new" / "folder" / "p.skv"
@@ -106,7 +108,7 @@ def test_large_seeds_and_saving_into_new_folders(tmp_path, tiny_prior):
     assert out.is_file()
     # demo --save-prior saves the same way (it made no folder and raised a traceback)
     target = tmp_path / "nodir" / "prior.skv"
-    cli._save_prior(tiny_prior, target)
+    save_prior(tiny_prior, target)
     Z = np.zeros((1, tiny_prior.latent_dim))
     np.testing.assert_array_equal(type(tiny_prior).load(target).inverse_transform(Z),
                                   tiny_prior.inverse_transform(Z))
@@ -223,24 +225,6 @@ def test_invert_input_errors(survey_files):
     assert not out.exists()
 
 
-def test_read_table_header_and_blanks(tmp_path):
-    (tmp_path / "t.txt").write_text("t\n1.5\n\n2.5\n")
-    np.testing.assert_array_equal(cli._read_table(tmp_path / "t.txt", "tt", 1), [1.5, 2.5])
-    (tmp_path / "r.txt").write_text("1 2 3 4\n5 6 7 8\n")
-    assert cli._read_table(tmp_path / "r.txt", "rays", 4).shape == (2, 4)
-
-
-def test_demo_small_run_resembles_truth(tmp_path):
-    """The demo's inversion (shipped prior, fewer starts and epochs) finds a model much
-    closer to the held-out truth than the prior's mean image, and writes its figure."""
-    assert cli.DEMO_PRIOR_FILE.is_file(), "the demo prior must ship with the package"
-    summary = cli.run_demo(out_dir=tmp_path, starts=4, epochs=30, progress=False)
-    assert summary["model_rmse_best"] < 0.8 * summary["model_rmse_prior_mean_image"]
-    # the data are fitted about as well as the truth's own latent code fits them
-    assert summary["data_rmse_best_ns"] <= 1.1 * summary["data_rmse_truth_code_ns"]
-    assert Path(summary["figure"]).stat().st_size > 10_000
-
-
 def test_demo_command_output(tmp_path):
     r = run("demo", "--starts", "2", "--epochs", "2", "--quiet", "--out", str(tmp_path))
     assert r.returncode == 0, r.stderr
@@ -334,28 +318,6 @@ def test_invert_refuses_bad_outputs_before_running(survey_files, capsys, monkeyp
     assert not (d / "o.npz").exists()
 
 
-def test_read_table_edge_cases(tmp_path):
-    # a comma in a comment does not make a blank-separated file comma-separated
-    (tmp_path / "c.txt").write_text("# survey A, borehole 1 to 2\n1 2 3 4\n5 6 7 8\n")
-    assert cli._read_table(tmp_path / "c.txt", "rays", 4).shape == (2, 4)
-    # a typo in the first data row is an error, not a header
-    (tmp_path / "typo.csv").write_text("O.5,0.5,1.6,0.5\n0,0.7,1.6,0.5\n")
-    with pytest.raises(cli.InputError, match="line 1"):
-        cli._read_table(tmp_path / "typo.csv", "rays", 4)
-    # a byte-order mark (spreadsheets' "CSV UTF-8") before a header-less first row
-    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf0.0,1.0,6.5,1.0\n0.0,2.0,6.5,2.0\n")
-    np.testing.assert_array_equal(cli._read_table(tmp_path / "bom.csv", "rays", 4),
-                                  [[0, 1, 6.5, 1], [0, 2, 6.5, 2]])
-    np.save(tmp_path / "empty.npy", np.zeros((0, 4)))
-    np.save(tmp_path / "tt2.npy", np.ones((5, 2)))
-    (tmp_path / "latin.csv").write_bytes("t\xe9\n1.0\n".encode("latin-1"))
-    for name, n_cols, match in [("empty.npy", 4, "no data rows"),
-                                ("tt2.npy", 1, r"expected \(n,\) or \(n, 1\)"),
-                                ("latin.csv", 1, "UTF-8"), (".", 1, "not a file")]:
-        with pytest.raises(cli.InputError, match=match):
-            cli._read_table(tmp_path / name, "x", n_cols)
-
-
 def test_invert_non_positive_traveltime_names_the_row(survey_files, capsys):
     d, rays, tt = survey_files
     bad = tt.copy()
@@ -386,3 +348,43 @@ def test_verbose_flag_after_the_command(tmp_path):
     args = cli.build_parser().parse_args(["demo", "-v", "--out", str(tmp_path)])
     assert args.verbose == 1
     assert cli.build_parser().parse_args(["-v", "demo"]).verbose == 1
+
+
+def test_sample_command(survey_files):
+    d, rays, tt = survey_files
+    out, fig = d / "post.npz", d / "post.png"
+    np.savetxt(d / "sigma.csv", np.full(len(tt), 0.5))
+    r = run("sample", "--prior", str(d / "prior.skv"), "--rays", str(d / "rays.csv"),
+            "--traveltimes", str(d / "tt.csv"), "--out", str(out), "--figure", str(fig),
+            "--chains", "2", "--samples", "12", "--warmup", "4", "--sigma",
+            str(d / "sigma.csv"), "--noise-std", "1.0", "--level", "0.8")
+    assert r.returncode == 0, r.stderr
+    assert "max R-hat" in r.stdout
+    res = np.load(out)
+    assert res["samples"].shape == (2, 12, 4) and res["rhat"].shape == (4,)
+    assert res["posterior_mean"].shape == res["credible_lower"].shape == (32, 16)
+    assert np.all(res["credible_lower"] <= res["credible_upper"])
+    assert res["predicted"].shape == tt.shape and "noise_std" not in res
+    assert fig.stat().st_size > 1000
+    # with the noise estimated, its draws are in the file
+    r = run("sample", "--prior", str(d / "prior.skv"), "--rays", str(d / "rays.csv"),
+            "--traveltimes", str(d / "tt.csv"), "--out", str(d / "est.npz"), "--chains", "2",
+            "--samples", "5", "--warmup", "0", "--sampler", "pcn")
+    assert r.returncode == 0, r.stderr
+    assert np.load(d / "est.npz")["noise_std"].shape == (2, 5)
+
+
+def test_sample_bad_input_writes_nothing(survey_files):
+    d, rays, tt = survey_files
+    np.savetxt(d / "short.csv", np.full(3, 0.5))
+    common = ["sample", "--prior", str(d / "prior.skv"), "--rays", str(d / "rays.csv"),
+              "--traveltimes", str(d / "tt.csv"), "--chains", "2", "--samples", "3",
+              "--warmup", "0"]
+    for extra, message in [(["--noise-std", "-1"], "positive number"),
+                           (["--noise-std", "loud"], "neither a number"),
+                           (["--sigma", str(d / "short.csv")], "sigma has shape"),
+                           (["--level", "1.5"], "--level")]:
+        out = d / "bad.npz"
+        r = run(*common, "--out", str(out), *extra)
+        assert r.returncode == 2 and message in r.stderr, (extra, r.stderr)
+        assert not out.exists()

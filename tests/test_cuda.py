@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from skvaeinv import LatentInverter, VAEPrior
-from skvaeinv._utils import resolve_device
+from skvaeinv._device import resolve_device
 from skvaeinv.forward import ShortestPath, StraightRay, TorchForward
 from skvaeinv.survey import Grid2D, crosshole
 

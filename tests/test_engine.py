@@ -11,8 +11,9 @@ import pytest
 import torch
 from scipy import stats
 
-from skvaeinv.engine import (SGDHistory, chi_mean, learning_rate, reg_weight_at,
-                             run_latent_sgd)
+from skvaeinv.engine import SGDHistory, chi_mean, learning_rate, reg_weight_at
+
+from conftest import run_latent_sgd
 
 
 class DenseForward:

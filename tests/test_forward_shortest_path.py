@@ -421,7 +421,8 @@ s = np.random.default_rng(0).uniform(1.0, 3.0, grid.n_cells)
 rays = np.array([[0.0, 0.5, 4.0, 3.5], [0.0, 4.5, 4.0, 0.0]])
 a = ShortestPath(grid, backend="numba").traveltimes(s, rays)
 b = ShortestPath(grid, backend="scipy").traveltimes(s, rays)
-assert sorted(_pathfinding.uncached) == ["_box_distance", "_paths", "_place", "_search"]
+assert sorted(_pathfinding.uncached) == ["_box_distance", "_paths", "_place", "_search",
+                                         "_sink"]
 np.testing.assert_allclose(a, b, rtol=1e-12)
 print("ok")
 """

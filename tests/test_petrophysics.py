@@ -34,6 +34,26 @@ def test_params_and_equality():
     assert "v_channel=0.07" in repr(h)
 
 
+def test_parameters_go_through_sklearns_machinery():
+    from sklearn.base import BaseEstimator, clone
+
+    from skvaeinv import LatentInverter
+
+    h = LinearVelocity(v_channel=0.05)
+    assert isinstance(h, BaseEstimator)
+    twin = clone(h)
+    assert twin is not h and twin == h and twin.get_params(deep=True) == h.get_params()
+    assert LinearVelocity(v_channel=-1).v_channel == -1   # stored raw, checked at use
+    with pytest.raises(ValueError, match="v_channel=-1"):
+        LinearVelocity(v_channel=-1)(0.5)
+    inv = LatentInverter(petrophysics=LinearVelocity())
+    assert inv.get_params(deep=True)["petrophysics__v_matrix"] == 0.08
+    inv.set_params(petrophysics__v_channel=0.04)
+    assert inv.petrophysics.v_channel == 0.04
+    assert clone(inv).petrophysics == LinearVelocity(v_channel=0.04)
+    assert LinearVelocity() != (0.08, 0.06) and LinearVelocity() != object()
+
+
 def test_check_petrophysics():
     assert check_petrophysics(None) == LinearVelocity()
     h = check_petrophysics((0.1, 0.05))  # (matrix, channel)

@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-import skvaeinv._utils as utils
+import skvaeinv._device as utils
 from skvaeinv import LatentInverter, VAEPrior
-from skvaeinv.engine import run_latent_sgd
 from skvaeinv.forward import StraightRay
 from skvaeinv.runtime import SlowPrecisionWarning, has_native_bfloat16
 
-from conftest import TINY_PRIOR_KW, slowness
+from conftest import TINY_PRIOR_KW, run_latent_sgd, slowness
 
 CPU = torch.device("cpu")
 
@@ -144,14 +143,18 @@ def test_engine_takes_auto(native, tiny_prior, survey, data, answer, same_as):
         rngs = [np.random.default_rng(i) for i in range(2)]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SlowPrecisionWarning)
+            # the engine takes a resolved precision: "auto" is resolved at the boundary
+            resolved = utils.resolve_precision(precision, CPU)
             runs[precision] = run_latent_sgd(decoder, forward, data[2], z0, rngs,
                                              petrophysics=slowness, epochs=2,
-                                             batch_size=64, precision=precision)
+                                             batch_size=64, precision=resolved)
     np.testing.assert_array_equal(runs["auto"].final_latents, runs[same_as].final_latents)
     assert not np.array_equal(runs["float32"].final_latents, runs["bfloat16"].final_latents)
-    with pytest.raises(ValueError, match="'auto'"):
-        run_latent_sgd(decoder, forward, data[2], z0, [np.random.default_rng(0)] * 2,
-                       petrophysics=slowness, epochs=1, batch_size=64, precision="half")
+    for unresolved in ("auto", "half"):
+        with pytest.raises(ValueError, match=f"precision='{unresolved}' is invalid.*resolve"):
+            run_latent_sgd(decoder, forward, data[2], z0, [np.random.default_rng(0)] * 2,
+                           petrophysics=slowness, epochs=1, batch_size=64,
+                           precision=unresolved)
 
 
 # ---------------------------------------------------------------------- no TF32 on GPUs
@@ -248,7 +251,7 @@ class _Recorder:
 
 def test_engine_runs_decoder_and_gradients_inside_ieee_float32(monkeypatch, tiny_prior,
                                                                 survey, data):
-    import skvaeinv.engine as engine
+    import skvaeinv.engine.loop as engine
     from skvaeinv.forward import TorchForward
 
     rec = _Recorder()
@@ -280,7 +283,7 @@ def test_engine_runs_decoder_and_gradients_inside_ieee_float32(monkeypatch, tiny
 
 
 def test_prior_runs_its_networks_inside_ieee_float32(monkeypatch, tiny_images):
-    import skvaeinv.prior as prior_module
+    import skvaeinv.prior._estimator as prior_module
 
     rec = _Recorder()
     monkeypatch.setattr(prior_module, "ieee_float32", rec)
@@ -376,8 +379,8 @@ def test_ieee_float32_changes_nothing_for_bfloat16_training_and_inversion(
     in training, every iterate's cast kept in the inversion)."""
     import contextlib
 
-    import skvaeinv.engine as engine
-    import skvaeinv.prior as prior_module
+    import skvaeinv.engine.loop as engine
+    import skvaeinv.prior._estimator as prior_module
     from skvaeinv.forward import TorchForward
 
     grid, rays = survey

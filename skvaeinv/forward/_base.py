@@ -35,8 +35,8 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator
 
-from .._utils import as_real_array
-from ..survey import Grid2D, _check_grid, _format_rows
+from .._validation import as_real_array
+from ..survey import Grid2D, _check_grid, _check_rays, _format_rows
 
 __all__ = ["ForwardOperator", "MatrixOperator"]
 
@@ -160,33 +160,7 @@ class ForwardOperator(BaseEstimator):
             For a wrong shape, NaN / inf coordinates, or sources / receivers outside
             the grid (the offending rows are named).
         """
-        grid = self._check_grid()
-        R = as_real_array(rays, "rays")
-        if R.ndim == 1 and R.shape == (4,):
-            R = R[None, :]
-        if R.ndim != 2 or R.shape[1] != 4:
-            raise ValueError(
-                f"rays has shape {R.shape}; expected (n_rays, 4) with columns xs, zs, xr, zr."
-            )
-        finite = np.isfinite(R).all(axis=1)
-        if not finite.all():
-            raise ValueError(
-                f"rays rows {_format_rows(np.flatnonzero(~finite))} contain NaN or inf "
-                "coordinates."
-            )
-        inside = grid.contains(R[:, :2]) & grid.contains(R[:, 2:])
-        if not inside.all():
-            raise ValueError(
-                f"rays rows {_format_rows(np.flatnonzero(~inside))} have a source or "
-                f"receiver outside the grid extent {grid.extent} (x_min, x_max, z_min, z_max)."
-            )
-        # points within Grid2D.contains' rounding tolerance beyond the edge are moved onto
-        # it, so no operator (or external backend) sees a point outside the grid
-        x0, x1, z0, z1 = grid.extent
-        lo, hi = np.array([x0, z0, x0, z0]), np.array([x1, z1, x1, z1])
-        if ((R < lo) | (R > hi)).any():
-            R = np.clip(R, lo, hi)
-        return np.ascontiguousarray(R)
+        return _check_rays(self._check_grid(), rays)
 
     # -- defaults for subclasses -------------------------------------------------------
     def _jacobian(self, slowness: np.ndarray | None, rays: np.ndarray) -> sp.csr_matrix:

@@ -23,7 +23,7 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numba import njit
@@ -39,7 +39,7 @@ def _compiled(**options: Any) -> Callable[[Callable[..., Any]], Any]:
     Numba caches compiled code next to this file or in the user's cache directory; where
     neither is writable (a read-only installation and home directory, as in some
     containers and clusters) ``cache=True`` fails at import. The functions are then
-    compiled at first use in every process instead (a few seconds), and an info message
+    compiled at first use in every process instead, and an info message
     says how to get the cache back (``NUMBA_CACHE_DIR``).
     """
     def decorate(func: Callable[..., Any]) -> Any:
@@ -78,6 +78,27 @@ def _place(heapk, heapv, hpos, i, key, node):  # pragma: no cover - compiled
     hpos[node] = i
 
 
+@_compiled(nogil=True, inline="always")
+def _sink(heapk, heapv, hpos, size):  # pragma: no cover - compiled
+    """Move the entry at position ``size`` (just past the heap's end) to the top of the
+    heap of ``size`` entries, and let it sink to its place."""
+    kx = heapk[size]
+    vx = heapv[size]
+    i = 0
+    while True:
+        c = 2 * i + 1
+        if c >= size:
+            break
+        if c + 1 < size and heapk[c + 1] < heapk[c]:
+            c += 1
+        if heapk[c] < kx:
+            _place(heapk, heapv, hpos, i, heapk[c], heapv[c])
+            i = c
+        else:
+            break
+    _place(heapk, heapv, hpos, i, kx, vx)
+
+
 @_compiled(nogil=True)
 def _search(indptr, indices, w, xs, zs, hs, root, targets, box,
             dist, pred, ppos, hval, hpos, heapk, heapv, mark):  # pragma: no cover - compiled
@@ -108,21 +129,7 @@ def _search(indptr, indices, w, xs, zs, hs, root, targets, box,
         hpos[u] = -2
         size -= 1
         if size > 0:  # the last entry moves to the top and sinks
-            kx = heapk[size]
-            vx = heapv[size]
-            i = 0
-            while True:
-                c = 2 * i + 1
-                if c >= size:
-                    break
-                if c + 1 < size and heapk[c + 1] < heapk[c]:
-                    c += 1
-                if heapk[c] < kx:
-                    _place(heapk, heapv, hpos, i, heapk[c], heapv[c])
-                    i = c
-                else:
-                    break
-            _place(heapk, heapv, hpos, i, kx, vx)
+            _sink(heapk, heapv, hpos, size)
         if mark[u]:
             mark[u] = 0
             remaining -= 1
@@ -220,20 +227,8 @@ def shortest_paths(
     """
     n = indptr.size - 1
     hs = float(s_min) * (1.0 - _H_MARGIN)
-    # one search per root, or one per ray for a root with at most ``split`` rays: a
-    # search towards a single target explores the least
-    order = np.argsort(root_row, kind="stable")
-    bounds = np.searchsorted(root_row[order], np.arange(roots.size + 1))
-    job_root: list[int] = []
-    job_rays: list[np.ndarray] = []
-    for j in range(roots.size):
-        members = order[bounds[j]:bounds[j + 1]]
-        parts = np.split(members, members.size) if members.size <= split else [members]
-        job_root += [int(roots[j])] * len(parts)
-        job_rays += parts
-    n_jobs = len(job_rays)
-    groups = [np.ascontiguousarray(target[m], dtype=np.int64) for m in job_rays]
-    boxes = [np.array([xs[g].min(), zs[g].min(), xs[g].max(), zs[g].max()]) for g in groups]
+    jobs = _plan_searches(roots, root_row, target, xs, zs, split)
+    n_jobs = len(jobs.rays)
     dist_t = np.empty(target.size)
     paths: list[tuple[np.ndarray, np.ndarray] | None] = [None] * n_jobs
     counter = itertools.count()
@@ -246,31 +241,64 @@ def shortest_paths(
         mark = np.zeros(n, np.uint8)
         try:
             while (j := next(counter)) < n_jobs:
-                left = _search(indptr, indices, w, xs, zs, hs, job_root[j], groups[j],
-                               boxes[j], dist, pred, ppos, hval, hpos, heapk, heapv, mark)
+                left = _search(indptr, indices, w, xs, zs, hs, jobs.root[j], jobs.targets[j],
+                               jobs.boxes[j], dist, pred, ppos, hval, hpos, heapk, heapv,
+                               mark)
                 if left:  # pragma: no cover - the grid graph is connected
                     raise RuntimeError("shortest-path graph is disconnected")
-                dist_t[job_rays[j]] = dist[groups[j]]
+                dist_t[jobs.rays[j]] = dist[jobs.targets[j]]
                 if edge_of_pos is not None:
-                    paths[j] = _paths(pred, ppos, edge_of_pos, job_root[j], groups[j])
+                    paths[j] = _paths(pred, ppos, edge_of_pos, jobs.root[j], jobs.targets[j])
         except BaseException as exc:  # pragma: no cover - re-raised below
             errors.append(exc)
 
-    n_threads = max(1, min(int(threads), n_jobs))
-    if n_threads == 1:
-        work()
-    else:
-        pool = [threading.Thread(target=work) for _ in range(n_threads)]
-        for th in pool:
-            th.start()
-        for th in pool:
-            th.join()
+    _in_threads(work, max(1, min(int(threads), n_jobs)))
     if errors:
         raise errors[0]
     if edge_of_pos is None:
         return dist_t, None, None
     if n_jobs == 0:
         return dist_t, np.empty(0, np.int64), np.empty(0, np.int64)
-    path_ray = np.concatenate([np.repeat(job_rays[j], paths[j][0]) for j in range(n_jobs)])
+    path_ray = np.concatenate([np.repeat(jobs.rays[j], paths[j][0]) for j in range(n_jobs)])
     path_edge = np.concatenate([paths[j][1] for j in range(n_jobs)])
     return dist_t, path_ray, path_edge
+
+
+class _Searches(NamedTuple):
+    """The searches of one call: each one's root node, rays, target nodes and the
+    bounding box of its targets."""
+
+    root: list[int]
+    rays: list[np.ndarray]
+    targets: list[np.ndarray]
+    boxes: list[np.ndarray]
+
+
+def _plan_searches(roots: np.ndarray, root_row: np.ndarray, target: np.ndarray,
+                   xs: np.ndarray, zs: np.ndarray, split: int) -> _Searches:
+    """One search per root, or one per ray for a root with at most ``split`` rays (a
+    search towards a single target explores the least)."""
+    order = np.argsort(root_row, kind="stable")
+    bounds = np.searchsorted(root_row[order], np.arange(roots.size + 1))
+    job_root: list[int] = []
+    job_rays: list[np.ndarray] = []
+    for j in range(roots.size):
+        members = order[bounds[j]:bounds[j + 1]]
+        parts = np.split(members, members.size) if members.size <= split else [members]
+        job_root += [int(roots[j])] * len(parts)
+        job_rays += parts
+    groups = [np.ascontiguousarray(target[m], dtype=np.int64) for m in job_rays]
+    boxes = [np.array([xs[g].min(), zs[g].min(), xs[g].max(), zs[g].max()]) for g in groups]
+    return _Searches(job_root, job_rays, groups, boxes)
+
+
+def _in_threads(work: Callable[[], None], n_threads: int) -> None:
+    """Run ``work`` in ``n_threads`` threads at once (in this one when 1)."""
+    if n_threads == 1:
+        work()
+        return
+    pool = [threading.Thread(target=work) for _ in range(n_threads)]
+    for th in pool:
+        th.start()
+    for th in pool:
+        th.join()

@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .._utils import resolve_device
+from .._device import resolve_device
 from ._base import ForwardOperator
 
 __all__ = ["TorchForward"]

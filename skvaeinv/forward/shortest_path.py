@@ -440,9 +440,9 @@ class ShortestPath(ForwardOperator):
         ``"numba"`` (and ``"auto"`` where numba is installed, as it is with
         skvaeinv's default dependencies): compiled searches that stop once their
         targets are reached and steer towards them (A* with a lower bound that keeps
-        them exact, see Notes); several run at once in ``n_jobs`` threads. On the
-        reference survey a mini-batch of 25 random rays is about 5 to 6 times faster
-        than with ``"scipy"``, a full-survey call about 1.3 times.
+        them exact, see Notes); several run at once in ``n_jobs`` threads. A
+        mini-batch of a few rays thus explores a small part of the graph, where
+        ``"scipy"`` labels all of it.
         ``"scipy"`` (and ``"auto"`` without numba): Dijkstra from
         :mod:`scipy.sparse.csgraph`, each run labelling the whole graph; ``n_jobs``
         worker processes.
@@ -458,9 +458,9 @@ class ShortestPath(ForwardOperator):
         None means 1 unless inside a :func:`joblib.parallel_config` context, -1 all
         cores). Threads take the searches one after another; with ``"scipy"`` the
         sources are split into ``n_jobs`` groups, and each worker process builds its
-        own copy of the graph on its first call and keeps it. About 2× on 2 cores for
-        a full-survey call (625 rays); also worth it for mini-batches with
-        ``"numba"``. Inside :class:`~skvaeinv.LatentInverter`
+        own copy of the graph on its first call and keeps it. Worth it for
+        full-survey calls, and for mini-batches with ``"numba"``. Inside
+        :class:`~skvaeinv.LatentInverter`
         leave it at None: the inverter sets it to its own ``n_jobs`` when its starts
         run in one process (one chunk, or a GPU) and leaves it at one worker when its
         chunks already fill the cores. Results do not depend on ``n_jobs``.

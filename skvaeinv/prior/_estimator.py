@@ -1,44 +1,40 @@
-"""The learned pattern prior: a variational autoencoder as a scikit-learn transformer."""
+"""The facade: :class:`VAEPrior`, a variational autoencoder as a scikit-learn transformer.
+
+Its parts live beside it: the training loop (:mod:`._training`), the file format and
+pickling (:mod:`._persistence`) and the latent density (:mod:`.density`). Here are the
+parameters, the validation of inputs, and encoding, decoding and sampling.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import functools
-import hashlib
 import logging
 import numbers
 import os
-import warnings
-import zipfile
-from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
-from tqdm.auto import tqdm
 
-from skvaeinv import _density
-from skvaeinv._networks import Decoder, Encoder
-from skvaeinv._utils import (as_real_array, autocast_context, check_finite, ieee_float32, int_pair,
-                             resolve_device, resolve_precision)
-from skvaeinv.metrics import _max_relative_error, two_point_probability
+from .._device import ieee_float32, resolve_device, resolve_precision
+from .._validation import as_real_array, check_finite, int_pair
+from . import _persistence
+from ._training import Trainer, TrainingSetup, build_networks
+from ._warnings import outside_stacklevel
+from .density import LatentDensity
 
 __all__ = ["VAEPrior"]
 
 logger = logging.getLogger(__name__)
 
-_FORMAT_VERSION = 2   # 2: the latent density may be a kernel density (tied)
-
-#: Rows per batch of ``transform``, ``inverse_transform`` and ``score_samples``. On a
-#: CPU small batches stay in the cache: with 64 rows the reference network decodes and
-#: encodes 1.3-1.5x faster than with 256 (``benchmarks/results/prior_batches.md``).
-#: GPUs take larger ones.
+#: Rows per batch of ``transform``, ``inverse_transform`` and ``score_samples`` on a
+#: CPU, where small batches stay in the cache; GPUs take larger ones.
 _CPU_ROWS = 64
 _DEVICE_ROWS = 256
 
@@ -83,12 +79,13 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         Width of the fully connected layer (reference: 512).
     device : str, default="auto"
         Torch device for training and encoding/decoding: "auto" (CUDA if available, else
-        CPU), "cpu", "cuda" or "cuda:N".
+        CPU), "cpu", "cuda" or "cuda:N". Resolved by :meth:`fit` (``device_``); a prior
+        loaded by :meth:`load` may hold its networks elsewhere (``load(device=...)``).
     precision : {"float32", "bfloat16", "auto"}, default="float32"
         Arithmetic for training. "bfloat16" uses autocast (mixed precision; weights stay
-        float32) and is about twice as fast on CPUs with AVX-512 BF16 and on GPUs; on
-        CPUs without native bfloat16 kernels (AVX2 only) torch emulates it, 10-20x
-        slower than float32, and fitting warns (``skvaeinv.runtime.SlowPrecisionWarning``).
+        float32), faster than float32 on CPUs with AVX-512 BF16 and on recent GPUs; on
+        CPUs without native bfloat16 kernels (AVX2 only) torch emulates it, much slower
+        than float32, and fitting warns (``skvaeinv.runtime.SlowPrecisionWarning``).
         "auto" trains in bfloat16 where the device has native kernels
         (:func:`skvaeinv.runtime.has_native_bfloat16`) and in float32 elsewhere, so its
         results depend on the machine. On a GPU, float32 convolutions (training and
@@ -96,8 +93,8 @@ class VAEPrior(TransformerMixin, BaseEstimator):
     compile : bool, default=False
         Compile the training step with :func:`torch.compile`; the layers then run in a
         fusable form (see ``skvaeinv._networks.run_layers``) with the same function.
-        About 1.2x faster for the study's network in bfloat16 on a 2-core CPU, after
-        10-60 s of compilation; needs a C++ compiler. Inference (``transform``,
+        Faster for long runs, after a compilation at the first step; needs a C++
+        compiler on a CPU. Inference (``transform``,
         ``inverse_transform``, ``sample``) is not compiled; for inversion see
         ``LatentInverter(compile=True)``.
     random_state : int, RandomState instance or None, default=None
@@ -122,7 +119,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
     decoder_ : torch.nn.Module
         Fitted decoder (latent vectors -> images in [0, 1]).
     device_ : torch.device
-        Device the modules live on.
+        Device the modules live on (:meth:`partial_fit` goes on training there).
     loss_curve_ : list of float
         Mean loss per image for each epoch (each :meth:`partial_fit` call adds one).
     n_iter_ : int
@@ -131,18 +128,19 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         Number of gradient steps taken.
     n_images_seen_ : int
         Number of images processed during training.
-    latent_density_ : sklearn.mixture.GaussianMixture
+    latent_density_ : LatentDensity
         Only after :meth:`fit_latent_density` (until the next :meth:`fit` or
-        :meth:`partial_fit`, which change the codes it was fitted to): a mixture
-        (full covariances) or kernel density (tied covariances; a subclass whose
-        ``score_samples`` scores all components at once) fitted to the latent codes of
-        real images, used by ``sample(..., source="density")``.
+        :meth:`partial_fit`, which change the codes it was fitted to): a Gaussian
+        mixture or kernel density fitted to the latent codes of real images, used by
+        ``sample(..., source="density")``.
     latent_bandwidth_ : float
-        Only with a kernel density: its bandwidth factor (given or cross-validated).
+        Only with a kernel density: its bandwidth factor (given or chosen), that is
+        ``latent_density_.bandwidth_``.
 
     See Also
     --------
     skvaeinv.LatentInverter : Inversion of traveltimes in this prior's latent space.
+    skvaeinv.prior.LatentDensity : The density of :meth:`fit_latent_density`.
     skvaeinv.datasets.make_channels : Procedural training images.
     skvaeinv.datasets.extract_patches : Random crops of a training image.
 
@@ -206,10 +204,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
     def _validate_images(self, X: Any, *, reset: bool) -> np.ndarray:
         """Return X as float32 ``(n, H, W)``, checking values and shape."""
         X = as_real_array(X, "X (images)", np.float32)
-        if reset:
-            shape = self.image_shape
-        else:
-            shape = self.image_shape_
+        shape = self.image_shape if reset else self.image_shape_
         if shape is not None:
             shape = int_pair(shape, "image_shape (H, W)")
         if X.ndim == 2:
@@ -248,7 +243,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
                 f"X has images of shape {tuple(X.shape[1:])} but this prior was fitted on "
                 f"images of shape {tuple(self.image_shape_)}."
             )
-        if reset and shape is not None and X.ndim == 3 and tuple(X.shape[1:]) != tuple(shape):
+        if reset and shape is not None and tuple(X.shape[1:]) != tuple(shape):
             raise ValueError(
                 f"X has images of shape {tuple(X.shape[1:])} but image_shape={tuple(shape)}."
             )
@@ -260,6 +255,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         return X
 
     def _validate_latents(self, Z: Any) -> np.ndarray:
+        """Return Z as float32 ``(n, latent_dim)``, checking values and shape."""
         Z = as_real_array(Z, "Z (latent vectors)")
         if Z.ndim == 1:
             Z = Z[None, :]
@@ -276,34 +272,52 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         return Z32
 
     # ------------------------------------------------------------------ training
-    def _init_modules(self, image_shape: tuple[int, int], rng: np.random.RandomState) -> None:
-        self.device_ = resolve_device(self.device)
+    def _training_setup(self, device: torch.device) -> TrainingSetup:
+        """This call's training settings; "auto" precision resolved for ``device``.
+
+        A warning for bfloat16 where the device would emulate it points at the line
+        that called ``fit`` or ``partial_fit``.
+        """
+        precision = resolve_precision(self.precision, device,
+                                      stacklevel=outside_stacklevel())
+        return TrainingSetup(device=device, precision=precision, beta=self.beta,
+                             batch_size=self.batch_size, compile=self.compile,
+                             verbose=self.verbose)
+
+    def _architecture(self) -> dict:
+        """The size parameters of the networks: ``latent_dim``, ``base_channels``, ..."""
+        return dict(latent_dim=self.latent_dim, base_channels=self.base_channels,
+                    hidden_units=self.hidden_units)
+
+    def _init_modules(self, image_shape: tuple[int, int], rng: np.random.RandomState,
+                      device: torch.device) -> None:
+        """Fresh networks, trainer and counters (the seeds come from ``rng``)."""
+        self.device_ = device
         self.image_shape_ = tuple(int(s) for s in image_shape)
-        seed = int(rng.randint(0, 2**31 - 1))
-        # Initialise weights from our own seed without leaving a trace in torch's
-        # global generators (no global state): the modules are built on the CPU, so only
-        # its generator is seeded (torch.manual_seed would reseed every GPU's too) and
-        # restored after.
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(seed)
-            kw = dict(latent_dim=self.latent_dim, base_channels=self.base_channels,
-                      hidden_units=self.hidden_units)
-            self.encoder_ = Encoder(self.image_shape_, **kw).to(self.device_)
-            self.decoder_ = Decoder(self.image_shape_, **kw).to(self.device_)
-        self._optimizer = self._make_optimizer()
-        self._torch_gen = torch.Generator(device=self.device_)
-        self._torch_gen.manual_seed(int(rng.randint(0, 2**31 - 1)))
-        self._rng = rng
+        self.encoder_, self.decoder_ = build_networks(
+            self.image_shape_, self._architecture(), device,
+            seed=int(rng.randint(0, 2**31 - 1)))
+        self._trainer = Trainer(self.encoder_, self.decoder_, lr=self.lr, rng=rng,
+                                noise_seed=int(rng.randint(0, 2**31 - 1)))
         self._drop_latent_density()   # fitted to the codes of an earlier network
         self.loss_curve_ = []
         self.n_iter_ = 0
         self.n_batches_ = 0
         self.n_images_seen_ = 0
 
+    def _restore_trainer(self) -> None:
+        """After unpickling or loading: a fresh Adam and random streams to keep training.
+
+        The batch order starts again from ``random_state``; the noise seed is offset by
+        the steps taken, so that it does not repeat the first steps' noise.
+        """
+        rng = check_random_state(self.random_state)
+        self._trainer = Trainer(self.encoder_, self.decoder_, lr=self.lr, rng=rng,
+                                noise_seed=int(rng.randint(0, 2**31 - 1)) + self.n_batches_)
+
     def _drop_latent_density(self) -> None:
-        """Forget the latent density (and bandwidth): the network it was fitted to changes."""
+        """Forget the latent density: the network it was fitted to changes."""
         self.__dict__.pop("latent_density_", None)
-        self.__dict__.pop("latent_bandwidth_", None)
 
     def _check_fitted(self) -> None:
         """NotFittedError before fit; ValueError if the network's size parameters changed.
@@ -323,74 +337,6 @@ class VAEPrior(TransformerMixin, BaseEstimator):
                 f"{', '.join(changed)} changed after fit, but the fitted network has "
                 f"{now}: call fit again to train a network of the new size, or set the "
                 "parameter back.")
-
-    def _make_optimizer(self) -> torch.optim.Adam:
-        """Adam over both networks, as one fused kernel where torch has one for the device.
-
-        The fused step is about 5x faster on a CPU (torch >= 2.4); older torch versions,
-        which fuse only on CUDA, fall back to the plain implementation.
-        """
-        params = list(self.encoder_.parameters()) + list(self.decoder_.parameters())
-        try:
-            return torch.optim.Adam(params, lr=self.lr, fused=True)
-        except RuntimeError:
-            return torch.optim.Adam(params, lr=self.lr)
-
-    def _loss_terms(self, x: torch.Tensor, eps: torch.Tensor | None
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed squared error and mean KL of a batch (float32); ``eps`` = noise."""
-        with autocast_context(self.device_, self._training_precision):
-            mean, logvar = self.encoder_(x)
-            z = mean if eps is None else mean + eps * torch.exp(0.5 * logvar)
-            recon = self.decoder_(z)
-        mean, logvar = mean.float(), logvar.float()
-        sse = ((recon.float() - x) ** 2).sum()
-        kl = (-0.5 * (1.0 + logvar - mean.pow(2) - logvar.exp())).mean()
-        return sse, kl
-
-    def _training_loss_fn(self):
-        if not self.compile:
-            return self._loss_terms
-        fn = getattr(self, "_compiled_loss", None)
-        if fn is None:
-            fn = self._compiled_loss = torch.compile(self._loss_terms)
-        return fn
-
-    def _run_epoch(self, X: np.ndarray, pbar: Any) -> float:
-        self.encoder_.train()
-        self.decoder_.train()
-        n = X.shape[0]
-        order = self._rng.permutation(n)
-        total = 0.0
-        bs = min(self.batch_size, n)
-        loss_fn = self._training_loss_fn()
-        for start in range(0, n, bs):
-            idx = np.sort(order[start:start + bs])
-            x = torch.from_numpy(X[idx]).to(self.device_)
-            eps = torch.randn((len(idx), self.latent_dim), generator=self._torch_gen,
-                              device=self.device_)
-            sse, kl = loss_fn(x, eps)
-            loss = sse + self.beta * kl
-            if not torch.isfinite(loss):
-                hint = ("lower lr or use precision='float32'"
-                        if self._training_precision == "bfloat16" else "lower lr")
-                raise FloatingPointError(
-                    f"VAE training diverged (loss={loss.item()}) at batch {self.n_batches_}; "
-                    f"{hint}.")
-            self._optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self._optimizer.step()
-            total += loss.item()
-            self.n_batches_ += 1
-            self.n_images_seen_ += len(idx)
-            if pbar is not None:
-                pbar.update(len(idx))
-                pbar.set_postfix(loss=f"{loss.item() / len(idx):.1f}")
-        epoch_loss = total / n
-        self.loss_curve_.append(epoch_loss)
-        self.n_iter_ += 1
-        logger.debug("epoch %d: loss per image %.3f", self.n_iter_, epoch_loss)
-        return epoch_loss
 
     def fit(self, X: Any, y: None = None) -> "VAEPrior":
         """Train the VAE on images.
@@ -422,8 +368,9 @@ class VAEPrior(TransformerMixin, BaseEstimator):
                     f"VAEPrior.fit needs at least 2 images to learn a distribution; got "
                     f"{X.shape[0]}."
                 )
-            self._init_modules(X.shape[1:], check_random_state(self.random_state))
-            self._train(X, self.epochs)
+            device = resolve_device(self.device)
+            self._init_modules(X.shape[1:], check_random_state(self.random_state), device)
+            self._train(X, self.epochs, self._training_setup(device))
         return self
 
     @contextlib.contextmanager
@@ -447,11 +394,11 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         """Run one epoch over ``X``, continuing from the current weights.
 
         Useful to train on a stream of fresh random crops that would not fit in memory
-        at once (see ``benchmarks/train_prior.py``). The first call initialises the
-        network; later calls use the current ``lr`` (``set_params(lr=...)`` between
-        calls changes the step size). The Adam moments live in memory only: after
-        pickling or :meth:`save` / :meth:`load`, training resumes with fresh moments, so
-        it does not repeat an uninterrupted run bit for bit.
+        at once. The first call initialises the network; later calls go on training on
+        ``device_`` with the current ``lr``, ``beta``, ``batch_size``, ``precision`` and
+        ``compile`` (``set_params`` between calls changes them). The Adam moments live
+        in memory only: after pickling or :meth:`save` / :meth:`load`, training resumes
+        with fresh moments, so it does not repeat an uninterrupted run bit for bit.
 
         Parameters
         ----------
@@ -477,8 +424,10 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         if first:
             with self._unchanged_on_error():   # a first call that fails leaves no network
                 X = self._validate_images(X, reset=True)
-                self._init_modules(X.shape[1:], check_random_state(self.random_state))
-                self._train(X, 1)
+                device = resolve_device(self.device)
+                self._init_modules(X.shape[1:], check_random_state(self.random_state),
+                                   device)
+                self._train(X, 1, self._training_setup(device))
             return self
         self._check_fitted()
         X = self._validate_images(X, reset=False)
@@ -487,40 +436,16 @@ class VAEPrior(TransformerMixin, BaseEstimator):
                         "network before this training and is dropped; refit it with "
                         "fit_latent_density.")
             self._drop_latent_density()
-        if not hasattr(self, "_optimizer"):
-            self._restore_training_state()
-        for group in self._optimizer.param_groups:
-            group["lr"] = float(self.lr)
-        self._train(X, 1)
+        if not hasattr(self, "_trainer"):
+            self._restore_trainer()
+        self._trainer.set_lr(float(self.lr))
+        self._train(X, 1, self._training_setup(self.device_))
         return self
 
-    def _restore_training_state(self) -> None:
-        """After unpickling/loading: a fresh optimizer and generators to keep training."""
-        self._optimizer = self._make_optimizer()
-        rng = check_random_state(self.random_state)
-        self._rng = rng
-        self._torch_gen = torch.Generator(device=self.device_)
-        self._torch_gen.manual_seed(int(rng.randint(0, 2**31 - 1)) + self.n_batches_)
-
-    def _train(self, X: np.ndarray, epochs: int) -> None:
-        # "auto" -> bfloat16 where the device has native kernels; a warning for bfloat16
-        # where it would be emulated (stacklevel: the caller of fit / partial_fit)
-        self._training_precision = resolve_precision(self.precision, self.device_,
-                                                     stacklevel=3)
-        pbar = None
-        if self.verbose:
-            pbar = tqdm(total=epochs * X.shape[0], unit="img", desc="VAEPrior",
-                        leave=False)
-        try:
-            with ieee_float32(self.device_):   # no TF32 convolutions on a GPU
-                for _ in range(epochs):
-                    self._run_epoch(X, pbar)
-        finally:
-            if pbar is not None:
-                pbar.close()
-            self._optimizer.zero_grad(set_to_none=True)   # no stale gradients kept
-        self.encoder_.eval()
-        self.decoder_.eval()
+    def _train(self, X: np.ndarray, epochs: int, setup: TrainingSetup) -> None:
+        """``epochs`` passes of the trainer over validated images ``X``."""
+        with ieee_float32(setup.device):   # no TF32 convolutions on a GPU
+            self._trainer.train(X, epochs, setup, self)
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -540,7 +465,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, H, W) or (n_samples, H*W)
-            Images in [0, 1], of the fitted shape.
+            Images to encode: values in [0, 1], of the fitted shape.
 
         Returns
         -------
@@ -561,7 +486,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         Z : array-like of shape (n_samples, latent_dim)
-            Latent vectors.
+            Latent vectors to decode.
 
         Returns
         -------
@@ -583,7 +508,9 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         images and gives blurred, too-channel-rich pictures (the "prior hole"). A
         density fitted to the codes of training images after training follows the
         aggregate posterior instead (Ghosh et al., 2020), and
-        ``sample(..., source="density")`` draws from it. The network is not changed.
+        ``sample(..., source="density")`` draws from it. The network is not changed:
+        this fits a :class:`~skvaeinv.prior.LatentDensity` to the codes and keeps it as
+        ``latent_density_``, replacing an earlier one only if the fit succeeds.
 
         Parameters
         ----------
@@ -595,51 +522,22 @@ class VAEPrior(TransformerMixin, BaseEstimator):
             5 folds (about ``1.25 * latent_dim + 2``).
         n_components : int, default=50
             Number of Gaussian components (full covariances) of ``kind="mixture"``;
-            ignored by ``kind="kernel"``.
+            ignored by ``kind="kernel"``, but validated.
         kind : {"mixture", "kernel"}, default="mixture"
             "mixture": a Gaussian mixture fitted by EM. "kernel": a Gaussian kernel
             density, one equal-weight component at each code, all with the codes'
-            covariance times ``bandwidth**2`` (stored as a tied-covariance
-            GaussianMixture holding every code, so its size grows with ``X``; its
-            ``score_samples`` takes all components at once). On the reference prior
-            the kernel density scores the codes of held-out crops 2.35 nats per code
-            higher than a 200-component mixture with ``bandwidth="cv"`` (and lower
-            with "pattern", which trades that likelihood for samples closer to the
-            training image), and its samples are statistically closer to the training
-            image with either
-            (``benchmarks/results/latent_density.md``).
+            covariance times ``bandwidth**2`` (its size grows with ``X``). On a
+            well-trained prior the kernel density usually explains the codes of
+            held-out images better than a mixture, and its samples are statistically
+            closer to the training image.
         bandwidth : float, "cv" or "pattern", default="cv"
             ``kind="kernel"`` only: the factor ``h`` of the kernel covariance
-            ``h**2 * cov(codes)``.
-
-            - "cv" picks it by maximising the 5-fold cross-validated log-likelihood of
-              the codes (at most 5,000 held-out codes scored; factors searched within
-              [0.02, 3], with a warning at the edge): the density that best explains
-              unseen codes.
-            - "pattern" picks it by the pattern statistics of the decoded samples. ``X``
-              is split into 5 random folds; with each fold held out in turn, a kernel
-              density on the codes of the other four draws 1,000 latent vectors for each
-              factor of 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.8 and 1.0 (the
-              same random numbers for all factors, scaled by the factor), and their
-              decoded images are compared with the held-out images by their two-point
-              curves along z and x (:func:`skvaeinv.metrics.two_point_probability`,
-              thresholded at 0.5, lags up to ``min(30, H // 2, W // 2)``; lag 0 is the
-              channel proportion). The factor with the smallest worst-lag relative error,
-              averaged over the folds, is kept. This targets what samples are judged by;
-              on the reference prior it picks a narrower kernel than "cv" (0.35 against
-              0.55) and about halves the worst-lag two-point error of its samples
-              (``benchmarks/results/prior_trend_pattern.md``). It decodes 55,000 images,
-              so it takes longer (a progress bar with ``verbose``; a warning if the choice
-              is the smallest or largest factor), and it wants thousands of images: on the
-              reference prior, 5,000 crops gave 0.30-0.35 over four random states and
-              18,000 gave 0.35-0.40 over three (one held-out fifth alone, instead of all
-              five, gave 0.1-0.5 with 5,000). Very small factors approach re-decoding the
-              images of ``X`` themselves (little variety); the smallest factor tried is
-              0.1.
-            - A float uses that factor.
-
-            As with "cv", the chosen factor then serves the density on the codes of all
-            of ``X``. Ignored by ``kind="mixture"``, but validated.
+            ``h**2 * cov(codes)``. "cv" maximises the 5-fold cross-validated
+            log-likelihood of the codes; "pattern" matches the two-point statistics of
+            decoded draws to those of held-out images of ``X`` (it decodes 55,000
+            images and wants thousands in ``X``; a progress bar with ``verbose``); a
+            float is used as it is. See :class:`~skvaeinv.prior.LatentDensity`.
+            Ignored by ``kind="mixture"``, but validated.
         random_state : int, RandomState instance or None, default=None
             Seed of the mixture's initialisation, of the cross-validation folds, or of
             the folds and the draws of ``bandwidth="pattern"``.
@@ -651,74 +549,28 @@ class VAEPrior(TransformerMixin, BaseEstimator):
             ``latent_bandwidth_``.
         """
         self._check_fitted()
-        if not isinstance(kind, str) or kind not in ("mixture", "kernel"):
-            raise ValueError(f"kind must be 'mixture' or 'kernel', got {kind!r}.")
-        if not isinstance(n_components, numbers.Integral) or n_components < 1:
-            raise ValueError(
-                f"n_components must be a positive integer, got {n_components!r}.")
-        if not (isinstance(bandwidth, str) and bandwidth in ("cv", "pattern")):
-            ok = isinstance(bandwidth, numbers.Real) and not isinstance(bandwidth, bool)
-            try:
-                ok = ok and 0 < float(bandwidth) < np.inf
-            except OverflowError:   # an int beyond float's range
-                ok = False
-            if not ok:
-                raise ValueError("bandwidth must be 'cv', 'pattern' or a positive finite "
-                                 f"factor, got {bandwidth!r}.")
+        density = LatentDensity(kind, n_components=n_components, bandwidth=bandwidth,
+                                random_state=random_state, verbose=self.verbose)
+        density._check_params()   # before the (long) encoding
         images = self._validate_images(X, reset=False)
-        Z = self._encode(images)
-        rng = check_random_state(random_state)
-        if kind == "mixture":
-            if Z.shape[0] < max(2, n_components):
-                raise ValueError(
-                    f"fit_latent_density needs at least n_components={n_components} "
-                    f"images (and at least 2), got {Z.shape[0]}; pass more images or "
-                    "fewer components.")
-            density, h = _density.mixture_density(Z, n_components, rng), None
-            logger.info("latent density: %d components fitted to %d codes", n_components,
-                        Z.shape[0])
-        else:
-            if bandwidth == "cv":
-                h = _density.cv_bandwidth(Z, rng)
-            elif bandwidth == "pattern":
-                h = self._pattern_bandwidth(images, Z, rng)
-            else:
-                h = float(bandwidth)
-            density = _density.kernel_density(Z, h)
-            logger.info("latent density: kernel density on %d codes, bandwidth factor %.3f",
-                        Z.shape[0], h)
-        self.latent_density_ = density
-        self.__dict__.pop("latent_bandwidth_", None)
-        if h is not None:
-            self.latent_bandwidth_ = h
+        self.latent_density_ = density.fit(self._encode(images), images=images,
+                                           decode=self.inverse_transform)
         return self
 
-    def _pattern_bandwidth(self, images: np.ndarray, Z: np.ndarray,
-                           rng: np.random.RandomState) -> float:
-        """The kernel factor of ``bandwidth="pattern"`` (see :meth:`fit_latent_density`)."""
-        n_folds = _density.PATTERN_FOLDS
-        folds = _density.fold_labels(*Z.shape, rng, n_folds, "pattern")
-        max_lag = min(_density.PATTERN_MAX_LAG, min(self.image_shape_) // 2)
+    @property
+    def latent_bandwidth_(self) -> float:
+        """The kernel latent density's bandwidth factor (``latent_density_.bandwidth_``).
 
-        def curves(images: np.ndarray) -> list[np.ndarray]:
-            return [two_point_probability(images, max_lag, axis=axis) for axis in "zx"]
-
-        def loss(z: np.ndarray, ref: list[np.ndarray]) -> float:   # worst lag, z and x
-            return max(map(_max_relative_error, curves(self.inverse_transform(z)), ref))
-
-        splits = []
-        for k in range(n_folds):
-            ref = curves(images[folds == k])
-            if min(c.min() for c in ref) <= 0:
-                raise ValueError(
-                    f"bandwidth='pattern' compares two-point curves (lags 0-{max_lag}) "
-                    "relative to those of each held-out fifth of X, and one of them is "
-                    "zero at some lag (too few channel pixels, or none that far apart): "
-                    "pass more images with channels, or use bandwidth='cv'.")
-            splits.append((Z[folds != k], functools.partial(loss, ref=ref)))
-        h, _ = _density.select_bandwidth(splits, _density.PATTERN_FACTORS, rng,
-                                         _density.PATTERN_DRAWS, verbose=bool(self.verbose))
-        return h
+        Raises
+        ------
+        AttributeError
+            Without a kernel latent density.
+        """
+        density = self.__dict__.get("latent_density_")
+        if density is None or not hasattr(density, "bandwidth_"):
+            raise AttributeError("latent_bandwidth_: this prior has no kernel latent "
+                                 "density (fit_latent_density(X, kind='kernel')).")
+        return density.bandwidth_
 
     def sample(self, n_samples: int = 1, random_state: Any = None, *,
                source: str = "normal") -> np.ndarray:
@@ -757,7 +609,7 @@ class VAEPrior(TransformerMixin, BaseEstimator):
             raise NotFittedError(
                 "sample(source='density') needs a latent density: call "
                 "prior.fit_latent_density(training_images) first.")
-        return _density.draw(self.latent_density_, n, rng)
+        return self.latent_density_.sample(n, rng)
 
     def score_samples(self, X: Any) -> np.ndarray:
         """Negative VAE loss of each image (an ELBO-type score, higher is better).
@@ -876,87 +728,35 @@ class VAEPrior(TransformerMixin, BaseEstimator):
         return np.asarray([f"z{i}" for i in range(self.latent_dim)], dtype=object)
 
     # ------------------------------------------------------------------ persistence
-    def _state(self, with_params: bool = True, with_density: bool = True) -> dict:
-        params = self.get_params(deep=False) if with_params else {}
-        if not isinstance(params.get("random_state"), (numbers.Integral, type(None))):
-            params["random_state"] = None   # a RandomState instance has no plain form
-        params = {k: _plain_value(v, k) for k, v in params.items()}
-        return {
-            "format": "skvaeinv.VAEPrior",
-            # version 1 unless a kernel density needs 2, so older releases read the rest
-            "format_version": _FORMAT_VERSION if getattr(
-                getattr(self, "latent_density_", None), "covariance_type", "full"
-            ) == "tied" else 1,
-            "params": params,
-            # the size the networks were built with (params may have changed since fit)
-            "architecture": dict(self.decoder_.architecture),
-            "image_shape_": [int(s) for s in self.image_shape_],
-            "loss_curve_": [float(v) for v in self.loss_curve_],
-            "n_iter_": int(self.n_iter_),
-            "n_batches_": int(self.n_batches_),
-            "n_images_seen_": int(self.n_images_seen_),
-            "encoder": {k: v.detach().cpu() for k, v in self.encoder_.state_dict().items()},
-            "decoder": {k: v.detach().cpu() for k, v in self.decoder_.state_dict().items()},
-            "saved_device": str(self.device_),
-            **({"latent_density": _density.density_state(
-                self.latent_density_, getattr(self, "latent_bandwidth_", None))}
-               if with_density and hasattr(self, "latent_density_") else {}),
-        }
-
-    def _load_state(self, state: dict) -> None:
-        self.image_shape_ = tuple(state["image_shape_"])
-        self.loss_curve_ = list(state["loss_curve_"])
-        self.n_iter_ = state["n_iter_"]
-        self.n_batches_ = state["n_batches_"]
-        self.n_images_seen_ = state["n_images_seen_"]
-        try:
-            self.device_ = resolve_device(self.device)
-        except ValueError:
-            warnings.warn(
-                f"this prior's device={self.device!r} is not available here; it is loaded "
-                "on the CPU and its device parameter set to 'cpu'.", RuntimeWarning,
-                stacklevel=3)
-            self.device = "cpu"
-            self.device_ = torch.device("cpu")
-        kw = state.get("architecture") or dict(
-            latent_dim=self.latent_dim, base_channels=self.base_channels,
-            hidden_units=self.hidden_units)
-        enc = Encoder(self.image_shape_, **kw)
-        dec = Decoder(self.image_shape_, **kw)
-        enc.load_state_dict(state["encoder"])
-        dec.load_state_dict(state["decoder"])
-        self.encoder_ = enc.to(self.device_).eval()
-        self.decoder_ = dec.to(self.device_).eval()
-        if "latent_density" in state:
-            self.latent_density_, h = _density.density_from_state(
-                state["latent_density"], int(kw["latent_dim"]))
-            if h is not None:
-                self.latent_bandwidth_ = h
-
     def __getstate__(self) -> dict:
-        state = {k: v for k, v in self.__dict__.items()
-                 if k not in ("encoder_", "decoder_", "_optimizer", "_torch_gen", "_rng",
-                              "device_", "_compiled_loss", "_training_precision")}
-        if hasattr(self, "encoder_"):
-            # the parameters and the latent density (the fitted scikit-learn object
-            # itself) travel in __dict__; the torch state holds the networks
-            state["_torch_state"] = self._state(with_params=False, with_density=False)
-        return state
+        """The pickled form: parameters and fitted attributes, networks as a torch state.
+
+        Returns
+        -------
+        state : dict
+            See :func:`skvaeinv.prior._persistence.getstate`.
+        """
+        return _persistence.getstate(self)
 
     def __setstate__(self, state: dict) -> None:
-        torch_state = state.pop("_torch_state", None)
-        self.__dict__.update(state)
-        if torch_state is not None:
-            self._load_state(torch_state)
+        """Restore from :meth:`__getstate__`'s form (the networks on ``device``'s device).
+
+        Parameters
+        ----------
+        state : dict
+            The pickled form.
+        """
+        _persistence.setstate(self, state)
 
     def save(self, path: str | os.PathLike) -> None:
         """Save the fitted prior to a file in a safe format.
 
         The file is a ``torch.save`` archive of tensors, numbers, strings and lists only
-        (no pickled code), loadable with ``torch.load(weights_only=True)``. It carries a
-        SHA-256 checksum of its contents, which :meth:`load` verifies (torch's reader
-        does not check the archive's own CRCs). The file is written atomically (to a
-        temporary name, then renamed).
+        (no pickled code), loadable with ``torch.load(weights_only=True)``. It holds the
+        constructor parameters, the networks, the training counters and the latent
+        density, and a SHA-256 checksum of its contents, which :meth:`load` verifies
+        (torch's reader does not check the archive's own CRCs). The file is written
+        atomically (to a temporary name, then renamed).
 
         Parameters
         ----------
@@ -971,39 +771,31 @@ class VAEPrior(TransformerMixin, BaseEstimator):
             If the destination is a folder (or an empty name).
         OSError
             If the file cannot be written; no partial or temporary file is left.
+        ValueError
+            If a parameter has no plain form (numbers, strings, lists) to be saved in.
         """
         self._check_fitted()
-        path = Path(path)
-        if not path.name or path.is_dir():
-            raise IsADirectoryError(f"cannot save to {str(path)!r}: it is a folder; give a "
-                                    "file name, e.g. 'prior.skv'.")
-        if not path.parent.is_dir():
-            raise FileNotFoundError(f"cannot save to {str(path)!r}: the folder "
-                                    f"{str(path.parent)!r} does not exist; create it first.")
-        state = self._state()
-        state["checksum"] = _checksum(state)
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            try:
-                torch.save(state, tmp)
-            except RuntimeError as exc:   # torch reports an unwritable file this way
-                raise OSError(f"cannot write {str(path)!r}: {exc}") from exc
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)   # what a failed torch.save left (gone if replaced)
+        _persistence.save(self, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None) -> "VAEPrior":
         """Load a prior written by :meth:`save`.
+
+        The loaded prior has the saved parameters (``get_params()`` equals the saved
+        prior's, a ``random_state`` that was a RandomState instance excepted: it is
+        saved as None) and the saved fitted state.
 
         Parameters
         ----------
         path : str or path-like
             File written by :meth:`save`.
         device : str or None, default=None
-            Override the saved ``device`` parameter (e.g. "cpu"); an unavailable device
-            is an error. With None, the saved parameter is used; a prior saved with a
-            GPU device loads on the CPU, with a warning, when no GPU is present.
+            Where the loaded networks live (``device_``, where :meth:`transform`,
+            :meth:`inverse_transform` and :meth:`partial_fit` run), e.g. "cpu"; an
+            unavailable device is an error. It is fitted state: the ``device``
+            parameter stays as saved and serves the next :meth:`fit`. With None, the
+            device of the saved parameter; a prior saved with a GPU device loads on the
+            CPU, with a warning, when no GPU is present.
 
         Returns
         -------
@@ -1019,114 +811,18 @@ class VAEPrior(TransformerMixin, BaseEstimator):
             does not match, or entries are missing or do not fit), was written by a newer
             skvaeinv, or ``device`` is not available.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no prior file at {str(path)!r}")
-        with open(path, "rb") as fh:   # an unreadable file: the system's own error
-            if not fh.read(1):
-                raise ValueError(f"{str(path)!r} is empty, not a prior file written by "
-                                 "VAEPrior.save.")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch raises several types for corrupt/unsafe files
-            lines = str(exc).strip().splitlines()
-            if not zipfile.is_zipfile(path):
-                reason = ("it is not an archive written by torch.save (a text file, or a "
-                          "file cut short?)")
-            elif isinstance(exc, EOFError) or not lines:
-                reason = ("the file is empty or cut short" if isinstance(exc, EOFError)
-                          else type(exc).__name__)
-            elif "weights only" in lines[0].lower() or "weights_only" in lines[0]:
-                reason = "it holds objects other than tensors and plain values"
-            else:
-                reason = lines[0]
-            raise ValueError(
-                f"{str(path)!r} is not a readable skvaeinv prior file "
-                f"(expected a file written by VAEPrior.save): {reason}.") from exc
-        if not isinstance(state, dict) or state.get("format") != "skvaeinv.VAEPrior":
-            raise ValueError(f"{str(path)!r} is not a skvaeinv prior file "
-                             "(written by VAEPrior.save).")
-        version = state.get("format_version", 0)
-        if not isinstance(version, int) or isinstance(version, bool):
-            raise ValueError(f"{str(path)!r} is a damaged prior file: its format_version "
-                             f"is {version!r}, not an integer.")
-        if version > _FORMAT_VERSION:
-            raise ValueError(
-                f"{str(path)!r} was written by a newer skvaeinv (format version "
-                f"{state['format_version']}); upgrade skvaeinv to read it.")
-        # files written since the checksum exists carry one (torch's own reader does not
-        # check the archive's CRCs, so changed bytes in the weights would load silently)
-        if "checksum" in state and state["checksum"] != _checksum(
-                {k: v for k, v in state.items() if k != "checksum"}):
-            raise ValueError(f"{str(path)!r} is a damaged prior file: its contents do not "
-                             "match the checksum written with them.")
-        if device is not None:
-            resolve_device(device)  # a clear error for an unavailable device
-        try:
-            params = dict(state["params"])
-            if params.get("image_shape") is not None:
-                params["image_shape"] = tuple(params["image_shape"])
-            if device is not None:
-                params["device"] = device
-            prior = cls(**params)
-            prior._load_state(state)
-            prior._check_fitted()   # the saved parameters describe the saved networks
-        except (KeyError, TypeError, RuntimeError, ValueError, AttributeError) as exc:
-            # missing entries, unknown parameters, weights that do not fit the network,
-            # entries of the wrong kind, a latent density that is not positive definite
-            raise ValueError(f"{str(path)!r} is a damaged or incompatible prior file "
-                             f"({type(exc).__name__}: {exc}).") from exc
-        return prior
+        return _persistence.load(cls, path, device)
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Any:
+        """Images in, 2-D (flat) or 3-D; fitting is required.
+
+        Returns
+        -------
+        tags : sklearn.utils.Tags
+            The estimator's tags.
+        """
         tags = super().__sklearn_tags__()
         tags.input_tags.two_d_array = True
         tags.input_tags.three_d_array = True
         tags.requires_fit = True
         return tags
-
-
-
-def _checksum(state: Any) -> str:
-    """SHA-256 of a saved state: every key, plain value and tensor (dtype, shape, bytes)."""
-    h = hashlib.sha256()
-
-    def feed(value: Any) -> None:
-        if isinstance(value, dict):
-            for key in sorted(value, key=str):
-                h.update(f"<{key!s}>".encode())
-                feed(value[key])
-        elif isinstance(value, (list, tuple)):
-            h.update(b"[")
-            for item in value:
-                feed(item)
-            h.update(b"]")
-        elif isinstance(value, torch.Tensor):
-            t = value.detach().cpu().contiguous()
-            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-        else:
-            h.update(repr(value).encode())
-
-    feed(state)
-    return h.hexdigest()
-
-
-def _plain_value(value: Any, name: str) -> Any:
-    """``value`` as the plain Python types a ``weights_only`` load accepts.
-
-    numpy scalars (as ``np.arange`` grids and ``GridSearchCV.best_params_`` give) become
-    Python numbers, tuples lists and devices strings; anything else is refused here, at
-    save time, rather than written into a file that cannot be loaded.
-    """
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, torch.device):
-        return str(value)
-    if isinstance(value, (tuple, list)):
-        return [_plain_value(v, name) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    raise ValueError(
-        f"VAEPrior parameter {name}={value!r} cannot be saved: the safe file format holds "
-        "numbers, strings and lists only. Set it to a plain value before saving.")

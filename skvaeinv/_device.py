@@ -1,29 +1,32 @@
-"""Small shared helpers: torch device/precision resolution and input validation."""
+"""Torch devices and arithmetic precision: which device, which dtype, and plain float32.
+
+:func:`resolve_device` turns a ``device`` parameter into a :class:`torch.device`;
+:func:`resolve_precision` and :func:`resolve_dtype` turn a ``precision`` parameter into
+the arithmetic used there (bfloat16 only where the device runs it natively, see
+:func:`has_native_bfloat16`); :func:`autocast_context` and :func:`ieee_float32` put that
+arithmetic in force for a block of code; :func:`is_device_error` tells a failing device
+from a bad input.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import math
-import numbers
 import threading
 import warnings
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import torch
 
 __all__ = [
     "resolve_device",
+    "SlowPrecisionWarning",
+    "has_native_bfloat16",
+    "resolve_precision",
     "resolve_dtype",
     "autocast_context",
     "ieee_float32",
     "is_device_error",
-    "input_errors",
-    "as_real_array",
-    "check_finite",
-    "int_pair",
-    "torch_generator",
 ]
 
 
@@ -107,7 +110,7 @@ def has_native_bfloat16(device: str | torch.device = "cpu") -> bool:
         emulate bfloat16, which :func:`torch.cuda.is_bf16_supported` counts as supported
         by default). CPU: whether oneDNN has bfloat16 kernels for this processor
         (AVX-512, or AVX2 with AVX-NE-CONVERT in recent oneDNN); elsewhere torch falls back
-        to reference kernels, 10-20x slower than float32 for the study's network.
+        to reference kernels, much slower than float32.
         Devices or torch builds that cannot tell count as True.
 
     Raises
@@ -295,139 +298,3 @@ def is_device_error(exc: BaseException) -> bool:
     text = str(exc)
     return isinstance(exc, RuntimeError) and ("CUDA error" in text
                                               or "out of memory" in text)
-
-
-@contextlib.contextmanager
-def input_errors(catch: type[BaseException] | tuple[type[BaseException], ...],
-                 message: Any) -> Iterator[None]:
-    """Turn ``catch`` exceptions raised in the block into ``ValueError(message(exc))``.
-
-    For checks that run the user's input (a decoder, a petrophysics mapping) once: a
-    failure there is the input's, and the message says how to fix it. Errors that say
-    the device failed (:func:`is_device_error`) pass unchanged.
-
-    Parameters
-    ----------
-    catch : exception type or tuple of types
-        What the check blames on the input.
-    message : callable
-        ``message(exc) -> str``, the ValueError's text.
-
-    Yields
-    ------
-    None
-        Control, for the check.
-    """
-    try:
-        yield
-    except catch as exc:
-        if is_device_error(exc):
-            raise
-        raise ValueError(message(exc)) from exc
-
-
-def as_real_array(values: Any, name: str, dtype: Any = np.float64) -> np.ndarray:
-    """Return ``values`` as a real ``dtype`` array, or raise a ValueError naming ``name``.
-
-    Complex input is refused rather than silently losing its imaginary part.
-    """
-    try:
-        if np.iscomplexobj(values):
-            raise ValueError(f"Complex data not supported: {name} must be real; pass "
-                             f"np.real(...) or np.abs(...) if that is what you mean.")
-        return np.asarray(values, dtype=dtype)
-    except ValueError as exc:
-        if str(exc).startswith("Complex data"):
-            raise
-        raise ValueError(f"{name} could not be converted to a float array: {exc}") from exc
-    except TypeError as exc:
-        raise ValueError(f"{name} could not be converted to a float array: {exc}") from exc
-    except RuntimeError as exc:  # e.g. a torch tensor that requires grad
-        raise ValueError(f"{name} could not be converted to a numpy array ({exc}); pass "
-                         "tensor.detach() for a torch tensor.") from exc
-
-
-def int_pair(value: Any, name: str, *, minimum: int = 1) -> tuple[int, int]:
-    """``value`` as a pair of integers ``>= minimum``, or a ValueError naming ``name``.
-
-    Integral floats (``64.0``) are accepted; ``2.7``, booleans, strings, NaN and
-    sequences of another length are not.
-    """
-    items = whole_numbers(value, 2, minimum)
-    if items is None:
-        raise ValueError(f"{name} must be a pair of integers >= {minimum}, got {value!r}.")
-    return items[0], items[1]
-
-
-def whole_numbers(value: Any, length: int, minimum: float = -math.inf
-                  ) -> tuple[int, ...] | None:
-    """``value`` as ``length`` integers ``>= minimum``, or None if it is not that.
-
-    Integral floats (``64.0``) count as integers; ``2.7``, booleans, strings and NaN
-    do not.
-    """
-    try:
-        items = list(value)
-    except TypeError:
-        return None
-    ok = len(items) == length and all(
-        isinstance(v, numbers.Real) and not isinstance(v, bool) and np.isfinite(v)
-        and float(v) == int(v) and int(v) >= minimum for v in items)
-    return tuple(int(v) for v in items) if ok else None
-
-
-def check_finite(array: np.ndarray, name: str) -> None:
-    """Raise a ValueError naming ``name`` if ``array`` holds NaN or inf."""
-    if not np.all(np.isfinite(array)):
-        n_bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
-        raise ValueError(
-            f"{name} contains {n_bad} NaN or infinite value(s); remove or impute them first."
-        )
-
-
-def torch_generator(seed: int | np.random.Generator | Any, device: torch.device | str = "cpu"
-                    ) -> torch.Generator:
-    """A torch Generator seeded from an int or from a numpy Generator."""
-    if isinstance(seed, np.random.Generator):
-        seed = int(seed.integers(0, 2**63 - 1))
-    elif not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed must be an int or numpy Generator, got {type(seed).__name__}")
-    gen = torch.Generator(device=torch.device(device))
-    gen.manual_seed(int(seed))
-    return gen
-
-
-def load_plain_npy(path: Any, what: str, *, keep_dtype: bool = False) -> np.ndarray:
-    """Load a ``.npy`` file safely (``allow_pickle=False``) as a real numeric array.
-
-    Parameters
-    ----------
-    path : str or path-like
-        The ``.npy`` file.
-    what : str
-        What the file holds, for error messages (e.g. "training image").
-    keep_dtype : bool, default=False
-        Return the array with its stored (boolean, integer or float) dtype instead of
-        float64.
-
-    Returns
-    -------
-    ndarray
-        The array, float64 unless ``keep_dtype``.
-
-    Raises
-    ------
-    ValueError
-        Naming ``what`` and the file, when it holds pickled objects or is not a real
-        numeric array (strings, dates, complex or structured values are refused).
-    """
-    try:
-        arr = np.load(path, allow_pickle=False)
-        if arr.dtype.kind == "c":
-            as_real_array(arr, f"{what} file {str(path)!r}")   # raises its complex error
-        if arr.dtype.kind not in "biuf":
-            raise ValueError(f"its dtype is {arr.dtype}, not a number type")
-        return arr if keep_dtype else arr.astype(np.float64)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{what} file {str(path)!r} is not a plain numeric .npy array: "
-                         f"{exc}") from exc

@@ -1,0 +1,16 @@
+"""Tests of skvaeinv.demo (the ``demo`` command's options and output are in test_cli)."""
+
+from pathlib import Path
+
+from skvaeinv.demo import DEMO_PRIOR_FILE, run_demo
+
+
+def test_demo_small_run_resembles_truth(tmp_path):
+    """The demo's inversion (shipped prior, fewer starts and epochs) finds a model much
+    closer to the held-out truth than the prior's mean image, and writes its figure."""
+    assert DEMO_PRIOR_FILE.is_file(), "the demo prior must ship with the package"
+    summary = run_demo(out_dir=tmp_path, starts=4, epochs=30, progress=False)
+    assert summary["model_rmse_best"] < 0.8 * summary["model_rmse_prior_mean_image"]
+    # the data are fitted about as well as the truth's own latent code fits them
+    assert summary["data_rmse_best_ns"] <= 1.1 * summary["data_rmse_truth_code_ns"]
+    assert Path(summary["figure"]).stat().st_size > 10_000
