@@ -329,14 +329,14 @@ def _add_train_prior_command(sub: Any, verbose: argparse.ArgumentParser) -> None
     t.set_defaults(func=_cmd_train_prior)
 
 
-def _add_invert_command(sub: Any, verbose: argparse.ArgumentParser) -> None:
-    """The ``invert`` command and its options."""
-    i = sub.add_parser("invert", parents=[verbose],
-                       help="invert traveltimes with a trained prior",
-                       description="Rays: CSV (or .npy) with 4 columns xs,zs,xr,zr in metres "
+#: help, description and epilog of the commands whose result files need describing
+_DOCS = {
+    "invert": dict(
+        help="invert traveltimes with a trained prior",
+        description="Rays: CSV (or .npy) with 4 columns xs,zs,xr,zr in metres "
                        "(z positive down), one ray per row, optional header line. "
                        "Traveltimes: one column (ns), same order.",
-                       epilog="The result file (.npz, np.load(path)) holds: model (best "
+        epilog="The result file (.npz, np.load(path)) holds: model (best "
                        "facies image), models, latents and data_rmse (per start), "
                        "best_index, predicted (traveltimes of the best model), accepted "
                        "(indices of the starts with data_rmse <= --threshold; all finite "
@@ -344,7 +344,30 @@ def _add_invert_command(sub: Any, verbose: argparse.ArgumentParser) -> None:
                        "ensemble_std (of the accepted models), slowness (of the best "
                        "model, ns/m), history_data_rmse and history_z_norm (start x "
                        "iteration), history_lr and history_reg_weight (per iteration), "
-                       "interrupted.")
+                       "interrupted."),
+    "sample": dict(
+        help="sample the posterior of the latent code (MCMC)",
+        description="The inputs of invert; batched Markov chains in the "
+                       "prior's latent space give the posterior mean, spread, channel "
+                       "probability and credible intervals of each cell.",
+        epilog="The result file (.npz) holds: posterior_mean, posterior_std, "
+                       "channel_probability, credible_lower and credible_upper (at "
+                       "--level), samples (chain x draw x latent), log_posterior, "
+                       "acceptance_rate and step_size (per chain), rhat and ess_bulk (per "
+                       "latent dimension), noise_std (draws, with --noise-std estimate), "
+                       "predicted (traveltimes of the posterior mean), n_gradient_evals."),
+}
+
+
+def _documented_parser(sub: Any, name: str, verbose: argparse.ArgumentParser
+                       ) -> argparse.ArgumentParser:
+    """The subparser of command ``name`` with its texts from :data:`_DOCS`."""
+    return sub.add_parser(name, parents=[verbose], **_DOCS[name])
+
+
+def _add_invert_command(sub: Any, verbose: argparse.ArgumentParser) -> None:
+    """The ``invert`` command and its options."""
+    i = _documented_parser(sub, "invert", verbose)
     _add_survey_arguments(i)
     i.add_argument("--starts", type=int, default=20)
     i.add_argument("--schedule", choices=["straight", "bent", "bent-long"], default=None,
@@ -396,17 +419,7 @@ def _add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_sample_command(sub: Any, verbose: argparse.ArgumentParser) -> None:
     """The ``sample`` command and its options."""
-    c = sub.add_parser("sample", parents=[verbose],
-                       help="sample the posterior of the latent code (MCMC)",
-                       description="The inputs of invert; batched Markov chains in the "
-                       "prior's latent space give the posterior mean, spread, channel "
-                       "probability and credible intervals of each cell.",
-                       epilog="The result file (.npz) holds: posterior_mean, posterior_std, "
-                       "channel_probability, credible_lower and credible_upper (at "
-                       "--level), samples (chain x draw x latent), log_posterior, "
-                       "acceptance_rate and step_size (per chain), rhat and ess_bulk (per "
-                       "latent dimension), noise_std (draws, with --noise-std estimate), "
-                       "predicted (traveltimes of the posterior mean), n_gradient_evals.")
+    c = _documented_parser(sub, "sample", verbose)
     _add_survey_arguments(c)
     c.add_argument("--sampler", choices=["mala", "hmc", "pcn"], default="mala")
     c.add_argument("--chains", type=int, default=8)

@@ -500,13 +500,12 @@ class ShortestPath(ForwardOperator):
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from skvaeinv.survey import Grid2D
-    >>> from skvaeinv.forward import ShortestPath
-    >>> grid = Grid2D((4, 4), 1.0)
-    >>> op = ShortestPath(grid, secondary_nodes=2)
-    >>> rays = np.array([[0.0, 2.0, 4.0, 2.0]])
-    >>> op.traveltimes(np.full(grid.shape, 0.5), rays)
+    A homogeneous 4 m x 4 m square crossed at mid-depth (slowness 0.5: 2 time units):
+
+    >>> from skvaeinv import forward, survey
+    >>> grid = survey.Grid2D((4, 4), 1.0)
+    >>> bent = forward.ShortestPath(grid, secondary_nodes=2)
+    >>> bent.traveltimes([[0.5] * 4] * 4, [[0.0, 2.0, 4.0, 2.0]])
     array([2.])
     """
 

@@ -115,13 +115,12 @@ class StraightRay(ForwardOperator):
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from skvaeinv.survey import Grid2D
+    A horizontal ray (3 m) and the diagonal (5 m) of a 3 m x 4 m grid of slowness 2:
+
     >>> from skvaeinv.forward import StraightRay
-    >>> grid = Grid2D((4, 3), 1.0)
-    >>> op = StraightRay(grid)
-    >>> rays = np.array([[0.0, 0.5, 3.0, 0.5], [0.0, 0.0, 3.0, 4.0]])
-    >>> op.traveltimes(np.full(grid.shape, 2.0), rays)
+    >>> from skvaeinv.survey import Grid2D
+    >>> straight = StraightRay(Grid2D((4, 3), 1.0))
+    >>> straight.traveltimes([[2.0] * 3] * 4, [[0.0, 0.5, 3.0, 0.5], [0.0, 0.0, 3.0, 4.0]])
     array([ 6., 10.])
     """
 
