@@ -38,9 +38,8 @@ _KERNELS = (5, 5, 4, 4)
 
 # _NORM_RELU: the ReLU after an InstanceNorm2d is not in place. instance_norm returns a
 # view of a reshaped batch_norm output, and an in-place op on a view makes autograd
-# rebuild the whole base in the backward pass (a zero fill and a copy per layer). With
-# the study's network that made an inversion ~5 % slower, for the same results
-# (benchmarks/results/relu_inplace.md; a training step is within noise either way).
+# rebuild the whole base in the backward pass (a zero fill and a copy per layer), for
+# the same results (the relu_inplace study of benchmarks/ measured it).
 
 
 def padded_size(n: int) -> int:
