@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
           + "\n")
     print(md)
     if args.name:
-        write_results(args.name, {**payload, "rows": rows}, md, study="redesign_speed")
+        write_results(args.name, {**payload, "rows": rows}, md, study="redesign")
     return 0
 
 
