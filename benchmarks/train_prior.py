@@ -138,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compile", action="store_true", help="torch.compile the training step")
     ap.add_argument("--out", default="benchmarks/priors/reference_prior.skv")
     ap.add_argument("--resume", action="store_true", help="continue from --out")
+    ap.add_argument("--lr", type=float, default=None,
+                    help="Adam's learning rate for this run (default: the saved prior's, "
+                         "1e-3 for a new one); e.g. a lower one to anneal a resumed run")
     ap.add_argument("--evaluate-only", action="store_true", help="skip training, evaluate --out")
     ap.add_argument("--throughput-batches", type=int, default=5)
     ap.add_argument("--throughput-device", default="cpu",
@@ -208,10 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.evaluate_only:
         if args.resume and out.exists():
             prior = VAEPrior.load(out)
-            prior.set_params(compile=args.compile, precision=args.precision)
-            log.info("resuming from %s (%d images seen)", out, prior.n_images_seen_)
+            prior.set_params(compile=args.compile, precision=args.precision,
+                             **({} if args.lr is None else {"lr": args.lr}))
+            log.info("resuming from %s (%d images seen, Adam lr %g)", out,
+                     prior.n_images_seen_, prior.lr)
         else:
-            prior = VAEPrior(latent_dim=20, beta=1000.0, batch_size=100, lr=1e-3,
+            prior = VAEPrior(latent_dim=20, beta=1000.0, batch_size=100,
+                             lr=1e-3 if args.lr is None else args.lr,
                              precision=args.precision, device="auto", compile=args.compile,
                              random_state=args.seed)
         t0 = time.perf_counter()

@@ -198,3 +198,21 @@ def test_plot_posterior(tiny_prior, survey, data, tmp_path):
             "trace of z[0]", "R-hat per latent dimension"} <= set(titles)
     fig.savefig(tmp_path / "posterior.png")
     assert (tmp_path / "posterior.png").stat().st_size > 1000
+
+
+@pytest.mark.filterwarnings("ignore:the chains have not mixed")   # short chains
+def test_bent_rays_through_the_same_bridge(tiny_prior, bent_data, data):
+    from skvaeinv.forward import ShortestPath
+
+    grid, rays, op, y = bent_data
+    post = LatentSampler(tiny_prior, op, n_chains=2, n_samples=6, n_warmup=2,
+                         noise_std=0.2, init=data[0][0], device="cpu", random_state=0)
+    post.fit(rays, y)
+    assert np.isfinite(post.log_posterior_).all()
+    # the exact bent-ray forward of every draw: the stored log-posterior of the last
+    # draw is the Gaussian misfit of its decoded model's shortest-path times
+    z = post.samples_[0, -1]
+    model = tiny_prior.inverse_transform(z[None])[0]
+    r = ShortestPath(grid, secondary_nodes=1).traveltimes(slowness(model), rays) - y
+    expected = -0.5 * np.sum(r ** 2) / 0.2 ** 2 - 0.5 * z @ z
+    assert post.log_posterior_[0, -1] == pytest.approx(expected, rel=1e-4)
