@@ -334,9 +334,10 @@ class LatentSampler(LatentModelMixin, BaseEstimator):
         if self.samples_.shape[0] > 1 and not np.all(self.rhat_ <= RHAT_LIMIT):
             warnings.warn(
                 f"the chains have not mixed: max R-hat {np.nanmax(self.rhat_):.3f} > "
-                f"{RHAT_LIMIT} (min bulk ESS {np.nanmin(self.ess_bulk_):.0f}); chains "
-                "started in different modes may stay there. Sample longer, start from one "
-                "mode, or use replica exchange (temperatures=...).", UserWarning,
+                f"{RHAT_LIMIT} (min bulk ESS {np.nanmin(self.ess_bulk_):.0f}). R-hat <= "
+                "1.01 needs a bulk ESS of roughly 8x the number of chains: sample longer "
+                "or warm up longer; if chains sit in different modes, use replica "
+                "exchange (temperatures=...).", UserWarning,
                 stacklevel=4)
         if self.verbose:
             logger.info("LatentSampler: acceptance %.2f, max R-hat %.3f, min bulk ESS %.0f, "
