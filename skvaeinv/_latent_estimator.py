@@ -258,6 +258,37 @@ def check_weights(sample_weight: Any, y: np.ndarray) -> np.ndarray:
     return w / w.max()
 
 
+def check_sigma(sigma: Any, n_rays: int, *, allow_scalar: bool = False) -> np.ndarray:
+    """Per-ray standard deviations (ns): one per ray, finite and > 0.
+
+    Parameters
+    ----------
+    sigma : float or array-like of shape (n_rays,)
+        The picking errors.
+    n_rays : int
+        Number of data.
+    allow_scalar : bool, default=False
+        Accept one value for all rays.
+
+    Returns
+    -------
+    ndarray of shape (n_rays,)
+        The errors as float64.
+    """
+    if allow_scalar and np.ndim(sigma) == 0:
+        sigma = np.full(n_rays, as_real_array(sigma, "sigma").item())
+    s = as_real_array(sigma, "sigma").reshape(-1) if np.ndim(sigma) else None
+    if s is None or s.size != n_rays:
+        raise ValueError(f"sigma has shape {np.shape(sigma)}; expected one standard "
+                         f"deviation per ray, ({n_rays},)"
+                         + (" or one for all" if allow_scalar else "") + ".")
+    bad = np.flatnonzero(~(np.isfinite(s) & (s > 0)))
+    if bad.size:
+        raise ValueError(f"sigma must be finite and > 0 (ns); {bad.size} value(s) are not, "
+                         f"the first at row {bad[0]} ({s[bad[0]]!r}).")
+    return s
+
+
 def check_decoder(decoder: Any, latent_dim: int, image_shape: tuple[int, int],
                   device: torch.device) -> None:
     """Check that the prior's decoder maps ``(1, latent_dim)`` to ``(1, *image_shape)``.

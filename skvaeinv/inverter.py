@@ -17,8 +17,8 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from skvaeinv._validation import check_traveltimes
-from skvaeinv._latent_estimator import (LatentModelMixin, Runtime, check_weights,
-                                 initial_latents)
+from skvaeinv._latent_estimator import (LatentModelMixin, Runtime, check_sigma,
+                                        check_weights, initial_latents)
 from skvaeinv._parallel import (chunk_context, operator_with_spare_cores, run_chunks,
                                 split_starts, start_generators)
 from skvaeinv.engine import EngineResult, SGDConfig, SGDHistory, run_latent_sgd
@@ -96,6 +96,8 @@ class Ensemble:
         Fraction of accepted models with ``m > 0.5`` in each cell.
     std : ndarray of shape (H, W)
         Standard deviation of the accepted models (spread).
+    chi2 : float or None, default=None
+        Acceptance threshold on the χ² per datum (None: not used).
     """
 
     threshold: float | None
@@ -104,6 +106,7 @@ class Ensemble:
     mean: np.ndarray
     channel_probability: np.ndarray
     std: np.ndarray
+    chi2: float | None = None
 
     @property
     def n_accepted(self) -> int:
@@ -196,6 +199,16 @@ class LatentInverter(LatentModelMixin, RegressorMixin, BaseEstimator):
         Data RMSE (ns) at or below which a start is accepted into the ensemble
         (``accepted_`` etc.); None accepts every start that produced a model. The
         :meth:`ensemble` method recomputes the ensemble for any threshold.
+    acceptance_chi2 : float or None, default=None
+        With picking errors (``fit(..., sigma=...)``): accept only starts whose χ² per
+        datum (``chi2_``; about 1 for a model that fits to within the errors) is at or
+        below this, e.g. 1.5. Both thresholds apply where both are given.
+    time_shift : bool, default=False
+        Fit a constant time shift ``t0`` (ns) with the latent code, e.g. the zero-time
+        error of radar data: computed times are ``f(model) + t0``. It is profiled out
+        in closed form (the weighted mean residual, per mini-batch and over all rays),
+        so it needs no learning rate; ``time_shift_`` holds each start's ``t0`` and
+        :meth:`predict` adds it.
     track_every : int or None, default=None
         For nonlinear forward operators, the full-data cost that selects each start's
         kept iterate is evaluated every ``track_every`` iterations (and at the end);
@@ -255,8 +268,14 @@ class LatentInverter(LatentModelMixin, RegressorMixin, BaseEstimator):
     latents_ : ndarray of shape (n_starts, latent_dim)
         The corresponding latent vectors.
     data_rmse_ : ndarray of shape (n_starts,)
-        Data RMSE (ns; weighted when ``sample_weight`` is given) at the kept iterate;
-        inf for a start that produced none.
+        Data RMSE (ns; weighted when ``sample_weight`` or ``sigma`` is given) at the
+        kept iterate; inf for a start that produced none.
+    chi2_ : ndarray of shape (n_starts,) or None
+        With ``sigma``: χ² per datum, ``mean((residual / sigma)²)``, at the kept
+        iterate (about 1 when the model fits to within the picking errors); None
+        without.
+    time_shift_ : ndarray of shape (n_starts,) or None
+        With ``time_shift=True``: each kept model's time shift ``t0`` (ns); else None.
     kept_iteration_ : ndarray of shape (n_starts,)
         Iteration of the kept iterate: ``k < n_iter_`` is the iterate before update
         ``k`` (column ``k`` of ``history_``); ``n_iter_`` is the final iterate, after the
@@ -338,6 +357,8 @@ class LatentInverter(LatentModelMixin, RegressorMixin, BaseEstimator):
         "optimizer": [StrOptions({"sgd", "adam"})],
         "init": [None, "array-like"],
         "acceptance_threshold": [Interval(Real, 0, None, closed="neither"), None],
+        "acceptance_chi2": [Interval(Real, 0, None, closed="neither"), None],
+        "time_shift": ["boolean"],
         "track_every": [Interval(Integral, 1, None, closed="left"), None],
         "chunk_size": [Interval(Integral, 1, None, closed="left"), None],
         "n_jobs": [Interval(Integral, None, -1, closed="right"),
@@ -356,7 +377,9 @@ class LatentInverter(LatentModelMixin, RegressorMixin, BaseEstimator):
                  reg_decay: float = 0.999, ring_radius: float | None = None,
                  batching: str = "random", optimizer: str = "sgd",
                  init: Any = None,
-                 acceptance_threshold: float | None = None, track_every: int | None = None,
+                 acceptance_threshold: float | None = None,
+                 acceptance_chi2: float | None = None, time_shift: bool = False,
+                 track_every: int | None = None,
                  chunk_size: int | None = None, n_jobs: int | None = None,
                  device: str | torch.device = "auto", precision: str = "float32",
                  compile: bool = False, random_state: Any = None, verbose: int = 0) -> None:
@@ -377,6 +400,8 @@ class LatentInverter(LatentModelMixin, RegressorMixin, BaseEstimator):
         self.optimizer = optimizer
         self.init = init
         self.acceptance_threshold = acceptance_threshold
+        self.acceptance_chi2 = acceptance_chi2
+        self.time_shift = time_shift
         self.track_every = track_every
         self.chunk_size = chunk_size
         self.n_jobs = n_jobs
@@ -387,18 +412,29 @@ class LatentInverter(LatentModelMixin, RegressorMixin, BaseEstimator):
         self.verbose = verbose
 
     # ------------------------------------------------------------------ validation
-    def _check_inputs(self, X: Any, y: Any, sample_weight: Any
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Validated rays, traveltimes and normalised weights; sets no attribute."""
+    def _check_inputs(self, X: Any, y: Any, sample_weight: Any, sigma: Any = None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None,
+                                 np.ndarray | None]:
+        """Validated rays, traveltimes, normalised weights and picking errors."""
         rays, y = self._check_survey(X, y)
+        if sigma is not None:
+            if sample_weight is not None:
+                raise ValueError("give sigma (picking errors, weights 1 / sigma²) or "
+                                 "sample_weight, not both.")
+            sigma = check_sigma(sigma, y.shape[0], allow_scalar=True)
+            sample_weight = sigma ** -2.0
+        elif self.acceptance_chi2 is not None:
+            raise ValueError("acceptance_chi2 needs the picking errors: fit(X, y, "
+                             "sigma=...).")
         w = None if sample_weight is None else check_weights(sample_weight, y)
         if w is not None:
             w = w / w.mean()  # mean one: the learning-rate scale does not change
-        return rays, y, w
+        return rays, y, w, sigma
 
     # ------------------------------------------------------------------ fit
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> "LatentInverter":
+    def fit(self, X: Any, y: Any, sample_weight: Any = None, *,
+            sigma: Any = None) -> "LatentInverter":
         """Run the multi-start inversion.
 
         Parameters
@@ -410,6 +446,11 @@ class LatentInverter(LatentModelMixin, RegressorMixin, BaseEstimator):
         sample_weight : array-like of shape (n_rays,), default=None
             Per-datum weights, e.g. ``1 / σ²``. They are normalised to mean one (so the
             learning rate keeps its meaning); costs and ``data_rmse_`` are then weighted.
+        sigma : float or array-like of shape (n_rays,), default=None
+            Picking errors (ns, standard deviations; one for all or one per ray, e.g.
+            :meth:`skvaeinv.io.TraveltimeData.sigma`): the misfit weighs each datum by
+            ``1 / σ²`` and ``chi2_`` reports the χ² per datum. Not with
+            ``sample_weight``.
 
         Returns
         -------
@@ -422,11 +463,12 @@ class LatentInverter(LatentModelMixin, RegressorMixin, BaseEstimator):
             If no start produced a finite model (all diverged: lower ``lr``); an
             earlier fit is then left as it was.
         """
-        rays, y, w = self._check_inputs(X, y, sample_weight)
+        rays, y, w, sigma = self._check_inputs(X, y, sample_weight, sigma)
         plan = self._plan(rays)
         results, interrupted = self._run_chunks(plan, rays, y, w)
         self._store_results(results, plan.chunks, plan.runtime.latent_dim,
-                            plan.runtime.image_shape, interrupted)
+                            plan.runtime.image_shape, interrupted,
+                            None if sigma is None else float(np.mean(sigma ** -2.0)))
         # fitted state that predict uses, set only once the run produced a model (a
         # failed fit leaves an earlier fit as it was)
         validate_data(self, X, reset=True, skip_check_array=True)
@@ -456,8 +498,8 @@ class LatentInverter(LatentModelMixin, RegressorMixin, BaseEstimator):
             ring_radius=self.ring_radius, optimizer=self.optimizer,
             linear=bool(getattr(self.forward, "is_linear", False)),
             track_every=self.track_every if self.track_every is not None else n_batches,
-            precision=precision, compile=self.compile, log_every=log_every,
-            progress=bool(self.verbose))
+            precision=precision, compile=self.compile, time_shift=self.time_shift,
+            log_every=log_every, progress=bool(self.verbose))
 
     def _run_chunks(self, plan: "_FitPlan", rays: np.ndarray, y: np.ndarray,
                     w: np.ndarray | None) -> tuple[list[EngineResult], bool]:
@@ -481,15 +523,18 @@ class LatentInverter(LatentModelMixin, RegressorMixin, BaseEstimator):
 
     def _store_results(self, results: list[EngineResult], chunks: list[np.ndarray],
                        latent_dim: int, image_shape: tuple[int, int],
-                       interrupted: bool) -> None:
+                       interrupted: bool, mean_precision: float | None = None) -> None:
         n = sum(len(idx) for idx in chunks)
         models = np.full((n, *image_shape), np.nan, dtype=np.float32)
         latents = np.full((n, latent_dim), np.nan, dtype=np.float32)
         rmse = np.full(n, np.inf)
         kept = np.full(n, -1, dtype=np.int64)
         diverged = np.zeros(n, dtype=bool)
+        shift = np.full(n, np.nan) if self.time_shift else None
         histories = []
         for idx, res in zip(chunks, results):
+            if shift is not None:
+                shift[idx] = res.time_shift
             models[idx] = res.models.reshape(len(idx), *image_shape)
             latents[idx] = res.latents
             rmse[idx] = res.data_rmse
@@ -509,6 +554,9 @@ class LatentInverter(LatentModelMixin, RegressorMixin, BaseEstimator):
         self.models_ = models
         self.latents_ = latents
         self.data_rmse_ = rmse
+        # chi² per datum = sum(r² / σ²) / n = weighted RMSE² (weights 1/σ²) x mean(1/σ²)
+        self.chi2_ = None if mean_precision is None else rmse ** 2 * mean_precision
+        self.time_shift_ = shift
         self.kept_iteration_ = kept
         self.diverged_ = diverged
         self.best_index_ = int(np.argmin(rmse))
@@ -522,7 +570,8 @@ class LatentInverter(LatentModelMixin, RegressorMixin, BaseEstimator):
                 f"{int(diverged.sum())} of {n} starts diverged (NaN/inf) and were stopped; "
                 "they keep their best iterate before that (see diverged_). A smaller lr "
                 "usually helps.", RuntimeWarning, stacklevel=4)
-        ens = self._ensemble(self.acceptance_threshold, stacklevel=5)   # at fit's caller
+        ens = self._ensemble(self.acceptance_threshold, stacklevel=5,   # at fit's caller
+                             chi2=self.acceptance_chi2)
         self.accepted_ = np.zeros(n, dtype=bool)
         self.accepted_[ens.accepted] = True
         self.ensemble_mean_ = ens.mean
@@ -530,14 +579,17 @@ class LatentInverter(LatentModelMixin, RegressorMixin, BaseEstimator):
         self.ensemble_std_ = ens.std
 
     # ------------------------------------------------------------------ results
-    def ensemble(self, threshold: float | None = None) -> Ensemble:
-        """The starts accepted at a data-RMSE threshold and their statistics.
+    def ensemble(self, threshold: float | None = None, *,
+                 chi2: float | None = None) -> Ensemble:
+        """The starts accepted at a data-RMSE (or χ²) threshold and their statistics.
 
         Parameters
         ----------
         threshold : float or None, default=None
             Accept starts with ``data_rmse_ <= threshold`` (ns); None accepts every
             start with a finite data RMSE.
+        chi2 : float or None, default=None
+            Also require ``chi2_ <= chi2`` (needs a fit with ``sigma``).
 
         Returns
         -------
@@ -548,9 +600,10 @@ class LatentInverter(LatentModelMixin, RegressorMixin, BaseEstimator):
             a warning, when no start is accepted.
         """
         check_is_fitted(self, "models_")
-        return self._ensemble(threshold, stacklevel=3)
+        return self._ensemble(threshold, stacklevel=3, chi2=chi2)
 
-    def _ensemble(self, threshold: float | None, stacklevel: int) -> Ensemble:
+    def _ensemble(self, threshold: float | None, stacklevel: int,
+                  chi2: float | None = None) -> Ensemble:
         if isinstance(threshold, np.ndarray) and threshold.ndim == 0:
             threshold = threshold[()]   # a 0-d array, e.g. from an array computation
         if threshold is not None and (not isinstance(threshold, numbers.Real)
@@ -560,22 +613,33 @@ class LatentInverter(LatentModelMixin, RegressorMixin, BaseEstimator):
         ok = np.isfinite(self.data_rmse_)
         if threshold is not None:
             ok &= self.data_rmse_ <= threshold
+        if chi2 is not None:
+            if self.chi2_ is None:
+                raise ValueError("chi2 acceptance needs a fit with picking errors: "
+                                 "fit(X, y, sigma=...).")
+            if not (isinstance(chi2, numbers.Real) and chi2 > 0):
+                raise ValueError(f"chi2={chi2!r} must be a positive float or None.")
+            ok &= self.chi2_ <= chi2
         accepted = np.flatnonzero(ok)
         models = self.models_[accepted]
         if accepted.size == 0:
-            warnings.warn(f"no start has a data RMSE <= {threshold!r} ns; the ensemble is "
-                          "empty.", UserWarning, stacklevel=stacklevel)
+            warnings.warn(f"no start has a data RMSE <= {threshold!r} ns"
+                          + ("" if chi2 is None else f" and a chi2 <= {chi2!r}")
+                          + "; the ensemble is empty.", UserWarning, stacklevel=stacklevel)
             empty = np.full(self.models_.shape[1:], np.nan)
-            return Ensemble(threshold, accepted, models, empty, empty.copy(), empty.copy())
+            return Ensemble(threshold, accepted, models, empty, empty.copy(), empty.copy(),
+                            chi2)
         return Ensemble(
             threshold=threshold, accepted=accepted, models=models,
             mean=models.mean(axis=0, dtype=np.float64),
             channel_probability=(models > 0.5).mean(axis=0, dtype=np.float64),
-            std=models.std(axis=0, dtype=np.float64),
+            std=models.std(axis=0, dtype=np.float64), chi2=chi2,
         )
 
     def predict(self, X: Any) -> np.ndarray:
         """Traveltimes (ns) of the best model ``model_`` along rays ``X``.
+
+        With ``time_shift=True`` the best start's shift ``time_shift_`` is added.
 
         Parameters
         ----------
@@ -591,7 +655,10 @@ class LatentInverter(LatentModelMixin, RegressorMixin, BaseEstimator):
         X = validate_data(self, X, dtype=np.float64, reset=False)
         rays = self.forward_.validate_rays(X)
         slowness = apply_numpy(self.petrophysics_, self.model_[None])[0]
-        return np.asarray(self.forward_.traveltimes(slowness, rays), dtype=np.float64)
+        times = np.asarray(self.forward_.traveltimes(slowness, rays), dtype=np.float64)
+        if getattr(self, "time_shift_", None) is not None:
+            times = times + self.time_shift_[self.best_index_]
+        return times
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """Coefficient of determination R² of :meth:`predict` (``RegressorMixin``'s).

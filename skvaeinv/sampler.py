@@ -15,7 +15,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from skvaeinv._latent_estimator import LatentModelMixin, Runtime, initial_latents
+from skvaeinv._latent_estimator import LatentModelMixin, Runtime, check_sigma, initial_latents
 from skvaeinv._parallel import (chunk_context, operator_with_spare_cores, run_chunks,
                                 split_starts, start_generators)
 from skvaeinv._validation import as_real_array
@@ -263,7 +263,7 @@ class LatentSampler(LatentModelMixin, BaseEstimator):
         estimate = isinstance(self.noise_std, str)
         if sigma is None:
             return None, "estimate" if estimate else float(self.noise_std) ** 2
-        s = _check_sigma(sigma, n_rays)
+        s = check_sigma(sigma, n_rays)
         if estimate:
             w = 1.0 / s ** 2
             return w / w.mean(), "estimate"
@@ -427,19 +427,6 @@ class LatentSampler(LatentModelMixin, BaseEstimator):
 
 
 # ---------------------------------------------------------------------- helpers
-def _check_sigma(sigma: Any, n_rays: int) -> np.ndarray:
-    """Per-ray standard deviations: one per ray, finite and > 0."""
-    s = as_real_array(sigma, "sigma").reshape(-1) if np.ndim(sigma) else None
-    if s is None or s.size != n_rays:
-        raise ValueError(f"sigma has shape {np.shape(sigma)}; expected one standard "
-                         f"deviation per ray, ({n_rays},).")
-    bad = np.flatnonzero(~(np.isfinite(s) & (s > 0)))
-    if bad.size:
-        raise ValueError(f"sigma must be finite and > 0 (ns); {bad.size} value(s) are not, "
-                         f"the first at row {bad[0]} ({s[bad[0]]!r}).")
-    return s
-
-
 def _inverter_latents(inverter: Any, n_chains: int) -> np.ndarray:
     """Latent vectors of a fitted inverter's accepted starts, repeated to ``n_chains``."""
     try:

@@ -18,7 +18,7 @@ import numpy as np
 
 from skvaeinv._validation import as_real_array
 
-__all__ = ["Grid2D", "crosshole", "rays_from_sensors"]
+__all__ = ["Grid2D", "crosshole", "grid_for_sensors", "rays_from_sensors"]
 
 #: Relative tolerance (in units of the cell size) for "on the grid boundary" tests.
 _BOUNDARY_RTOL = 1e-9
@@ -303,6 +303,59 @@ def crosshole(
     rays[:, 3] = np.tile(zr, zs.size)
     _check_rays(grid, rays, snap=False)
     return rays
+
+
+def grid_for_sensors(sensors: Any, shape: tuple[int, int], spacing: float) -> Grid2D:
+    """The grid of a prior's images placed over a survey's sensors.
+
+    The grid has the prior's image ``shape`` and cell size ``spacing``; it is centred on
+    the sensors' bounding box, so sensors on both boreholes (or at the surface) lie
+    inside it with equal margins.
+
+    Parameters
+    ----------
+    sensors : array-like of shape (n_sensors, 2)
+        Sensor coordinates ``(x, z)`` in metres, ``z`` positive downward.
+    shape : tuple of int
+        ``(nz, nx)`` cells, e.g. ``prior.image_shape_``.
+    spacing : float
+        Cell size in metres (the scale the prior's patterns were learned at).
+
+    Returns
+    -------
+    Grid2D
+        Covering every sensor.
+
+    Raises
+    ------
+    ValueError
+        If the sensors span more than the grid (naming both extents and the smallest
+        cell size that would cover them).
+
+    Examples
+    --------
+    >>> from skvaeinv.survey import grid_for_sensors
+    >>> grid_for_sensors([[0.0, 0.5], [6.5, 12.5]], (129, 65), 0.1)
+    Grid2D(shape=(129, 65), spacing=0.1, origin=(0.0, 0.05))
+    """
+    sens = as_real_array(sensors, "sensors")
+    if sens.ndim != 2 or sens.shape[1] != 2 or sens.shape[0] == 0 or \
+            not np.isfinite(sens).all():
+        raise ValueError(f"sensors has shape {sens.shape} or non-finite values; expected "
+                         "finite (x, z) rows of shape (n_sensors, 2).")
+    grid = Grid2D(shape, spacing)
+    lo, hi = sens.min(axis=0), sens.max(axis=0)
+    size = np.array([grid.nx, grid.nz]) * grid.spacing
+    span = hi - lo
+    if (span > size * (1 + _CONTAINS_RTOL)).any():
+        need = float(np.max(span / np.array([grid.nx, grid.nz])))
+        raise ValueError(
+            f"the sensors span {span[0]:g} m x {span[1]:g} m (x, z) but a grid of "
+            f"{grid.nz} x {grid.nx} cells of {spacing:g} m covers {size[0]:g} m x "
+            f"{size[1]:g} m; use cells of at least {need:.4g} m or a prior of larger "
+            "images.")
+    origin = np.round((lo + hi) / 2 - size / 2, 9)   # no float dust in the origin
+    return Grid2D(grid.shape, grid.spacing, origin=(float(origin[0]), float(origin[1])))
 
 
 def rays_from_sensors(sensors: Any, s_idx: Any, g_idx: Any) -> np.ndarray:

@@ -91,3 +91,19 @@ def test_rays_from_sensors():
         rays_from_sensors([[0, np.nan]], [0], [0])
     with pytest.raises(ValueError, match="sensors"):
         rays_from_sensors([0, 1, 2], [0], [0])
+
+
+def test_grid_for_sensors_covers_and_centres():
+    from skvaeinv.survey import grid_for_sensors
+
+    sensors = np.array([[0.3, 0.5], [6.4, 12.5], [0.8, 6.0], [6.2, 1.0]])
+    grid = grid_for_sensors(sensors, (129, 65), 0.1)
+    assert grid.shape == (129, 65) and grid.spacing == 0.1
+    assert grid.contains(sensors).all()
+    x0, x1, z0, z1 = grid.extent
+    assert (sensors[:, 0].min() - x0) == pytest.approx(x1 - sensors[:, 0].max())
+    assert (sensors[:, 1].min() - z0) == pytest.approx(z1 - sensors[:, 1].max())
+    with pytest.raises(ValueError, match=r"span 6.1 m x 12 m .* cells of at least 0.09531 m"):
+        grid_for_sensors(sensors, (128, 64), 0.05)
+    with pytest.raises(ValueError, match="non-finite"):
+        grid_for_sensors([[0, np.nan]], (10, 10), 0.1)

@@ -65,6 +65,10 @@ class SGDConfig:
         Autocast precision of the decoder, already resolved for the device.
     compile : bool, default=False
         Run the decoder through :func:`torch.compile`.
+    time_shift : bool, default=False
+        Fit a constant time shift (e.g. radar's zero-time error) with the latent code:
+        the misfit is that of the residuals minus their weighted mean (the shift that
+        fits best, profiled out in closed form), per mini-batch and over all rays.
     log_every : int, default=0
         Log progress every this many epochs; 0 = never.
     progress : bool, default=False
@@ -101,6 +105,7 @@ class SGDConfig:
     track_every: int = 1
     precision: str = "float32"
     compile: bool = False
+    time_shift: bool = False
     log_every: int = 0
     progress: bool = False
 

@@ -52,6 +52,9 @@ class EngineResult:
         True when the run was stopped by KeyboardInterrupt.
     history : SGDHistory
         Per-start, per-iteration records of the run.
+    time_shift : ndarray of shape (B,) or None, default=None
+        With ``config.time_shift``: the least-squares time shift (ns) of each kept
+        model, to add to its computed traveltimes (NaN where none was kept).
     """
 
     models: np.ndarray
@@ -65,6 +68,7 @@ class EngineResult:
     n_iter: int
     interrupted: bool
     history: SGDHistory = field(repr=False)
+    time_shift: np.ndarray | None = None
 
 
 class SGDLoop:
@@ -194,15 +198,29 @@ class SGDLoop:
                 shape = self.objective.decode(self.state.z[:1]).images.shape[1:]
             images = torch.full((len(self.rngs), *shape), math.nan,
                                 device=self.objective.device)
+        data_rmse = self.objective.rmse(kept.sse).cpu().numpy().astype(np.float64)
         return EngineResult(
-            models=images.cpu().numpy(), latents=kept.z.cpu().numpy(),
-            data_rmse=self.objective.rmse(kept.sse).cpu().numpy().astype(np.float64),
+            models=images.cpu().numpy(), latents=kept.z.cpu().numpy(), data_rmse=data_rmse,
             cost=kept.cost.cpu().numpy().astype(np.float64),
             best_iteration=kept.iteration.cpu().numpy(),
             final_latents=self.state.z.detach().cpu().numpy().copy(),
             diverged=(starts.diverged_at >= 0).cpu().numpy(),
             diverged_at=starts.diverged_at.cpu().numpy(), n_iter=self.iteration,
-            interrupted=interrupted, history=self.recorder.history(self.iteration))
+            interrupted=interrupted, history=self.recorder.history(self.iteration),
+            time_shift=self._time_shifts(data_rmse))
+
+    def _time_shifts(self, data_rmse: np.ndarray) -> np.ndarray | None:
+        """The kept models' least-squares time shifts (with ``config.time_shift``)."""
+        if not self.config.time_shift:
+            return None
+        kept = np.isfinite(data_rmse)
+        shift = np.full(data_rmse.shape, np.nan)
+        if kept.any():
+            with torch.no_grad():
+                z = self.state.kept.z[torch.as_tensor(kept, device=self.state.kept.z.device)]
+                slowness = self.objective.decode(z).slowness
+                shift[kept] = self.objective.time_shift_of(slowness).cpu().numpy()
+        return shift
 
 
 def run_latent_sgd(
@@ -271,7 +289,7 @@ def run_latent_sgd(
     dev = torch.device(device)
     objective = LatentObjective(decoder, forward, y, dev, petrophysics=petrophysics,
                                 sample_weight=sample_weight, precision=config.precision,
-                                compile=config.compile)
+                                compile=config.compile, time_shift=config.time_shift)
     z = as_device_tensor(z0, dev)
     _check_run(objective, config, z, rngs)
     loop = SGDLoop(objective, config, z, rngs,

@@ -90,6 +90,11 @@ class LatentObjective:
         Autocast precision of the decoder (resolved); the rest runs in float32.
     compile : bool, default=False
         Run the decoder through :func:`torch.compile`.
+    time_shift : bool, default=False
+        Residuals have a constant time shift profiled out: each model's residuals minus
+        their weighted mean over the rays they are computed for (the least-squares
+        shift; :meth:`time_shift` gives it). With a flat prior on the shift, the
+        Gaussian likelihood marginalised over it has this misfit too.
 
     Raises
     ------
@@ -102,7 +107,7 @@ class LatentObjective:
                  device: torch.device, *,
                  petrophysics: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  sample_weight: np.ndarray | None = None, precision: str = "float32",
-                 compile: bool = False) -> None:
+                 compile: bool = False, time_shift: bool = False) -> None:
         self.device = torch.device(device)
         self.decoder = torch.compile(decoder) if compile else decoder
         self.forward = forward
@@ -118,6 +123,7 @@ class LatentObjective:
                 raise ValueError(f"sample_weight has {self.w.numel()} values for "
                                  f"{n_rays} rays.")
         self.w_sum = self.w.sum()
+        self.time_shift = bool(time_shift)
 
     @property
     def n_rays(self) -> int:
@@ -161,11 +167,53 @@ class LatentObjective:
         Returns
         -------
         torch.Tensor of shape (B, k) or (B, n_rays)
-            Residuals, differentiable w.r.t. ``slowness``.
+            Residuals, differentiable w.r.t. ``slowness``; with ``time_shift``, minus
+            their weighted mean over these rays.
         """
         if ray_index is None:
-            return self.forward(slowness, None) - self.y
-        return self.forward(slowness, ray_index) - self.y[ray_index]
+            r = self.forward(slowness, None) - self.y
+        else:
+            r = self.forward(slowness, ray_index) - self.y[ray_index]
+        if self.time_shift:
+            r = r - self.shift_of(r, ray_index)[:, None]
+        return r
+
+    def shift_of(self, residuals: torch.Tensor,
+                 ray_index: torch.Tensor | None = None) -> torch.Tensor:
+        """The weighted mean of each model's residuals: minus its best time shift.
+
+        Parameters
+        ----------
+        residuals : torch.Tensor of shape (B, k)
+            Computed minus observed times of rays ``ray_index`` (all when None).
+        ray_index : torch.Tensor of shape (B, k) or None, default=None
+            Their rays.
+
+        Returns
+        -------
+        torch.Tensor of shape (B,)
+            ``sum_j w_j r_j / sum_j w_j`` (0 where the weights sum to 0).
+        """
+        w = self.w if ray_index is None else self.w[ray_index]
+        w = w.expand_as(residuals)
+        return (w * residuals).sum(1) / w.sum(1).clamp_min(torch.finfo(torch.float32).tiny)
+
+    @torch.no_grad()
+    def time_shift_of(self, slowness: torch.Tensor) -> torch.Tensor:
+        """The least-squares constant time shift of each model, over all rays.
+
+        Parameters
+        ----------
+        slowness : torch.Tensor of shape (B, N)
+            Slowness models.
+
+        Returns
+        -------
+        torch.Tensor of shape (B,)
+            The shift ``t0`` (ns) that, added to the models' traveltimes, fits the data
+            best: ``sum_j w_j (y_j - f_j) / sum_j w_j``.
+        """
+        return -self.shift_of(self.forward(slowness, None) - self.y)
 
     def weighted_sse(self, residuals: torch.Tensor,
                      ray_index: torch.Tensor | None = None) -> torch.Tensor:
