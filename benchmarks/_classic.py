@@ -22,6 +22,8 @@ VELOCITY_LIMITS = (0.03, 0.3)
 LAM_START = 300.0
 LAM_FACTOR = 0.5
 MAX_ITER = 8
+#: pyGIMLi's line search (default on; each use costs extra forward runs).
+LINE_SEARCH = True
 
 
 def _import_pygimli():
@@ -157,6 +159,7 @@ def classic_inversion(sensors, source, receiver, traveltimes_ns, sigma_ns, *,
     factor = LAM_FACTOR if auto else 1.0
     kwargs = dict(useGradient=False, startModel=s_start, lam=lam0, lambdaFactor=factor,
                   maxIter=MAX_ITER, stopAtChi1=True, verbose=verbose)
+    mgr.fw.inv.setLineSearch(LINE_SEARCH)
     mgr.invert(data, **kwargs)
 
     inv = mgr.fw
@@ -179,7 +182,7 @@ def classic_inversion(sensors, source, receiver, traveltimes_ns, sigma_ns, *,
         "slowness": slowness,
         "chi2": chi2,
         "rms_ns": float(np.sqrt(np.mean((response - t) ** 2))),
-        "lam": float(inv.inv.getLambda()),
+        "lam": lam0 * factor ** max(iterations - 1, 0),  # lambda of the last step
         "lam_start": lam0,
         "iterations": iterations,
         "chi2_history": history,
@@ -203,5 +206,6 @@ def classic_inversion(sensors, source, receiver, traveltimes_ns, sigma_ns, *,
                          if auto else "fixed"),
             "stopAtChi1": True,
             "maxIter": MAX_ITER,
+            "lineSearch": LINE_SEARCH,
         },
     }

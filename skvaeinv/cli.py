@@ -30,6 +30,7 @@ from skvaeinv import __version__
 from skvaeinv._files import (
     InputError,
     check_figure_format,
+    check_folder,
     read_table,
     save_figure,
     save_npz,
@@ -136,6 +137,8 @@ class _InvertInputs(NamedTuple):
 
 
 def _cmd_invert(args: argparse.Namespace) -> int:
+    if args.survey is not None:
+        return _cmd_invert_field(args)
     inputs = [args.prior, args.rays, args.traveltimes]
     _check_outputs({"--out": args.out, "--figure": args.figure}, inputs)
     if args.figure:
@@ -164,15 +167,113 @@ def _cmd_invert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _invert_inputs(args: argparse.Namespace) -> _InvertInputs:
-    """The prior, the grid, the forward operator and the survey files of ``invert``."""
+def _load_prior(args: argparse.Namespace) -> Any:
     from skvaeinv import VAEPrior
-    from skvaeinv.survey import Grid2D
 
     try:
-        prior = VAEPrior.load(args.prior, device=args.device)
+        return VAEPrior.load(args.prior, device=args.device)
     except (FileNotFoundError, ValueError) as exc:
         raise InputError(f"--prior: {exc}") from exc
+
+
+def _read_survey(args: argparse.Namespace) -> Any:
+    """The survey file (``.sgt`` or CSV) with the unit and axis options."""
+    from skvaeinv.io import read_survey
+
+    z_up = None if args.z_axis is None else args.z_axis == "up"
+    try:
+        return read_survey(args.survey, time_unit=args.time_unit, z_up=z_up)
+    except FileNotFoundError as exc:
+        raise InputError(f"survey file: {exc}") from exc
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+
+
+def _picking_errors(args: argparse.Namespace, data: Any) -> tuple[Any, str]:
+    """σ per pick: the error model of the flags, else the file's errors, else none."""
+    if args.error_absolute is not None or args.error_relative is not None:
+        try:
+            sigma = data.sigma(args.error_absolute, args.error_relative)
+        except ValueError as exc:
+            raise InputError(f"--error-absolute/--error-relative: {exc}") from exc
+        return sigma, (f"error model {args.error_absolute or 0:g} ns + "
+                       f"{args.error_relative or 0:g} x t")
+    if data.errors is not None:
+        return data.sigma(), "file"
+    logger.warning("%s has no picking errors: the misfit is unweighted and no chi2 is "
+                   "reported (give --error-absolute/--error-relative)", args.survey)
+    return None, "none"
+
+
+def _cmd_invert_field(args: argparse.Namespace) -> int:
+    """``invert SURVEY``: a field file in, a result folder out."""
+    from skvaeinv.workflow import RESULT_FILES, invert_survey, write_result_folder
+
+    if args.rays or args.traveltimes:
+        raise InputError("give a survey file or --rays/--traveltimes, not both.")
+    if args.figure:
+        raise InputError("with a survey file the figure is written into the --out folder "
+                         "(figure.png); drop --figure.")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {args.out!r} is a file; with a survey file --out is the "
+                         "result folder.")
+    check_folder(out, f"--out {args.out!r}")
+    t0 = time.perf_counter()
+    data = _read_survey(args)
+    sigma, source = _picking_errors(args, data)
+    prior = _load_prior(args)
+    t_read = time.perf_counter() - t0
+    inv = _inverter(args, prior, None)
+    try:
+        res = invert_survey(data, prior, spacing=args.spacing, origin=args.origin,
+                            nonlinear=args.nonlinear, secondary_nodes=args.secondary_nodes,
+                            sigma=sigma, sigma_source=source, chi2=args.chi2,
+                            **{k: v for k, v in inv.get_params(deep=False).items()
+                               if k not in ("prior", "forward", "petrophysics")})
+    except (ValueError, FloatingPointError) as exc:
+        raise InputError(str(exc)) from exc
+    t1 = time.perf_counter()
+    with _fit_warned_of_empty_ensemble():
+        write_result_folder(out, res, command_line=getattr(args, "command_line", ""),
+                            timings={"reading": t_read})
+    ens = res.ensemble
+    best = res.inverter.best_index_
+    chi2 = "" if res.inverter.chi2_ is None else \
+        f", chi2 per datum {res.inverter.chi2_[best]:.3g}"
+    print(f"{data.n_picks} picks, {args.starts} starts, {res.wall_s:.1f} s; best data RMSE "
+          f"{res.inverter.data_rmse_[best]:.4g} ns{chi2}; accepted {ens.n_accepted} "
+          f"({res.rule['rule']}); wrote {', '.join(RESULT_FILES)} to {out} "
+          f"({time.perf_counter() - t1:.1f} s)")
+    return 0
+
+
+def _survey_inputs(args: argparse.Namespace) -> tuple[_InvertInputs, Any]:
+    """Prior, grid, operator, rays and times from a survey file, and its errors."""
+    from skvaeinv.workflow import survey_operator
+
+    if args.rays or args.traveltimes:
+        raise InputError("give a survey file or --rays/--traveltimes, not both.")
+    data = _read_survey(args)
+    sigma, _ = _picking_errors(args, data)
+    prior = _load_prior(args)
+    try:
+        grid, forward, rays = survey_operator(
+            data, prior.image_shape_, args.spacing, origin=args.origin,
+            nonlinear=args.nonlinear, secondary_nodes=args.secondary_nodes)
+    except ValueError as exc:
+        raise InputError(f"{args.survey}: {exc}") from exc
+    return _InvertInputs(prior, grid, forward, rays, data.traveltimes), sigma
+
+
+def _invert_inputs(args: argparse.Namespace) -> _InvertInputs:
+    """The prior, the grid, the forward operator and the survey files of ``invert``."""
+    from skvaeinv.survey import Grid2D
+
+    if not (args.rays and args.traveltimes):
+        raise InputError("give a survey file (.sgt or .csv) or both --rays and "
+                         "--traveltimes.")
+    prior = _load_prior(args)
     rays = read_table(args.rays, "rays (xs, zs, xr, zr)", 4)
     tt = read_table(args.traveltimes, "traveltimes", 1)
     if len(rays) != len(tt):
@@ -184,7 +285,7 @@ def _invert_inputs(args: argparse.Namespace) -> _InvertInputs:
         raise InputError(str(exc)) from exc
     try:
         grid = Grid2D(shape=prior.image_shape_, spacing=args.spacing,
-                      origin=tuple(args.origin))
+                      origin=tuple(args.origin or (0.0, 0.0)))
     except ValueError as exc:
         raise InputError(f"--spacing/--origin: {exc}") from exc
     forward = _make_forward(grid, args.nonlinear, args.secondary_nodes)
@@ -206,6 +307,7 @@ def _inverter(args: argparse.Namespace, prior: Any, forward: Any) -> Any:
     return LatentInverter(prior, forward, n_starts=args.starts, batch_size=args.batch_size,
                           reg=None if args.reg == "none" else args.reg,
                           reg_weight=args.reg_weight, acceptance_threshold=args.threshold,
+                          time_shift=args.time_shift,
                           n_jobs=args.n_jobs, device=args.device, precision=args.precision,
                           compile=args.compile, random_state=args.seed,
                           verbose=int(args.progress), **settings)
@@ -224,6 +326,62 @@ def _save_result(out: Path, inv: Any, ens: Any, rays: Any) -> None:
              history_reg_weight=inv.history_.reg_weight,
              slowness=apply_numpy(inv.petrophysics_, inv.model_[None])[0],
              interrupted=inv.interrupted_)
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    """``simulate``: a synthetic survey file from an image, to rehearse with."""
+    from skvaeinv.io import TraveltimeData, simulate, write_csv, write_sgt
+    from skvaeinv.petrophysics import LinearVelocity
+    from skvaeinv.survey import Grid2D, crosshole
+
+    out = Path(args.out)
+    suffix = out.suffix.lower()
+    if suffix not in (".sgt", ".csv"):
+        raise InputError(f"--out {args.out!r}: expected a .sgt or .csv file name.")
+    sensors_out = out.with_name(out.stem + "_sensors.csv") if suffix == ".csv" else None
+    _check_outputs({"--out": args.out, "the sensor table": sensors_out},
+                   [args.image, args.geometry])
+    image = _read_image(args.image)
+    try:
+        grid = Grid2D(shape=image.shape, spacing=args.spacing,
+                      origin=tuple(args.origin or (0.0, 0.0)))
+    except ValueError as exc:
+        raise InputError(f"--spacing/--origin: {exc}") from exc
+    if args.geometry:
+        geometry = _read_survey(argparse.Namespace(survey=args.geometry, time_unit=None,
+                                                   z_axis=None))
+    else:
+        x0, x1, z0, z1 = grid.extent
+        start, stop, step = args.depths
+        rays = crosshole(grid, np.arange(start, stop + step / 2, step) + z0)
+        geometry = TraveltimeData.from_rays(rays, np.ones(len(rays)))
+    forward = _make_forward(grid, args.nonlinear, args.secondary_nodes)
+    try:
+        forward.validate_rays(geometry.rays)
+        data = simulate(forward, LinearVelocity()(image), geometry.sensors, geometry.source,
+                        geometry.receiver, absolute=args.noise_absolute,
+                        relative=args.noise_relative, random_state=args.seed)
+    except ValueError as exc:
+        raise InputError(str(exc)) from exc
+    if suffix == ".sgt":
+        write_sgt(out, data, time_unit=args.time_unit or "s")
+    else:
+        write_csv(sensors_out, out, data, time_unit=args.time_unit or "ns")
+    print(f"simulated {data.n_picks} picks between {data.n_sensors} sensors through "
+          f"{args.image} ({'bent' if args.nonlinear else 'straight'} rays, noise "
+          f"{args.noise_absolute:g} ns + {args.noise_relative:g} x t); wrote {out}"
+          + (f" and {sensors_out}" if sensors_out else ""))
+    return 0
+
+
+def _read_image(path: str) -> np.ndarray:
+    """A facies image (0 matrix .. 1 channel) from .npy or .png."""
+    from skvaeinv.datasets import load_training_image
+
+    try:
+        return np.asarray(load_training_image(path), dtype=np.float64)
+    except (FileNotFoundError, ValueError) as exc:
+        raise InputError(f"image: {exc}") from exc
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -274,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_prior_command(sub, verbose)
     _add_invert_command(sub, verbose)
     _add_sample_command(sub, verbose)
+    _add_simulate_command(sub, verbose)
     return p
 
 
@@ -368,7 +527,8 @@ def _documented_parser(sub: Any, name: str, verbose: argparse.ArgumentParser
 def _add_invert_command(sub: Any, verbose: argparse.ArgumentParser) -> None:
     """The ``invert`` command and its options."""
     i = _documented_parser(sub, "invert", verbose)
-    _add_survey_arguments(i)
+    _add_survey_arguments(i, "result folder with a survey file; else a result file "
+                             "(.npz; replaced if it exists); contents below")
     i.add_argument("--starts", type=int, default=20)
     i.add_argument("--schedule", choices=["straight", "bent", "bent-long"], default=None,
                    help="reference schedule (default: 'bent' with --nonlinear, else "
@@ -383,6 +543,12 @@ def _add_invert_command(sub: Any, verbose: argparse.ArgumentParser) -> None:
     i.add_argument("--reg-decay", type=float, default=None)
     i.add_argument("--threshold", type=float, default=None,
                    help="acceptance threshold on data RMSE (ns)")
+    i.add_argument("--chi2", type=float, default=None,
+                   help="with a survey file and picking errors: accept starts with a chi2 "
+                        "per datum at most this (default: max(1 + 3 sqrt(2/n), 1.1 x the "
+                        "best start's))")
+    i.add_argument("--time-shift", action="store_true",
+                   help="fit a constant time shift (zero-time error) with the model")
     _add_runtime_arguments(i)
     i.add_argument("--compile", action="store_true",
                    help="torch.compile the decoder (about 1.5x faster for long runs; "
@@ -390,18 +556,34 @@ def _add_invert_command(sub: Any, verbose: argparse.ArgumentParser) -> None:
     i.set_defaults(func=_cmd_invert)
 
 
-def _add_survey_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_survey_arguments(parser: argparse.ArgumentParser, out_help: str) -> None:
     """The prior, survey files, outputs and physics options of ``invert`` and ``sample``."""
+    parser.add_argument("survey", nargs="?", default=None,
+                        help="survey file: pyGIMLi's .sgt, or a CSV pick table NAME.csv "
+                             "(source,receiver,time[,error]) with NAME_sensors.csv (x,z) "
+                             "beside it; or give --rays and --traveltimes")
     parser.add_argument("--prior", required=True, help="prior file from train-prior")
-    parser.add_argument("--rays", required=True, help="rays file (.csv or .npy)")
-    parser.add_argument("--traveltimes", required=True, help="traveltimes file (.csv or .npy)")
-    parser.add_argument("--out", required=True,
-                   help="result file (.npz; replaced if it exists; contents below)")
+    parser.add_argument("--rays", default=None, help="rays file (.csv or .npy)")
+    parser.add_argument("--traveltimes", default=None,
+                        help="traveltimes file (.csv or .npy)")
+    parser.add_argument("--out", required=True, help=out_help)
+    parser.add_argument("--time-unit", choices=["s", "ms", "us", "ns"], default=None,
+                        help="unit of the survey file's times and errors (default: s for "
+                             ".sgt, as pyGIMLi; ns for .csv)")
+    parser.add_argument("--z-axis", choices=["up", "down"], default=None,
+                        help="the survey file's vertical axis (default: up for .sgt, "
+                             "depths negative, as pyGIMLi; down for .csv)")
+    parser.add_argument("--error-absolute", type=float, default=None, metavar="A",
+                        help="picking errors sigma = A + R t (ns), instead of the file's")
+    parser.add_argument("--error-relative", type=float, default=None, metavar="R",
+                        help="relative part R of that error model (e.g. 0.01)")
     parser.add_argument("--figure", default=None, help="also write a summary figure (.png)")
     parser.add_argument("--nonlinear", action="store_true", help="shortest-path (bent rays)")
     parser.add_argument("--secondary-nodes", type=int, default=3)
     parser.add_argument("--spacing", type=float, default=0.1, help="cell size in m (default 0.1)")
-    parser.add_argument("--origin", type=float, nargs=2, default=[0.0, 0.0], metavar=("X0", "Z0"))
+    parser.add_argument("--origin", type=float, nargs=2, default=None, metavar=("X0", "Z0"),
+                        help="top-left corner of the grid (m; default: 0 0 with --rays, "
+                             "centred on the sensors with a survey file)")
 
 
 def _add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
@@ -417,10 +599,40 @@ def _add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--progress", action="store_true")
 
 
+def _add_simulate_command(sub: Any, verbose: argparse.ArgumentParser) -> None:
+    """The ``simulate`` command and its options."""
+    c = sub.add_parser("simulate", parents=[verbose],
+                       help="make a synthetic survey file from an image (to rehearse)")
+    c.add_argument("image", help="facies image (.npy or .png; 0 matrix .. 1 channel), "
+                                 "row 0 at the top")
+    c.add_argument("--out", required=True,
+                   help="survey file to write: .sgt (pyGIMLi) or .csv (then also "
+                        "NAME_sensors.csv)")
+    c.add_argument("--geometry", default=None,
+                   help="take sensors and pairs from this survey file (.sgt or .csv; its "
+                        "times are ignored); default: a crosshole survey on the grid's "
+                        "left and right edges at --depths")
+    c.add_argument("--depths", type=float, nargs=3, default=[0.5, 12.5, 0.5],
+                   metavar=("START", "STOP", "STEP"),
+                   help="sensor depths below the grid's top (m; default 0.5 12.5 0.5)")
+    c.add_argument("--spacing", type=float, default=0.1, help="cell size in m (default 0.1)")
+    c.add_argument("--origin", type=float, nargs=2, default=None, metavar=("X0", "Z0"))
+    c.add_argument("--noise-absolute", type=float, default=0.25,
+                   help="absolute noise (ns, standard deviation; default 0.25)")
+    c.add_argument("--noise-relative", type=float, default=0.0,
+                   help="relative noise (fraction of the time; default 0)")
+    c.add_argument("--nonlinear", action="store_true", help="bent rays (shortest path)")
+    c.add_argument("--secondary-nodes", type=int, default=3)
+    c.add_argument("--time-unit", choices=["s", "ms", "us", "ns"], default=None,
+                   help="unit of the written times (default: s for .sgt, ns for .csv)")
+    c.add_argument("--seed", type=_seed, default=0)
+    c.set_defaults(func=_cmd_simulate)
+
+
 def _add_sample_command(sub: Any, verbose: argparse.ArgumentParser) -> None:
     """The ``sample`` command and its options."""
     c = _documented_parser(sub, "sample", verbose)
-    _add_survey_arguments(c)
+    _add_survey_arguments(c, "result file (.npz; replaced if it exists; contents below)")
     c.add_argument("--sampler", choices=["mala", "hmc", "pcn"], default="mala")
     c.add_argument("--chains", type=int, default=8)
     c.add_argument("--samples", type=int, default=1000, help="kept draws per chain")
@@ -451,14 +663,20 @@ def _noise_std(text: str) -> float | str:
 def _cmd_sample(args: argparse.Namespace) -> int:
     from skvaeinv import LatentSampler
 
-    inputs = [args.prior, args.rays, args.traveltimes, args.sigma]
+    inputs = [args.prior, args.rays, args.traveltimes, args.sigma, args.survey]
     _check_outputs({"--out": args.out, "--figure": args.figure}, inputs)
     if args.figure:
         check_figure_format(args.figure, "--figure")
     if not 0 < args.level < 1:
         raise InputError(f"--level {args.level!r} must be in (0, 1).")
-    data = _invert_inputs(args)
-    sigma = None if args.sigma is None else read_table(args.sigma, "sigma", 1).ravel()
+    if args.survey is not None:
+        if args.sigma is not None:
+            raise InputError("with a survey file the errors come from it (or from "
+                             "--error-absolute/--error-relative), not from --sigma.")
+        data, sigma = _survey_inputs(args)
+    else:
+        data = _invert_inputs(args)
+        sigma = None if args.sigma is None else read_table(args.sigma, "sigma", 1).ravel()
     post = LatentSampler(data.prior, data.forward, sampler=args.sampler,
                          n_chains=args.chains, n_samples=args.samples, n_warmup=args.warmup,
                          noise_std=args.noise_std, n_jobs=args.n_jobs, device=args.device,
@@ -508,7 +726,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         Exit code: 0 success, 1 runtime failure, 2 bad usage or input, 130 interrupted.
     """
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.command_line = " ".join(["skvaeinv", *argv])
     level = logging.WARNING - 10 * min(args.verbose + (args.command == "demo"), 2)
     logging.basicConfig(level=level, format="%(message)s")
     if args.command is None:

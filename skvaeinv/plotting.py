@@ -298,11 +298,14 @@ def plot_ensemble(ensemble: Any, *, grid: Any = None, truth: np.ndarray | None =
 
 
 def plot_inversion(inverter: Any, *, truth: np.ndarray | None = None, grid: Any = None,
-                   threshold: float | None = None) -> Any:
+                   threshold: float | None = None, chi2: float | None = None,
+                   sensors: np.ndarray | None = None) -> Any:
     """One-page summary of a fitted :class:`~skvaeinv.LatentInverter`.
 
-    Truth (if given), best model, ensemble channel probability, data RMSE and ``||z||``
-    per iteration.
+    Truth (if given), best model, the share of accepted starts that put a channel in
+    each cell, data RMSE and ``||z||`` per iteration. That share says how much the
+    starts agree; it is not a posterior probability (starts that all land on one image
+    agree everywhere): :class:`~skvaeinv.LatentSampler` gives the posterior.
 
     Parameters
     ----------
@@ -316,6 +319,11 @@ def plot_inversion(inverter: Any, *, truth: np.ndarray | None = None, grid: Any 
     threshold : float, optional
         Acceptance threshold for the ensemble (default: the inverter's own
         ``acceptance_threshold``; None there accepts every start with a finite RMSE).
+    chi2 : float, optional
+        Also accept only starts with ``chi2_ <= chi2`` (default: the inverter's own
+        ``acceptance_chi2``).
+    sensors : ndarray of shape (n_sensors, 2), optional
+        Sensor positions ``(x, z)`` drawn over the model panels (needs ``grid``).
 
     Returns
     -------
@@ -336,22 +344,33 @@ def plot_inversion(inverter: Any, *, truth: np.ndarray | None = None, grid: Any 
         truth = _check_image(truth, "truth", grid)
     if threshold is None:
         threshold = getattr(inverter, "acceptance_threshold", None)
-    ens = inverter.ensemble(threshold)
+    if chi2 is None:
+        chi2 = getattr(inverter, "acceptance_chi2", None)
+    ens = inverter.ensemble(threshold, chi2=chi2)
     fig = plt.figure(figsize=(13, 5))
     gs = fig.add_gridspec(2, 5)
     k = 0
     if truth is not None:
         _image(fig.add_subplot(gs[:, k]), truth, grid, "truth")
         k += 1
-    _image(fig.add_subplot(gs[:, k]), inverter.model_, grid,
-           f"best model\nRMSE {inverter.data_rmse_[inverter.best_index_]:.3g} ns")
+    best = inverter.best_index_
+    fit = f"RMSE {inverter.data_rmse_[best]:.3g} ns"
+    if getattr(inverter, "chi2_", None) is not None:
+        fit += f", χ² {inverter.chi2_[best]:.3g}"
+    panels = [fig.add_subplot(gs[:, k])]
+    _image(panels[0], inverter.model_, grid, f"best model\n{fit}")
     k += 1
     ax = fig.add_subplot(gs[:, k])
+    panels.append(ax)
     im = _image(ax, ens.channel_probability, grid,
-                f"P(channel), {ens.n_accepted}/{len(inverter.data_rmse_)} starts",
-                cmap="viridis")
+                f"starts with a channel here\n({ens.n_accepted}/{len(inverter.data_rmse_)} "
+                "accepted; not a probability)", cmap="viridis")
     fig.colorbar(im, ax=ax, fraction=0.08)
     k += 1
+    if sensors is not None and grid is not None:
+        pts = np.asarray(sensors, dtype=float)
+        for ax in panels:
+            ax.plot(pts[:, 0], pts[:, 1], "v", color="tab:red", ms=3, clip_on=False)
     ax_r = fig.add_subplot(gs[0, k:])
     ax_z = fig.add_subplot(gs[1, k:])
     h = inverter.history_

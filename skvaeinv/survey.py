@@ -355,7 +355,7 @@ def grid_for_sensors(sensors: Any, shape: tuple[int, int], spacing: float) -> Gr
             f"{size[1]:g} m; use cells of at least {need:.4g} m or a prior of larger "
             "images.")
     origin = np.round((lo + hi) / 2 - size / 2, 9)   # no float dust in the origin
-    return Grid2D(grid.shape, grid.spacing, origin=(float(origin[0]), float(origin[1])))
+    return Grid2D(grid.shape, grid.spacing, origin=(float(origin[0]) + 0.0, float(origin[1]) + 0.0))
 
 
 def rays_from_sensors(sensors: Any, s_idx: Any, g_idx: Any) -> np.ndarray:
