@@ -94,7 +94,10 @@ def run_demo(*, out_dir: str | os.PathLike = ".", starts: int = 8, epochs: int =
     """Run the demo and return its summary (used by the ``demo`` command and the tests).
 
     A procedural truth is inverted from 625 straight (or bent) rays with the demo's
-    prior; the figure is written to ``out_dir/skvaeinv_demo.png``. The accepted starts
+    prior; its traveltimes go through a pyGIMLi ``.sgt`` file
+    (``out_dir/skvaeinv_demo.sgt``, read back with :func:`skvaeinv.io.read_sgt`, as a
+    field survey would be), and the figure is written to ``out_dir/skvaeinv_demo.png``.
+    The accepted starts
     are those that fit the data about as well as the truth's own latent code (or, where
     the prior cannot represent the truth that well, as well as the best start): data
     RMSE at most 1.1 times the larger of the two.
@@ -119,7 +122,8 @@ def run_demo(*, out_dir: str | os.PathLike = ".", starts: int = 8, epochs: int =
     Returns
     -------
     summary : dict
-        Data and model RMSEs, acceptance, timings, the figure's path (``"figure"``),
+        Data and model RMSEs, acceptance, timings, the figure's and the survey file's
+        paths (``"figure"``, ``"survey_file"``),
         and the fitted ``"inverter"`` and the ``"truth"`` image.
 
     Raises
@@ -136,6 +140,9 @@ def run_demo(*, out_dir: str | os.PathLike = ".", starts: int = 8, epochs: int =
         save_prior_file(prior, Path(save_prior))
     t_prior = time.perf_counter() - t0
     survey = _demo_survey(nonlinear)
+    # the field user's path: the data go through a pyGIMLi .sgt file and back
+    sgt = Path(out_dir) / "skvaeinv_demo.sgt" if figure else None
+    survey = _through_sgt(survey, sgt)
     inv = _demo_inverter(prior, survey, nonlinear=nonlinear, starts=starts, epochs=epochs,
                          seed=seed, progress=progress)
     t1 = time.perf_counter()
@@ -151,6 +158,7 @@ def run_demo(*, out_dir: str | os.PathLike = ".", starts: int = 8, epochs: int =
         save_figure(plot_inversion(inv, truth=survey.truth, grid=survey.grid,
                                    threshold=summary["threshold_ns"]), path)
         summary["figure"] = str(path)
+        summary["survey_file"] = str(sgt)
     summary["inverter"] = inv
     summary["truth"] = survey.truth
     return summary
@@ -202,6 +210,21 @@ def _demo_survey(nonlinear: bool) -> _Survey:
     forward = _make_forward(grid, nonlinear, 2 if nonlinear else 3)
     tt = forward.traveltimes(LinearVelocity()(truth), rays)
     return _Survey(grid, rays, truth, forward, tt)
+
+
+def _through_sgt(survey: _Survey, path: Path | None) -> _Survey:
+    """The survey as read back from the ``.sgt`` file it is written to (a temporary one
+    when ``path`` is None)."""
+    import tempfile
+
+    from skvaeinv.io import TraveltimeData, read_sgt, write_sgt
+
+    data = TraveltimeData.from_rays(survey.rays, survey.traveltimes)
+    with tempfile.TemporaryDirectory() as tmp:
+        target = path if path is not None else Path(tmp) / "demo.sgt"
+        write_sgt(target, data)
+        back = read_sgt(target)
+    return survey._replace(rays=back.rays, traveltimes=back.traveltimes)
 
 
 def _demo_inverter(prior: Any, survey: _Survey, *, nonlinear: bool, starts: int,

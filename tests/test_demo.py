@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from skvaeinv.demo import DEMO_PRIOR_FILE, run_demo
+from skvaeinv.io import read_sgt
 
 
 def test_demo_small_run_resembles_truth(tmp_path):
@@ -14,3 +15,5 @@ def test_demo_small_run_resembles_truth(tmp_path):
     # the data are fitted about as well as the truth's own latent code fits them
     assert summary["data_rmse_best_ns"] <= 1.1 * summary["data_rmse_truth_code_ns"]
     assert Path(summary["figure"]).stat().st_size > 10_000
+    # the data went through a pyGIMLi file, as a field survey would
+    assert read_sgt(summary["survey_file"]).n_picks == 625
