@@ -331,7 +331,12 @@ class LatentSampler(LatentModelMixin, BaseEstimator):
         diagnostics = convergence_diagnostics(self.samples_)
         self.rhat_, self.ess_bulk_ = diagnostics.rhat, diagnostics.ess_bulk
         self._summarise(runtime.image_shape)
-        if self.samples_.shape[0] > 1 and not np.all(self.rhat_ <= RHAT_LIMIT):
+        if self.samples_.shape[0] > 1 and np.isnan(self.rhat_).all():
+            warnings.warn(
+                f"{self.samples_.shape[1]} draws per chain are too few to compute R-hat "
+                "and the bulk ESS; keep more draws (n_samples) to check mixing.",
+                UserWarning, stacklevel=4)
+        elif self.samples_.shape[0] > 1 and not np.all(self.rhat_ <= RHAT_LIMIT):
             warnings.warn(
                 f"the chains have not mixed: max R-hat {np.nanmax(self.rhat_):.3f} > "
                 f"{RHAT_LIMIT} (min bulk ESS {np.nanmin(self.ess_bulk_):.0f}). R-hat <= "
