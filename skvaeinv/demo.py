@@ -35,7 +35,10 @@ logger = logging.getLogger(__name__)
 DEMO = {
     "shape": (65, 33), "spacing": 0.2,            # ~ the study's panel, 0.2 m cells
     "depths": np.arange(0.5, 12.51, 0.5),          # 25 sources x 25 receivers
-    "channels": dict(width=(2.5, 4.5), wavelength=(30.0, 100.0), proportion=0.27),
+    # channels 1.0-1.4 m wide with long meanders, about the study's (its truths' channels
+    # are ~1.0-1.1 m thick); the thinner, tighter ones used before (0.5-0.9 m,
+    # wavelengths 30-100 cells) were beyond what 20 latent dimensions represent here
+    "channels": dict(width=(5.0, 7.0), wavelength=(60.0, 150.0), proportion=0.3),
     # beta scaled from the study's 1000 for 8,385 pixels to this image's 2,145
     "prior": dict(latent_dim=20, beta=250.0, base_channels=16, hidden_units=256,
                   batch_size=100, lr=1e-3),

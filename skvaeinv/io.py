@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from skvaeinv._files import InputError, atomic_path
+from skvaeinv._files import InputError, _is_number, atomic_path
 from skvaeinv.survey import rays_from_sensors
 
 __all__ = ["TraveltimeData", "read_sgt", "write_sgt", "read_csv", "write_csv", "simulate",
@@ -546,7 +546,7 @@ def _read_csv_table(path: Path, example: str) -> _Table:
     if not rows:
         raise InputError(f"{path} is empty; expected a header line such as {example}.")
     header = [h.strip().lower() for h in rows[0][1]]
-    if any(_is_float(h) for h in header):
+    if any(_is_number(h) for h in header):
         raise InputError(f"{path}, line {rows[0][0]}: expected a header line naming the "
                          f"columns, such as {example}.")
     body = rows[1:]
@@ -556,14 +556,6 @@ def _read_csv_table(path: Path, example: str) -> _Table:
                              f"{len(header)} columns {header}.")
     return _Table(path, header, [[f.strip() for f in r] for _, r in body],
                   [line for line, _ in body])
-
-
-def _is_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def read_csv(sensors_path: str | os.PathLike, picks_path: str | os.PathLike, *,
