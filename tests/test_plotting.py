@@ -118,7 +118,7 @@ def test_plot_ensemble_and_inversion(tmp_path, tiny_prior):
         strict.fit(rays, y)
     with pytest.warns(UserWarning, match="ensemble is empty"):
         fig = plotting.plot_inversion(strict)
-    assert any("0/3 starts" in ax.get_title() for ax in fig.axes)
+    assert any("0/3 accepted" in ax.get_title() for ax in fig.axes)
     plt.close(fig)
 
 
