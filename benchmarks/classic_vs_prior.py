@@ -137,7 +137,8 @@ def run_classic(data: TraveltimeData, truth: np.ndarray, args) -> dict:
 
     t0 = time.perf_counter()
     r = classic_inversion(data.sensors, data.source, data.receiver, data.traveltimes,
-                          data.sigma(), sec_nodes=args.classic_sec_nodes)
+                          data.sigma(), sec_nodes=args.classic_sec_nodes,
+                          max_iter=args.classic_max_iter)
     wall = time.perf_counter() - t0
     facies = 1.0 - (r["velocity"] - 0.06) / 0.02
     out = scores(facies, r["velocity"], truth)
@@ -178,6 +179,9 @@ def parse_args(argv):
     ap.add_argument("--n-jobs", type=int, default=2)
     ap.add_argument("--chunk-size", type=int, default=None)
     ap.add_argument("--classic-sec-nodes", type=int, default=2)
+    ap.add_argument("--classic-max-iter", type=int, default=16,
+                    help="pyGIMLi's Gauss-Newton iterations at most (8 give the same model "
+                         "RMSE within 0.01 at a higher chi², in half the time)")
     ap.add_argument("--prior", default=str(PRIORS / "reference_prior.skv"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default=STUDY)
