@@ -176,13 +176,14 @@ def _load_prior(args: argparse.Namespace) -> Any:
         raise InputError(f"--prior: {exc}") from exc
 
 
-def _read_survey(args: argparse.Namespace) -> Any:
-    """The survey file (``.sgt`` or CSV) with the unit and axis options."""
+def _read_survey(path: str, time_unit: str | None = None, z_axis: str | None = None) -> Any:
+    """A survey file (``.sgt`` or CSV) with the unit and axis options (None: the
+    format's defaults)."""
     from skvaeinv.io import read_survey
 
-    z_up = None if args.z_axis is None else args.z_axis == "up"
+    z_up = None if z_axis is None else z_axis == "up"
     try:
-        return read_survey(args.survey, time_unit=args.time_unit, z_up=z_up)
+        return read_survey(path, time_unit=time_unit, z_up=z_up)
     except FileNotFoundError as exc:
         raise InputError(f"survey file: {exc}") from exc
     except ValueError as exc:
@@ -220,17 +221,15 @@ def _cmd_invert_field(args: argparse.Namespace) -> int:
                          "result folder.")
     check_folder(out, f"--out {args.out!r}")
     t0 = time.perf_counter()
-    data = _read_survey(args)
+    data = _read_survey(args.survey, args.time_unit, args.z_axis)
     sigma, source = _picking_errors(args, data)
     prior = _load_prior(args)
     t_read = time.perf_counter() - t0
-    inv = _inverter(args, prior, None)
     try:
         res = invert_survey(data, prior, spacing=args.spacing, origin=args.origin,
                             nonlinear=args.nonlinear, secondary_nodes=args.secondary_nodes,
                             sigma=sigma, sigma_source=source, chi2=args.chi2,
-                            **{k: v for k, v in inv.get_params(deep=False).items()
-                               if k not in ("prior", "forward", "petrophysics")})
+                            **_inverter_params(args))
     except (ValueError, FloatingPointError) as exc:
         raise InputError(str(exc)) from exc
     t1 = time.perf_counter()
@@ -254,7 +253,7 @@ def _survey_inputs(args: argparse.Namespace) -> tuple[_InvertInputs, Any]:
 
     if args.rays or args.traveltimes:
         raise InputError("give a survey file or --rays/--traveltimes, not both.")
-    data = _read_survey(args)
+    data = _read_survey(args.survey, args.time_unit, args.z_axis)
     sigma, _ = _picking_errors(args, data)
     prior = _load_prior(args)
     try:
@@ -296,21 +295,27 @@ def _invert_inputs(args: argparse.Namespace) -> _InvertInputs:
     return _InvertInputs(prior, grid, forward, rays, tt)
 
 
-def _inverter(args: argparse.Namespace, prior: Any, forward: Any) -> Any:
-    """The (unfitted) inverter: the reference schedule, with the flags that override it."""
-    from skvaeinv import LatentInverter
+def _inverter_params(args: argparse.Namespace) -> dict:
+    """LatentInverter's parameters: the reference schedule, with the flags that override
+    it."""
     from skvaeinv.inverter import reference_schedule
 
     study = reference_schedule(args.schedule or ("bent" if args.nonlinear else "straight"))
     settings = {k: (getattr(args, k) if getattr(args, k) is not None else study[k])
                 for k in ("epochs", "lr", "lr_decay", "lr_step", "reg_decay")}
-    return LatentInverter(prior, forward, n_starts=args.starts, batch_size=args.batch_size,
-                          reg=None if args.reg == "none" else args.reg,
-                          reg_weight=args.reg_weight, acceptance_threshold=args.threshold,
-                          time_shift=args.time_shift,
-                          n_jobs=args.n_jobs, device=args.device, precision=args.precision,
-                          compile=args.compile, random_state=args.seed,
-                          verbose=int(args.progress), **settings)
+    return dict(n_starts=args.starts, batch_size=args.batch_size,
+                reg=None if args.reg == "none" else args.reg, reg_weight=args.reg_weight,
+                acceptance_threshold=args.threshold, time_shift=args.time_shift,
+                n_jobs=args.n_jobs, device=args.device, precision=args.precision,
+                compile=args.compile, random_state=args.seed, verbose=int(args.progress),
+                **settings)
+
+
+def _inverter(args: argparse.Namespace, prior: Any, forward: Any) -> Any:
+    """The (unfitted) inverter of ``invert --rays ... --traveltimes ...``."""
+    from skvaeinv import LatentInverter
+
+    return LatentInverter(prior, forward, **_inverter_params(args))
 
 
 def _save_result(out: Path, inv: Any, ens: Any, rays: Any) -> None:
@@ -348,12 +353,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise InputError(f"--spacing/--origin: {exc}") from exc
     if args.geometry:
-        geometry = _read_survey(argparse.Namespace(survey=args.geometry, time_unit=None,
-                                                   z_axis=None))
+        geometry = _read_survey(args.geometry)
     else:
-        x0, x1, z0, z1 = grid.extent
         start, stop, step = args.depths
-        rays = crosshole(grid, np.arange(start, stop + step / 2, step) + z0)
+        top = grid.extent[2]
+        rays = crosshole(grid, np.arange(start, stop + step / 2, step) + top)
         geometry = TraveltimeData.from_rays(rays, np.ones(len(rays)))
     forward = _make_forward(grid, args.nonlinear, args.secondary_nodes)
     try:

@@ -604,12 +604,8 @@ class LatentInverter(LatentModelMixin, RegressorMixin, BaseEstimator):
 
     def _ensemble(self, threshold: float | None, stacklevel: int,
                   chi2: float | None = None) -> Ensemble:
-        if isinstance(threshold, np.ndarray) and threshold.ndim == 0:
-            threshold = threshold[()]   # a 0-d array, e.g. from an array computation
-        if threshold is not None and (not isinstance(threshold, numbers.Real)
-                                      or isinstance(threshold, (bool, np.bool_))
-                                      or not threshold > 0):
-            raise ValueError(f"threshold={threshold!r} must be a positive float (ns) or None.")
+        threshold = _positive_or_none(threshold, "threshold", " (ns)")
+        chi2 = _positive_or_none(chi2, "chi2")
         ok = np.isfinite(self.data_rmse_)
         if threshold is not None:
             ok &= self.data_rmse_ <= threshold
@@ -617,8 +613,6 @@ class LatentInverter(LatentModelMixin, RegressorMixin, BaseEstimator):
             if self.chi2_ is None:
                 raise ValueError("chi2 acceptance needs a fit with picking errors: "
                                  "fit(X, y, sigma=...).")
-            if not (isinstance(chi2, numbers.Real) and chi2 > 0):
-                raise ValueError(f"chi2={chi2!r} must be a positive float or None.")
             ok &= self.chi2_ <= chi2
         accepted = np.flatnonzero(ok)
         models = self.models_[accepted]
@@ -696,6 +690,16 @@ class _FitPlan:
     z0: np.ndarray
     rngs: list
     chunks: list
+
+
+def _positive_or_none(value: Any, name: str, unit: str = "") -> Any:
+    """An acceptance threshold: None or a positive real (a 0-d array is unwrapped)."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]   # a 0-d array, e.g. from an array computation
+    if value is not None and (not isinstance(value, numbers.Real)
+                              or isinstance(value, (bool, np.bool_)) or not value > 0):
+        raise ValueError(f"{name}={value!r} must be a positive float{unit} or None.")
+    return value
 
 
 def _batch_groups(rays: np.ndarray, batching: str) -> np.ndarray | None:

@@ -373,7 +373,8 @@ def _vertical_token(table: _Table) -> str:
 
 def _check_unit(path: Path, data: TraveltimeData, time_unit: str, lines: list[int]) -> None:
     """Refuse times whose apparent velocities no survey has (a wrong time unit)."""
-    dist = np.linalg.norm(data.rays[:, :2] - data.rays[:, 2:], axis=1)
+    rays = data.rays
+    dist = np.linalg.norm(rays[:, :2] - rays[:, 2:], axis=1)
     if not (dist > 0).any():
         return
     v = float(np.median(dist[dist > 0] / (data.traveltimes[dist > 0] * 1e-9)))

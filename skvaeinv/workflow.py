@@ -22,6 +22,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +69,10 @@ class FieldInversion:
     rule: dict = field(default_factory=dict)
     wall_s: float = 0.0
 
-    @property
+    @cached_property
     def ensemble(self) -> Any:
-        """The accepted starts (:meth:`LatentInverter.ensemble` with :attr:`rule`)."""
+        """The accepted starts (:meth:`LatentInverter.ensemble` with :attr:`rule`),
+        computed once."""
         return self.inverter.ensemble(self.rule.get("rmse"), chi2=self.rule.get("chi2"))
 
 
