@@ -518,7 +518,8 @@ _DOCS = {
                        "--level), samples (chain x draw x latent), log_posterior, "
                        "acceptance_rate and step_size (per chain), rhat and ess_bulk (per "
                        "latent dimension), noise_std (draws, with --noise-std estimate), "
-                       "predicted (traveltimes of the posterior mean), n_gradient_evals."),
+                       "predicted (traveltimes of the posterior mean), n_gradient_evals, "
+                       "n_forward_evals."),
 }
 
 
@@ -641,6 +642,11 @@ def _add_sample_command(sub: Any, verbose: argparse.ArgumentParser) -> None:
     c.add_argument("--chains", type=int, default=8)
     c.add_argument("--samples", type=int, default=1000, help="kept draws per chain")
     c.add_argument("--warmup", type=int, default=500, help="warm-up iterations per chain")
+    c.add_argument("--mass", choices=["identity", "diag", "dense", "gauss-newton"],
+                   default=None, help="metric of mala/hmc (default: diag; gauss-newton: the "
+                   "Laplace covariance at each chain's position, no warm-up draws needed)")
+    c.add_argument("--latent-prior", choices=["normal", "density"], default="normal",
+                   help="prior of z: N(0, I) or the prior file's fitted latent density")
     c.add_argument("--noise-std", type=_noise_std, default="estimate",
                    help="traveltime error (ns), or 'estimate' (default)")
     c.add_argument("--sigma", default=None,
@@ -683,6 +689,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         sigma = None if args.sigma is None else read_table(args.sigma, "sigma", 1).ravel()
     post = LatentSampler(data.prior, data.forward, sampler=args.sampler,
                          n_chains=args.chains, n_samples=args.samples, n_warmup=args.warmup,
+                         mass=args.mass, latent_prior=args.latent_prior,
                          noise_std=args.noise_std, n_jobs=args.n_jobs, device=args.device,
                          precision=args.precision, random_state=args.seed,
                          verbose=int(args.progress))
@@ -713,7 +720,8 @@ def _save_posterior(out: Path, post: Any, rays: Any, level: float) -> None:
              credible_upper=upper, samples=post.samples_, log_posterior=post.log_posterior_,
              acceptance_rate=post.acceptance_rate_, step_size=post.step_size_,
              rhat=post.rhat_, ess_bulk=post.ess_bulk_, predicted=post.predict(rays),
-             n_gradient_evals=post.n_gradient_evals_, **extra)
+             n_gradient_evals=post.n_gradient_evals_,
+             n_forward_evals=post.n_forward_evals_, **extra)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,7 +20,8 @@ from skvaeinv._parallel import (chunk_context, operator_with_spare_cores, run_ch
                                 split_starts, start_generators)
 from skvaeinv._validation import as_real_array
 from skvaeinv.engine import LatentObjective
-from skvaeinv.engine.mcmc import SamplerConfig, SamplerResult, convergence_diagnostics, run_chains
+from skvaeinv.engine.mcmc import (MASSES, GaussianMixturePrior, SamplerConfig, SamplerResult,
+                                  convergence_diagnostics, run_chains)
 from skvaeinv.forward import ForwardOperator
 from skvaeinv.petrophysics import apply_numpy
 
@@ -38,7 +39,8 @@ class LatentSampler(LatentModelMixin, BaseEstimator):
     The target is ``log p(z | d) = -½ Σ_i (d_i - g_i(z))² / σ_i² - ½ ||z||²``: a
     Gaussian likelihood of the traveltimes ``d`` computed through the prior's decoder,
     the petrophysics and the forward operator ``g``, times the VAE's standard-normal
-    prior on ``z``. ``n_chains`` Markov chains advance together as one batch on the
+    prior on ``z`` (or, with ``latent_prior="density"``, the prior's fitted latent
+    density ``log p(z)`` in place of ``-½ ||z||²``). ``n_chains`` Markov chains advance together as one batch on the
     torch device; every kept draw comes from an exact Metropolis-adjusted kernel
     (pCN, MALA or HMC), whose step size and mass matrix are adapted during the warm-up
     only. Decoded, the draws give the pixel-wise posterior: mean, spread, channel
@@ -76,9 +78,20 @@ class LatentSampler(LatentModelMixin, BaseEstimator):
         Acceptance rate the warm-up aims at; None: 0.574 (MALA), 0.8 (HMC), 0.3 (pCN).
     n_leapfrog : int, default=10
         Leapfrog steps of an HMC iteration.
-    mass : {"identity", "diag", "dense"} or None, default=None
+    mass : {"identity", "diag", "dense", "gauss-newton"} or None, default=None
         Mass matrix of MALA and HMC estimated from the warm-up draws (pooled over the
-        chains of a chunk); None: ``"diag"`` (pCN: none).
+        chains of a chunk), or each chain's Gauss-Newton (Laplace) covariance at its
+        position (``"gauss-newton"``: no draws needed, ``2 latent_dim`` model
+        evaluations per chain three times in the warm-up; the best-mixing choice for
+        narrow posteriors, measured in ``benchmarks/results/posterior_linear``);
+        None: ``"diag"`` (pCN: none).
+    latent_prior : {"normal", "density"}, default="normal"
+        The prior of ``z`` in the target: the VAE's own ``N(0, I)``, or the prior's
+        fitted latent density (``prior.latent_density_``, from
+        :meth:`VAEPrior.fit_latent_density`; a Gaussian mixture or kernel density,
+        whose log-density and gradient are exact), which puts the posterior where the
+        codes of real images lie. With ``"density"`` and ``init=None`` the chains start
+        from draws of the density.
     noise_std : float or "estimate", default=1.0
         Standard deviation of the traveltime errors (ns), or ``"estimate"``. Per-ray
         values go to :meth:`fit` as ``sigma`` (then, with ``"estimate"``, they are the
@@ -178,7 +191,8 @@ class LatentSampler(LatentModelMixin, BaseEstimator):
         "step_size": [Interval(Real, 0, None, closed="neither"), None],
         "target_accept": [Interval(Real, 0, 1, closed="neither"), None],
         "n_leapfrog": [Interval(Integral, 1, None, closed="left")],
-        "mass": [StrOptions({"identity", "diag", "dense"}), None],
+        "mass": [StrOptions(set(MASSES)), None],
+        "latent_prior": [StrOptions({"normal", "density"})],
         "noise_std": [Interval(Real, 0, None, closed="neither"), StrOptions({"estimate"})],
         "temperatures": ["array-like", None],
         "init": [None, "array-like", HasMethods(["fit", "predict"])],
@@ -195,7 +209,8 @@ class LatentSampler(LatentModelMixin, BaseEstimator):
                  sampler: str = "mala", n_chains: int = 8, n_samples: int = 1000,
                  n_warmup: int = 500, thin: int = 1, step_size: float | None = None,
                  target_accept: float | None = None, n_leapfrog: int = 10,
-                 mass: str | None = None, noise_std: float | str = 1.0,
+                 mass: str | None = None, latent_prior: str = "normal",
+                 noise_std: float | str = 1.0,
                  temperatures: Any = None, init: Any = None, chunk_size: int | None = None,
                  n_jobs: int | None = None, device: str | torch.device = "auto",
                  precision: str = "float32", random_state: Any = None,
@@ -212,6 +227,7 @@ class LatentSampler(LatentModelMixin, BaseEstimator):
         self.target_accept = target_accept
         self.n_leapfrog = n_leapfrog
         self.mass = mass
+        self.latent_prior = latent_prior
         self.noise_std = noise_std
         self.temperatures = temperatures
         self.init = init
@@ -247,11 +263,14 @@ class LatentSampler(LatentModelMixin, BaseEstimator):
         rays, y = self._check_survey(X, y)
         weights, noise_var = self._noise_model(sigma, len(y))
         runtime = self._runtime(stacklevel=4)
+        density = self._latent_density()
         rngs = start_generators(self.random_state, int(self.n_chains))
-        z0 = self._starting_points(rngs, runtime.latent_dim)
+        z0 = self._starting_points(rngs, runtime.latent_dim, density)
         config = self._config(runtime.precision, noise_var)
         chunks = self._chunks(runtime.device)
-        result = self._run(runtime, config, chunks, rays, y, weights, z0, rngs)
+        result = self._run(runtime, config, chunks, rays, y, weights, z0, rngs,
+                           None if density is None else
+                           GaussianMixturePrior.from_mixture(density.mixture_, runtime.device))
         self._store(result, runtime, sigma_scale=self._relative_scale(sigma))
         validate_data(self, X, reset=True, skip_check_array=True)
         self.petrophysics_ = runtime.petrophysics
@@ -278,11 +297,25 @@ class LatentSampler(LatentModelMixin, BaseEstimator):
         s = np.asarray(sigma, dtype=np.float64).reshape(-1)
         return float(np.sqrt(np.mean(1.0 / s ** 2)))
 
-    def _starting_points(self, rngs: list[np.random.Generator], latent_dim: int
-                         ) -> np.ndarray:
+    def _latent_density(self) -> Any:
+        """The prior's latent density for ``latent_prior="density"`` (else None)."""
+        if self.latent_prior != "density":
+            return None
+        density = getattr(self.prior, "latent_density_", None)
+        if density is None:
+            raise NotFittedError(
+                "latent_prior='density' needs the prior's latent density; call "
+                "prior.fit_latent_density(images) first, or use latent_prior='normal'.")
+        return density
+
+    def _starting_points(self, rngs: list[np.random.Generator], latent_dim: int,
+                         density: Any = None) -> np.ndarray:
         init = self.init
         if init is not None and hasattr(init, "fit") and hasattr(init, "predict"):
             init = _inverter_latents(init, len(rngs))
+        if init is None and density is not None:   # one draw per chain, from its generator
+            return np.concatenate([density.sample(1, np.random.RandomState(
+                rng.integers(2 ** 32))) for rng in rngs])
         return initial_latents(init, rngs, latent_dim)
 
     def _config(self, precision: str, noise_var: Any) -> SamplerConfig:
@@ -303,12 +336,13 @@ class LatentSampler(LatentModelMixin, BaseEstimator):
 
     def _run(self, runtime: Runtime, config: SamplerConfig, chunks: list[np.ndarray],
              rays: np.ndarray, y: np.ndarray, weights: np.ndarray | None, z0: np.ndarray,
-             rngs: list[np.random.Generator]) -> SamplerResult:
+             rngs: list[np.random.Generator],
+             latent_prior: GaussianMixturePrior | None = None) -> SamplerResult:
         n_jobs = effective_n_jobs(self.n_jobs)
         in_process = runtime.device.type != "cpu" or n_jobs == 1 or len(chunks) == 1
         operator = operator_with_spare_cores(self.forward, n_jobs if in_process else 1)
         args = [(runtime.decoder, operator, rays, y, weights, runtime.petrophysics,
-                 z0[idx], [rngs[i] for i in idx], str(runtime.device), config)
+                 z0[idx], [rngs[i] for i in idx], str(runtime.device), config, latent_prior)
                 for idx in chunks]
         results, _ = run_chunks(_mcmc_chunk, args, n_jobs=n_jobs, in_process=in_process,
                                 stop=lambda result: result.interrupted,
@@ -468,7 +502,7 @@ def _concatenate(results: list[SamplerResult]) -> SamplerResult:
 def _mcmc_chunk(decoder: torch.nn.Module, operator: Any, rays: np.ndarray, y: np.ndarray,
                 weights: np.ndarray | None, petrophysics: Any, z0: np.ndarray,
                 rngs: list[np.random.Generator], device: str, config: SamplerConfig,
-                caller: tuple[int, int] | None
+                latent_prior: GaussianMixturePrior | None, caller: tuple[int, int] | None
                 ) -> tuple[SamplerResult, list[logging.LogRecord]]:
     """Run one chunk of chains (in this process, a thread or a joblib worker process)."""
     from skvaeinv.forward import TorchForward
@@ -478,5 +512,5 @@ def _mcmc_chunk(decoder: torch.nn.Module, operator: Any, rays: np.ndarray, y: np
         forward = TorchForward(operator, rays, device=dev, dtype=torch.float32)
         objective = LatentObjective(decoder, forward, y, dev, petrophysics=petrophysics,
                                     sample_weight=weights, precision=config.precision)
-        result = run_chains(objective, z0, rngs, config)
+        result = run_chains(objective, z0, rngs, config, prior=latent_prior)
     return result, records

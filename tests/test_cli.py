@@ -372,6 +372,13 @@ def test_sample_command(survey_files):
             "--samples", "5", "--warmup", "0", "--sampler", "pcn")
     assert r.returncode == 0, r.stderr
     assert np.load(d / "est.npz")["noise_std"].shape == (2, 5)
+    # the Gauss-Newton metric: 2 x 4 model evaluations per chain before the first step
+    r = run("sample", "--prior", str(d / "prior.skv"), "--rays", str(d / "rays.csv"),
+            "--traveltimes", str(d / "tt.csv"), "--out", str(d / "gn.npz"), "--chains", "2",
+            "--samples", "5", "--warmup", "3", "--mass", "gauss-newton")
+    assert r.returncode == 0, r.stderr
+    gn = np.load(d / "gn.npz")
+    assert int(gn["n_forward_evals"]) == 2 * (1 + 2 * 4 + 8)
 
 
 def test_sample_bad_input_writes_nothing(survey_files):
@@ -383,7 +390,8 @@ def test_sample_bad_input_writes_nothing(survey_files):
     for extra, message in [(["--noise-std", "-1"], "positive number"),
                            (["--noise-std", "loud"], "neither a number"),
                            (["--sigma", str(d / "short.csv")], "sigma has shape"),
-                           (["--level", "1.5"], "--level")]:
+                           (["--level", "1.5"], "--level"),
+                           (["--latent-prior", "density"], "fit_latent_density")]:
         out = d / "bad.npz"
         r = run(*common, "--out", str(out), *extra)
         assert r.returncode == 2 and message in r.stderr, (extra, r.stderr)

@@ -15,6 +15,7 @@ from scipy import stats
 from skvaeinv.engine import LatentObjective
 from skvaeinv.engine.mcmc import (
     ChainState,
+    GaussianMixturePrior,
     KernelParams,
     LatentPosterior,
     Metric,
@@ -275,6 +276,8 @@ def test_kernels_reject_non_finite_proposals(gaussian):
     ("pcn", "identity", 16, 500, 1500, {}),
     ("mala", "diag", 8, 300, 1000, {}),
     ("hmc", "dense", 8, 300, 500, dict(n_leapfrog=5, step_jitter=0.2)),
+    ("mala", "gauss-newton", 8, 100, 600, {}),
+    ("hmc", "gauss-newton", 8, 100, 300, dict(n_leapfrog=5, step_jitter=0.2)),
 ])
 def test_linear_gaussian_posterior(gaussian, sampler, mass, n_chains, n_warmup, n_samples,
                                    extra):
@@ -299,10 +302,42 @@ def test_linear_gaussian_posterior(gaussian, sampler, mass, n_chains, n_warmup, 
     if mass == "dense":   # the metric estimates the posterior covariance
         np.testing.assert_allclose(res.inverse_mass[0], g["cov"], rtol=0.5,
                                    atol=0.2 * sd.min() ** 2)
+    if mass == "gauss-newton":   # a linear model: the Laplace covariance is the posterior's
+        np.testing.assert_allclose(res.inverse_mass, np.broadcast_to(
+            g["cov"], res.inverse_mass.shape), rtol=1e-3, atol=1e-4)
     per_step = {"pcn": (1, 0), "mala": (1, 1), "hmc": (5, 5)}[sampler]
     n_iter = n_warmup + n_samples
-    assert res.n_forward_evals == n_chains * (1 + n_iter * per_step[0])
+    metric_evals = 3 * 2 * g["d"] if mass == "gauss-newton" else 0   # start + 2 windows
+    assert res.n_forward_evals == n_chains * (1 + metric_evals + n_iter * per_step[0])
     assert res.n_gradient_evals == n_chains * ((sampler != "pcn") + n_iter * per_step[1])
+
+
+def test_gauss_newton_precision_is_the_hessian(gaussian):
+    # linear model: -log π has the constant Hessian JᵀWJ / s² + I, tempered by β; a
+    # nonlinear decoder: central differences agree with the autograd Jacobian
+    g = gaussian
+    obj = objective(linear_decoder(g["A"], g["c"]), DenseForward(g["K"]), g["y"], g["w"])
+    target = LatentPosterior(obj)
+    z = torch.as_tensor(np.random.default_rng(3).normal(size=(5, g["d"])))
+    beta = torch.tensor([1.0, 1.0, 0.5, 0.25, 1.0], dtype=torch.float64)
+    s2 = torch.tensor([g["s2"]] * 4 + [4 * g["s2"]], dtype=torch.float64)
+    h = target.gauss_newton(z, s2, beta).numpy()
+    G = g["K"] @ g["A"]
+    gtwg = G.T @ (g["w"][:, None] * G)
+    for b in range(5):
+        expected = float(beta[b] / s2[b]) * gtwg + np.eye(g["d"])
+        np.testing.assert_allclose(h[b], expected, rtol=1e-3, atol=1e-3)
+    # float32 model: differences round at ~1e-4 relative
+    np.testing.assert_allclose(np.linalg.inv(h[0]), g["cov"], rtol=1e-3, atol=1e-4)
+
+    A = torch.as_tensor(g["A"], dtype=torch.float32)
+    tanh_obj = objective(lambda v: torch.tanh(v @ A.T), DenseForward(g["K"]), g["y"], g["w"])
+    z1 = z[:1].to(torch.float32).requires_grad_(True)
+    jac = torch.autograd.functional.jacobian(
+        lambda v: tanh_obj.residuals(tanh_obj.decode(v).slowness)[0], z1)[:, 0].double()
+    expected = jac.T @ (torch.as_tensor(g["w"])[:, None] * jac) / g["s2"] + torch.eye(g["d"])
+    got = LatentPosterior(tanh_obj).gauss_newton(z[:1], s2[:1], beta[:1])[0]
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=2e-3, atol=2e-3)
 
 
 def test_estimated_noise_covers_the_truth(gaussian):
@@ -468,3 +503,67 @@ def test_runs_on_the_objectives_device(gaussian, device, precision, no_tf32):
             noise_var="estimate", temperatures=(1.0, 2.0), precision=precision))
         assert res.samples.shape == (4, 20, 3) and np.isfinite(res.samples).all()
         assert np.isfinite(res.log_posterior).all() and np.isfinite(res.noise_std).all()
+
+
+# --------------------------------------------------------------------------- latent priors
+
+def _gaussian_prior_posterior(g, mu, cov_prior):
+    """The linear model's posterior under the prior N(mu, cov_prior)."""
+    G = g["K"] @ g["A"]
+    prec_prior = np.linalg.inv(cov_prior)
+    prec = prec_prior + G.T @ (g["w"][:, None] * G) / g["s2"]
+    cov = np.linalg.inv(prec)
+    mean = cov @ (prec_prior @ mu + G.T @ (g["w"] * (g["y"] - g["K"] @ g["c"])) / g["s2"])
+    return mean, cov
+
+
+def test_mixture_prior_matches_sklearn_and_its_gradient():
+    from sklearn.mixture import GaussianMixture
+
+    rng = np.random.default_rng(4)
+    codes = np.concatenate([rng.normal(-1, 0.5, size=(200, 3)), rng.normal(1, 0.8, (200, 3))])
+    z = torch.as_tensor(rng.normal(size=(6, 3)))
+    for kind in ("full", "tied"):
+        gm = GaussianMixture(2, covariance_type=kind, random_state=0).fit(codes)
+        prior = GaussianMixturePrior.from_mixture(gm)
+        lp, grad = prior.log_prob(z)
+        np.testing.assert_allclose(lp.numpy(), gm.score_samples(z.numpy()), rtol=1e-10)
+        h = 1e-5
+        fd = np.stack([(gm.score_samples(z.numpy() + h * e) - gm.score_samples(z.numpy() - h * e))
+                       / (2 * h) for e in np.eye(3)], 1)
+        np.testing.assert_allclose(grad.numpy(), fd, rtol=1e-5, atol=1e-7)
+        curv = prior.curvature(z).numpy()
+        assert np.all(np.linalg.eigvalsh(curv) > 0)
+    with pytest.raises(ValueError, match="covariance_type"):
+        GaussianMixturePrior.from_mixture(GaussianMixture(1, covariance_type="diag").fit(codes))
+
+
+@pytest.mark.parametrize("sampler, mass, n_warmup, n_samples, thin", [
+    ("pcn", "identity", 500, 1500, 1),    # the prior correction of pCN's ratio
+    ("mala", "gauss-newton", 150, 1500, 1),
+])
+def test_gaussian_prior_posterior(gaussian, sampler, mass, n_warmup, n_samples, thin):
+    # the target's prior a (one-component) Gaussian mixture N(mu, S): the posterior of
+    # the linear model is Gaussian with known mean and covariance
+    pytest.importorskip("arviz_stats")
+    g = gaussian
+    mu = np.array([0.5, -0.3, 0.2])
+    S = np.array([[0.5, 0.1, 0.0], [0.1, 0.3, 0.05], [0.0, 0.05, 0.8]])
+    prior = GaussianMixturePrior(np.ones(1), mu[None], np.linalg.cholesky(np.linalg.inv(S)))
+    mean, cov = _gaussian_prior_posterior(g, mu, S)
+    obj = objective(linear_decoder(g["A"], g["c"]), DenseForward(g["K"]), g["y"], g["w"])
+    n_chains = 16
+    z0 = np.random.default_rng(7).normal(size=(n_chains, g["d"]))
+    res = run_chains(obj, z0, seeds(n_chains, 8), SamplerConfig(
+        sampler=sampler, mass=mass, n_warmup=n_warmup, n_samples=n_samples, thin=thin,
+        noise_var=g["s2"]), prior=prior)
+    diag = convergence_diagnostics(res.samples)
+    flat = res.samples.reshape(-1, g["d"])
+    sd = np.sqrt(np.diag(cov))
+    mcse = sd / np.sqrt(diag.ess_bulk)
+    assert np.all(np.abs(flat.mean(0) - mean) < 4 * mcse), (flat.mean(0), mean, mcse)
+    np.testing.assert_allclose(flat.var(0), sd ** 2, rtol=0.15)
+    # the standard-normal posterior is elsewhere: the test can tell the priors apart
+    assert np.max(np.abs(mean - g["mean"]) / sd) > 8 * np.max(mcse / sd)
+    if mass == "gauss-newton":   # the Laplace covariance with the prior's precision
+        np.testing.assert_allclose(res.inverse_mass[0], cov, rtol=1e-3, atol=1e-4)

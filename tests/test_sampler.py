@@ -216,3 +216,31 @@ def test_bent_rays_through_the_same_bridge(tiny_prior, bent_data, data):
     r = ShortestPath(grid, secondary_nodes=1).traveltimes(slowness(model), rays) - y
     expected = -0.5 * np.sum(r ** 2) / 0.2 ** 2 - 0.5 * z @ z
     assert post.log_posterior_[0, -1] == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore:the chains have not mixed")   # short chains
+def test_latent_density_as_the_prior(tiny_prior, tiny_images, survey, data):
+    import copy
+
+    grid, rays = survey
+    kw = dict(n_chains=2, n_samples=8, n_warmup=4, noise_std=0.5, device="cpu",
+              random_state=0)
+    with pytest.raises(NotFittedError, match="fit_latent_density"):
+        LatentSampler(tiny_prior, StraightRay(grid), latent_prior="density",
+                      **kw).fit(rays, data[2])
+    prior = copy.deepcopy(tiny_prior)   # the shared fixture stays without a density
+    prior.fit_latent_density(tiny_images[:250], n_components=3, random_state=0)
+    post = LatentSampler(prior, StraightRay(grid), latent_prior="density", **kw)
+    post.fit(rays, data[2])
+    # the stored log-posterior holds the density's log p(z), not -½ |z|²
+    z = post.samples_[1, -1]
+    model = prior.inverse_transform(z[None])[0]
+    r = StraightRay(grid).traveltimes(slowness(model), rays) - data[2]
+    log_p = prior.latent_density_.score_samples(z[None])[0]
+    expected = -0.5 * np.sum(r ** 2) / 0.5 ** 2 + log_p
+    assert post.log_posterior_[1, -1] == pytest.approx(expected, rel=1e-4)
+    assert abs(log_p + 0.5 * z @ z) > 1.0    # the two priors differ here
+    # init=None: the chains start from draws of the density, one per chain's generator
+    same = LatentSampler(prior, StraightRay(grid), latent_prior="density",
+                         **kw).fit(rays, data[2])
+    np.testing.assert_array_equal(post.samples_, same.samples_)

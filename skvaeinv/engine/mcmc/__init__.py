@@ -5,7 +5,7 @@ The posterior of the latent vector ``z`` given traveltimes ``d``,
 .. math::
 
     \\log p(z \\mid d) = -\\frac{1}{2 s^2} \\sum_i w_i r_i(z)^2
-    - \\frac{1}{2} \\lVert z \\rVert^2 + \\text{const},
+    + \\log p(z) + \\text{const},
     \\qquad r = f(h(g(z))) - d,
 
 with the relative weights ``w_i = s² / σ_i²`` (the objective's ``sample_weight``) and
@@ -20,7 +20,10 @@ shape (state in, state and info out; adaptation and loop apart):
   :class:`KernelParams`;
 - :mod:`~skvaeinv.engine.mcmc.target`: :class:`LatentPosterior` (log-densities and
   gradients through the objective), :func:`init_state`;
-- :mod:`~skvaeinv.engine.mcmc.metric`: the inverse mass matrix and its estimate;
+- :mod:`~skvaeinv.engine.mcmc.prior`: the prior of ``z``: ``N(0, I)`` or a fitted
+  Gaussian mixture (a latent density), with gradients;
+- :mod:`~skvaeinv.engine.mcmc.metric`: the inverse mass matrix and its estimate (from
+  warm-up draws, or from the Gauss-Newton precision of the target);
 - :mod:`~skvaeinv.engine.mcmc.kernels`: pCN, MALA and HMC, each an exact
   Metropolis-Hastings kernel (non-finite proposals are rejected);
 - :mod:`~skvaeinv.engine.mcmc.noise`: the Gibbs step of ``s²``;
@@ -34,17 +37,18 @@ shape (state in, state and info out; adaptation and loop apart):
 - :mod:`~skvaeinv.engine.mcmc.diagnostics`: split R-hat and bulk ESS (``arviz-stats``).
 """
 
-from skvaeinv.engine.mcmc.config import SamplerConfig
+from skvaeinv.engine.mcmc.config import MASSES, SamplerConfig
 from skvaeinv.engine.mcmc.diagnostics import Diagnostics, convergence_diagnostics
 from skvaeinv.engine.mcmc.kernels import HMCKernel, MALAKernel, PCNKernel, make_kernel
 from skvaeinv.engine.mcmc.loop import ChainLoop, SamplerResult, run_chains, sample_latent
-from skvaeinv.engine.mcmc.metric import Metric, estimate_metric
+from skvaeinv.engine.mcmc.metric import Metric, estimate_metric, metric_from_precision
 from skvaeinv.engine.mcmc.noise import noise_step
+from skvaeinv.engine.mcmc.prior import GaussianMixturePrior, StandardNormal
 from skvaeinv.engine.mcmc.state import ChainState, KernelParams, StepInfo
 from skvaeinv.engine.mcmc.target import LatentPosterior, init_state, rescale_noise
 
-__all__ = ["ChainLoop", "ChainState", "Diagnostics", "HMCKernel", "KernelParams",
+__all__ = ["MASSES", "ChainLoop", "ChainState", "Diagnostics", "GaussianMixturePrior", "HMCKernel", "KernelParams",
            "LatentPosterior", "MALAKernel", "Metric", "PCNKernel", "SamplerConfig",
-           "SamplerResult", "StepInfo", "convergence_diagnostics", "estimate_metric",
-           "init_state", "make_kernel", "noise_step", "rescale_noise", "run_chains",
+           "SamplerResult", "StandardNormal", "StepInfo", "convergence_diagnostics", "estimate_metric",
+           "init_state", "make_kernel", "metric_from_precision", "noise_step", "rescale_noise", "run_chains",
            "sample_latent"]

@@ -6,7 +6,10 @@
   default (a chain's warm-up then depends on its own draws only), or one per
   temperature level shared by its chains (``"shared"``: driven by their mean
   acceptance). After the warm-up each chain keeps its averaged step size ``ε̄``.
-- Metric: with ``mass="diag"`` or ``"dense"`` and at least :data:`MIN_MASS_WARMUP`
+- Metric: with ``mass="gauss-newton"`` each chain's metric is the inverse of the
+  Gauss-Newton precision at its position (the Laplace approximation), computed before
+  the first step and again at the end of each window below, from no draws. With
+  ``mass="diag"`` or ``"dense"`` and at least :data:`MIN_MASS_WARMUP`
   warm-up iterations, the warm-up is cut as Stan's is: an initial buffer (15 %, step
   size only), two windows (a third and two thirds of the rest), a terminal buffer
   (10 %, at least :data:`MIN_TERMINAL` iterations; step size only, for the final
@@ -27,7 +30,9 @@ import math
 import torch
 
 from skvaeinv.engine.mcmc.config import SamplerConfig
-from skvaeinv.engine.mcmc.metric import Metric, estimate_metric
+from collections.abc import Callable
+
+from skvaeinv.engine.mcmc.metric import Metric, estimate_metric, metric_from_precision
 from skvaeinv.engine.mcmc.state import ChainState, KernelParams, StepInfo
 
 __all__ = ["MIN_MASS_WARMUP", "MIN_TERMINAL", "DualAveraging", "WindowAdaptation",
@@ -172,13 +177,21 @@ class WindowAdaptation:
         ``1 / T`` of each chain.
     level : torch.Tensor of shape (n_chains,)
         Temperature level of each chain (the chains whose draws are pooled).
+    curvature : callable or None, default=None
+        ``curvature(state) -> (n_chains, d, d)`` precisions, for
+        ``mass="gauss-newton"`` (e.g. :meth:`LatentPosterior.gauss_newton
+        <skvaeinv.engine.mcmc.target.LatentPosterior.gauss_newton>` at the state).
     """
 
     def __init__(self, config: SamplerConfig, inv_temperature: torch.Tensor,
-                 level: torch.Tensor) -> None:
+                 level: torch.Tensor,
+                 curvature: Callable[[ChainState], torch.Tensor] | None = None) -> None:
         self.config = config
         self.inv_temperature = inv_temperature
         self.level = level
+        self.curvature = curvature if config.mass == "gauss-newton" else None
+        if config.mass == "gauss-newton" and curvature is None:
+            raise ValueError("mass='gauss-newton' needs the curvature of the target.")
         self.windows = mass_windows(config.n_warmup, config.mass != "identity")
         self.metric = Metric("identity")
         self.initial = torch.full_like(inv_temperature, config.step_size)
@@ -189,6 +202,23 @@ class WindowAdaptation:
                 max_step_size=1.0 if config.sampler == "pcn" else math.inf,
                 groups=level if config.step_size_adaptation == "shared" else None)
         self.draws: list[torch.Tensor] = []
+
+    def start(self, state: ChainState) -> KernelParams:
+        """The parameters of the first step (the Gauss-Newton metric at ``state``).
+
+        Parameters
+        ----------
+        state : ChainState
+            The chains' starting state.
+
+        Returns
+        -------
+        KernelParams
+            The parameters of the first warm-up step.
+        """
+        if self.curvature is not None:
+            self.metric = metric_from_precision(self.curvature(state))
+        return self.params()
 
     def params(self) -> KernelParams:
         """The kernel's parameters for the next warm-up step."""
@@ -215,14 +245,18 @@ class WindowAdaptation:
         if self.dual is not None:
             self.dual.update(info.acceptance_prob)
         for start, end in self.windows:
-            if start <= iteration < end:
+            if start <= iteration < end and self.curvature is None:
                 self.draws.append(state.position.clone())
             if iteration == end - 1:
-                self._end_window()
+                self._end_window(state)
         return self.params()
 
-    def _end_window(self) -> None:
-        self.metric = estimate_metric(torch.stack(self.draws), self.config.mass, self.level)
+    def _end_window(self, state: ChainState) -> None:
+        if self.curvature is not None:
+            self.metric = metric_from_precision(self.curvature(state))
+        else:
+            self.metric = estimate_metric(torch.stack(self.draws), self.config.mass,
+                                          self.level)
         self.draws = []
         if self.dual is not None:
             self.dual.restart(self.dual.final_step_size)

@@ -8,13 +8,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DEFAULT_TARGET_ACCEPT", "SAMPLERS", "SamplerConfig"]
+__all__ = ["DEFAULT_TARGET_ACCEPT", "MASSES", "SAMPLERS", "SamplerConfig"]
 
 #: The samplers and their default target acceptance of the warm-up's step-size
 #: adaptation (MALA: Roberts & Rosenthal's 0.574; HMC: Stan's 0.8; pCN: the random-walk
 #: 0.234 to 0.3).
 DEFAULT_TARGET_ACCEPT = {"mala": 0.574, "hmc": 0.8, "pcn": 0.3}
 SAMPLERS = tuple(DEFAULT_TARGET_ACCEPT)
+#: The metrics of MALA and HMC (see ``SamplerConfig.mass``).
+MASSES = ("identity", "diag", "dense", "gauss-newton")
 
 
 @dataclass(frozen=True)
@@ -50,11 +52,14 @@ class SamplerConfig:
         HMC only: each iteration scales the step sizes by a uniform draw in
         ``[1 - step_jitter, 1 + step_jitter]``, in ``[0, 1)`` (e.g. 0.2 against the
         periodic trajectories of a fixed ``ε L`` on near-Gaussian posteriors).
-    mass : {"identity", "diag", "dense"} or None, default=None
+    mass : {"identity", "diag", "dense", "gauss-newton"} or None, default=None
         Inverse mass matrix (metric) of MALA and HMC, estimated from the warm-up draws
         of all chains at the same temperature pooled (``"diag"``, ``"dense"``; with at
-        least 100 warm-up iterations, else the identity) or the identity; pCN has none
-        (only ``"identity"``). None: ``"identity"`` for pCN, ``"diag"`` otherwise.
+        least 100 warm-up iterations, else the identity), each chain's inverse
+        Gauss-Newton precision at its position (``"gauss-newton"``: before the first
+        step and at the end of each adaptation window; ``2 d`` evaluations each time)
+        or the identity; pCN has none (only ``"identity"``). None: ``"identity"`` for
+        pCN, ``"diag"`` otherwise.
     step_size_adaptation : {"chain", "shared"} or None, default="chain"
         Dual averaging of one step size per chain, of one shared by the chains at the
         same temperature (driven by their mean acceptance), or none (the initial step
@@ -138,9 +143,9 @@ class SamplerConfig:
             ("step_jitter", self.step_jitter, _is_real(self.step_jitter)
              and 0 <= self.step_jitter < 1, "a float in [0, 1)"),
             ("mass", self.mass, self.mass == "identity" if pcn
-             else self.mass in ("identity", "diag", "dense"),
+             else self.mass in MASSES,
              "'identity' (pCN has no mass matrix)" if pcn
-             else "'identity', 'diag' or 'dense'"),
+             else "'identity', 'diag', 'dense' or 'gauss-newton'"),
             ("step_size_adaptation", self.step_size_adaptation,
              self.step_size_adaptation in ("chain", "shared", None),
              "'chain', 'shared' or None"),

@@ -3,8 +3,8 @@
 Each kernel is an object with ``init(position, noise_var) -> ChainState`` and
 ``step(state, generators, params) -> (ChainState, StepInfo)``, advancing every chain
 of the batch at once. Each step ends with an exact Metropolis-Hastings accept/reject of
-the tempered target ``π_β(z) ∝ L(z)^β N(z; 0, I)``, so any fixed ``params`` leave it
-invariant. A proposal whose model, misfit, gradient or position is not finite has
+the tempered target ``π_β(z) ∝ L(z)^β p(z)`` (``p`` the target's prior, ``N(0, I)`` by
+default), so any fixed ``params`` leave it invariant. A proposal whose model, misfit, gradient or position is not finite has
 density zero and is rejected (the chain stays; nothing raises).
 
 Draws per chain and step, from that chain's generator: (HMC with a step jitter: one
@@ -125,8 +125,9 @@ class _Kernel:
 class PCNKernel(_Kernel):
     """Preconditioned Crank-Nicolson: ``z' = sqrt(1 - β²) z + β ξ``, ``ξ ~ N(0, I)``.
 
-    The proposal is reversible w.r.t. the ``N(0, I)`` prior, so the acceptance ratio is
-    the (tempered) likelihood ratio alone; no gradient is used. ``params.step_size`` is
+    The proposal is reversible w.r.t. ``N(0, I)``, so with that prior the acceptance
+    ratio is the (tempered) likelihood ratio alone; with another prior ``p`` it also
+    holds ``p(z') N(z; 0, I) / (p(z) N(z'; 0, I))``. No gradient is used. ``params.step_size`` is
     ``β`` in ``(0, 1]`` and ``params.metric`` is ignored.
 
     Parameters
@@ -148,7 +149,16 @@ class PCNKernel(_Kernel):
                                      state.noise_var, with_grad=False)
         divergent = ~torch.isfinite(proposal.log_density(params.inv_temperature))
         log_ratio = params.inv_temperature * (proposal.log_likelihood - state.log_likelihood)
+        if not self.target.prior.is_standard_normal:
+            log_ratio = log_ratio + (_log_prior_over_normal(proposal)
+                                     - _log_prior_over_normal(state))
         return proposal, log_ratio, divergent
+
+
+def _log_prior_over_normal(state: ChainState) -> torch.Tensor:
+    """``log p(z) - log N(z; 0, I)`` (up to a constant): pCN's prior correction."""
+    z = state.position
+    return state.log_prior + 0.5 * (z * z).sum(1)
 
 
 class MALAKernel(_Kernel):

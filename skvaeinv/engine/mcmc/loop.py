@@ -15,6 +15,7 @@ from skvaeinv.engine.mcmc.adaptation import WindowAdaptation
 from skvaeinv.engine.mcmc.config import SamplerConfig
 from skvaeinv.engine.mcmc.kernels import make_kernel
 from skvaeinv.engine.mcmc.noise import noise_step
+from skvaeinv.engine.mcmc.prior import LatentPrior
 from skvaeinv.engine.mcmc.state import ChainState, KernelParams, StepInfo
 from skvaeinv.engine.mcmc.target import LatentPosterior
 from skvaeinv.engine.mcmc.tempering import ladder, swap_step
@@ -38,9 +39,10 @@ class SamplerResult:
     samples : ndarray of shape (n_chains, n_samples, latent_dim)
         The kept draws of ``z`` (float64).
     log_posterior : ndarray of shape (n_chains, n_samples)
-        ``log p(z | d)`` of each draw, up to a constant: ``-½ Σ w r² / s² - ½ ||z||²``
+        ``log p(z | d)`` of each draw, up to a constant: ``-½ Σ w r² / s² + log p(z)``
         at the given noise variance, or, with the noise estimated, the marginal
-        ``-N/2 log(Σ w r²) - ½ ||z||²`` (``s`` integrated out).
+        ``-N/2 log(Σ w r²) + log p(z)`` (``s`` integrated out); ``log p(z) = -½ ||z||²``
+        for the default prior.
     acceptance_rate : ndarray of shape (n_chains,)
         Fraction of accepted proposals after the warm-up.
     step_size : ndarray of shape (n_chains,)
@@ -131,19 +133,23 @@ class ChainLoop:
         Starting latent vectors (on the objective's device).
     generators : sequence of numpy Generators
         One per chain.
+    prior : StandardNormal or GaussianMixturePrior or None, default=None
+        The prior of ``z`` (None: ``N(0, I)``).
     """
 
     def __init__(self, objective: LatentObjective, config: SamplerConfig, z0: torch.Tensor,
-                 generators: Sequence[np.random.Generator]) -> None:
+                 generators: Sequence[np.random.Generator],
+                 prior: LatentPrior | None = None) -> None:
         self.config = config
         self.generators = list(generators)
-        self.target = LatentPosterior(objective)
+        self.target = LatentPosterior(objective, prior)
         self.kernel = make_kernel(config.sampler, self.target, config.n_leapfrog,
                                   config.step_jitter)
         n, device = z0.shape[0], objective.device
         self.n_levels = len(config.temperatures)
         self.inv_temperature, level = ladder(config.temperatures, n, device)
-        self.adaptation = WindowAdaptation(config, self.inv_temperature, level)
+        self.adaptation = WindowAdaptation(config, self.inv_temperature, level,
+                                           curvature=self.curvature)
         noise = None if config.estimate_noise else torch.full(
             (n,), float(config.noise_var), dtype=torch.float64, device=device)
         self.state = self.kernel.init(z0, noise)
@@ -174,6 +180,24 @@ class ChainLoop:
                            self.records.n_kept, config.n_samples)
         bar.close()
         return self.result(interrupted)
+
+    def curvature(self, state: ChainState) -> torch.Tensor:
+        """The Gauss-Newton precision of every chain at ``state`` (counted evaluations).
+
+        Parameters
+        ----------
+        state : ChainState
+            The chains' state.
+
+        Returns
+        -------
+        torch.Tensor of shape (n_chains, latent_dim, latent_dim)
+            See :meth:`LatentPosterior.gauss_newton`.
+        """
+        n, d = state.position.shape
+        self.n_forward += 2 * n * d
+        return self.target.gauss_newton(state.position, state.noise_var,
+                                        self.inv_temperature)
 
     def transition(self, params: KernelParams, iteration: int) -> StepInfo:
         """One iteration: the kernel, the noise's Gibbs step, the swaps.
@@ -214,7 +238,7 @@ class ChainLoop:
         bar : tqdm
             Progress bar.
         """
-        params = self.adaptation.params()
+        params = self.adaptation.start(self.state)
         for i in range(self.config.n_warmup):
             info = self.transition(params, i)
             params = self.adaptation.update(i, self.state, info)
@@ -293,8 +317,8 @@ class ChainLoop:
 
 
 def run_chains(objective: LatentObjective, z0: np.ndarray | torch.Tensor,
-               generators: Sequence[np.random.Generator], config: SamplerConfig
-               ) -> SamplerResult:
+               generators: Sequence[np.random.Generator], config: SamplerConfig, *,
+               prior: LatentPrior | None = None) -> SamplerResult:
     """Sample the latent posterior with a batch of Markov chains.
 
     Parameters
@@ -310,6 +334,8 @@ def run_chains(objective: LatentObjective, z0: np.ndarray | torch.Tensor,
         batch (its warm-up does, through a shared step size or pooled metric only).
     config : SamplerConfig
         Sampler, lengths, adaptation, noise, temperatures (validated when made).
+    prior : StandardNormal or GaussianMixturePrior or None, default=None
+        The prior of ``z`` in the target (None: ``N(0, I)``, the VAE's own).
 
     Returns
     -------
@@ -327,7 +353,7 @@ def run_chains(objective: LatentObjective, z0: np.ndarray | torch.Tensor,
     else:
         z = torch.as_tensor(np.asarray(z0, dtype=np.float64), device=objective.device)
     _check_run(objective, config, z, generators)
-    return ChainLoop(objective, config, z, generators).run()
+    return ChainLoop(objective, config, z, generators, prior).run()
 
 
 def sample_latent(decoder: Callable[[torch.Tensor], torch.Tensor], forward: ForwardCallable,
@@ -335,7 +361,8 @@ def sample_latent(decoder: Callable[[torch.Tensor], torch.Tensor], forward: Forw
                   generators: Sequence[np.random.Generator], config: SamplerConfig, *,
                   petrophysics: Callable[[torch.Tensor], torch.Tensor] | None = None,
                   sample_weight: np.ndarray | None = None,
-                  device: str | torch.device = "cpu") -> SamplerResult:
+                  device: str | torch.device = "cpu",
+                  prior: LatentPrior | None = None) -> SamplerResult:
     """Build the objective (at ``config.precision``) and run :func:`run_chains`.
 
     Parameters
@@ -358,6 +385,8 @@ def sample_latent(decoder: Callable[[torch.Tensor], torch.Tensor], forward: Forw
         Relative weights ``w_i = s² / σ_i²``; ones if None.
     device : str or torch.device, default="cpu"
         Where the chains run.
+    prior : StandardNormal or GaussianMixturePrior or None, default=None
+        The prior of ``z`` (None: ``N(0, I)``).
 
     Returns
     -------
@@ -367,7 +396,7 @@ def sample_latent(decoder: Callable[[torch.Tensor], torch.Tensor], forward: Forw
     objective = LatentObjective(decoder, forward, y, torch.device(device),
                                 petrophysics=petrophysics, sample_weight=sample_weight,
                                 precision=config.precision)
-    return run_chains(objective, z0, generators, config)
+    return run_chains(objective, z0, generators, config, prior=prior)
 
 
 def _check_run(objective: LatentObjective, config: SamplerConfig, z: torch.Tensor,

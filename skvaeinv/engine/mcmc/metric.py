@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["REGULARISATION_DRAWS", "REGULARISATION_TARGET", "Metric", "estimate_metric"]
+__all__ = ["REGULARISATION_DRAWS", "REGULARISATION_TARGET", "Metric", "estimate_metric",
+           "metric_from_precision"]
 
 #: Stan's regularisation of the estimate: ``n / (n + 5) C + 1e-3 · 5 / (n + 5) I``.
 REGULARISATION_DRAWS = 5.0
@@ -186,3 +187,27 @@ def estimate_metric(draws: torch.Tensor, kind: str, groups: torch.Tensor) -> Met
         reg = cov * shrink + REGULARISATION_TARGET * (1 - shrink) * eye
         out[members] = torch.diagonal(reg) if kind == "diag" else reg
     return Metric(kind, out)
+
+
+def metric_from_precision(precision: torch.Tensor) -> Metric:
+    """The dense metric ``C = H⁻¹`` of each chain from its precision ``H``.
+
+    Parameters
+    ----------
+    precision : torch.Tensor of shape (n_chains, d, d)
+        Symmetric positive definite matrices (float64), e.g. Gauss-Newton Hessians.
+
+    Returns
+    -------
+    Metric
+        The dense metric of each chain.
+
+    Examples
+    --------
+    >>> import torch
+    >>> h = torch.tensor([[[4.0, 0.0], [0.0, 1.0]]], dtype=torch.float64)
+    >>> metric_from_precision(h).inv_mass
+    tensor([[[0.2500, 0.0000],
+             [0.0000, 1.0000]]], dtype=torch.float64)
+    """
+    return Metric("dense", torch.cholesky_inverse(torch.linalg.cholesky(precision)))

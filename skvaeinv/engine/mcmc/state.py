@@ -29,12 +29,12 @@ class ChainState(NamedTuple):
         ``-½ Σ_i w_i r_i(z)² / s²`` (untempered; ``-inf`` where the model or misfit is
         not finite).
     log_prior : torch.Tensor of shape (n_chains,)
-        ``-½ ||z||²``.
+        ``log p(z)``: ``-½ ||z||²`` for the default ``N(0, I)``.
     grad_log_likelihood : torch.Tensor of shape (n_chains, latent_dim) or None
         Its gradient w.r.t. ``z`` (zero where it is not finite); None for a
         gradient-free kernel.
     grad_log_prior : torch.Tensor of shape (n_chains, latent_dim) or None
-        ``-z``; None for a gradient-free kernel.
+        Its gradient (``-z`` for ``N(0, I)``); None for a gradient-free kernel.
     sse : torch.Tensor of shape (n_chains,)
         Weighted sum of squared residuals ``Σ_i w_i r_i²`` (inf where not finite).
     noise_var : torch.Tensor of shape (n_chains,)
