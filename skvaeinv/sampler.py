@@ -78,6 +78,10 @@ class LatentSampler(LatentModelMixin, BaseEstimator):
         Acceptance rate the warm-up aims at; None: 0.574 (MALA), 0.8 (HMC), 0.3 (pCN).
     n_leapfrog : int, default=10
         Leapfrog steps of an HMC iteration.
+    step_jitter : float, default=0.0
+        HMC only: each iteration scales the step sizes by a uniform draw in
+        ``[1 - step_jitter, 1 + step_jitter]`` (in ``[0, 1)``; e.g. 0.2), against the
+        periodic trajectories of a fixed ``ε L`` on near-Gaussian posteriors.
     mass : {"identity", "diag", "dense", "gauss-newton"} or None, default=None
         Mass matrix of MALA and HMC estimated from the warm-up draws (pooled over the
         chains of a chunk), or each chain's Gauss-Newton (Laplace) covariance at its
@@ -85,6 +89,11 @@ class LatentSampler(LatentModelMixin, BaseEstimator):
         evaluations per chain three times in the warm-up; the best-mixing choice for
         narrow posteriors, measured in ``benchmarks/results/posterior_linear``);
         None: ``"diag"`` (pCN: none).
+    mass_init : {"identity", "gauss-newton"}, default="identity"
+        With ``mass="diag"`` or ``"dense"``: the metric of the warm-up's first steps,
+        before the first estimate from draws. ``"gauss-newton"`` starts each chain with
+        its Laplace covariance (``2 latent_dim`` model evaluations per chain), so the
+        draws that estimate the metric already mix and a shorter warm-up suffices.
     latent_prior : {"normal", "density"}, default="normal"
         The prior of ``z`` in the target: the VAE's own ``N(0, I)``, or the prior's
         fitted latent density (``prior.latent_density_``, from
@@ -191,7 +200,9 @@ class LatentSampler(LatentModelMixin, BaseEstimator):
         "step_size": [Interval(Real, 0, None, closed="neither"), None],
         "target_accept": [Interval(Real, 0, 1, closed="neither"), None],
         "n_leapfrog": [Interval(Integral, 1, None, closed="left")],
+        "step_jitter": [Interval(Real, 0, 1, closed="left")],
         "mass": [StrOptions(set(MASSES)), None],
+        "mass_init": [StrOptions({"identity", "gauss-newton"})],
         "latent_prior": [StrOptions({"normal", "density"})],
         "noise_std": [Interval(Real, 0, None, closed="neither"), StrOptions({"estimate"})],
         "temperatures": ["array-like", None],
@@ -209,7 +220,9 @@ class LatentSampler(LatentModelMixin, BaseEstimator):
                  sampler: str = "mala", n_chains: int = 8, n_samples: int = 1000,
                  n_warmup: int = 500, thin: int = 1, step_size: float | None = None,
                  target_accept: float | None = None, n_leapfrog: int = 10,
-                 mass: str | None = None, latent_prior: str = "normal",
+                 step_jitter: float = 0.0,
+                 mass: str | None = None, mass_init: str = "identity",
+                 latent_prior: str = "normal",
                  noise_std: float | str = 1.0,
                  temperatures: Any = None, init: Any = None, chunk_size: int | None = None,
                  n_jobs: int | None = None, device: str | torch.device = "auto",
@@ -226,7 +239,9 @@ class LatentSampler(LatentModelMixin, BaseEstimator):
         self.step_size = step_size
         self.target_accept = target_accept
         self.n_leapfrog = n_leapfrog
+        self.step_jitter = step_jitter
         self.mass = mass
+        self.mass_init = mass_init
         self.latent_prior = latent_prior
         self.noise_std = noise_std
         self.temperatures = temperatures
@@ -326,7 +341,8 @@ class LatentSampler(LatentModelMixin, BaseEstimator):
             sampler=self.sampler, n_samples=self.n_samples, n_warmup=self.n_warmup,
             thin=self.thin, step_size=default_step if self.step_size is None
             else float(self.step_size), target_accept=self.target_accept,
-            n_leapfrog=self.n_leapfrog, mass=self.mass, noise_var=noise_var,
+            n_leapfrog=self.n_leapfrog, step_jitter=float(self.step_jitter), mass=self.mass,
+            mass_init=self.mass_init, noise_var=noise_var,
             temperatures=temperatures, precision=precision, progress=bool(self.verbose))
 
     def _chunks(self, device: torch.device) -> list[np.ndarray]:

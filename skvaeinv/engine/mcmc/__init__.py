@@ -43,11 +43,11 @@ from skvaeinv.engine.mcmc.kernels import HMCKernel, MALAKernel, PCNKernel, make_
 from skvaeinv.engine.mcmc.loop import ChainLoop, SamplerResult, run_chains, sample_latent
 from skvaeinv.engine.mcmc.metric import Metric, estimate_metric, metric_from_precision
 from skvaeinv.engine.mcmc.noise import noise_step
-from skvaeinv.engine.mcmc.prior import GaussianMixturePrior, StandardNormal
+from skvaeinv.engine.mcmc.prior import GaussianMixturePrior, LatentPrior, StandardNormal
 from skvaeinv.engine.mcmc.state import ChainState, KernelParams, StepInfo
 from skvaeinv.engine.mcmc.target import LatentPosterior, init_state, rescale_noise
 
-__all__ = ["MASSES", "ChainLoop", "ChainState", "Diagnostics", "GaussianMixturePrior", "HMCKernel", "KernelParams",
+__all__ = ["MASSES", "ChainLoop", "ChainState", "Diagnostics", "GaussianMixturePrior", "HMCKernel", "LatentPrior", "KernelParams",
            "LatentPosterior", "MALAKernel", "Metric", "PCNKernel", "SamplerConfig",
            "SamplerResult", "StandardNormal", "StepInfo", "convergence_diagnostics", "estimate_metric",
            "init_state", "make_kernel", "metric_from_precision", "noise_step", "rescale_noise", "run_chains",

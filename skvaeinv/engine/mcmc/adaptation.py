@@ -8,8 +8,9 @@
   acceptance). After the warm-up each chain keeps its averaged step size ``ε̄``.
 - Metric: with ``mass="gauss-newton"`` each chain's metric is the inverse of the
   Gauss-Newton precision at its position (the Laplace approximation), computed before
-  the first step and again at the end of each window below, from no draws. With
-  ``mass="diag"`` or ``"dense"`` and at least :data:`MIN_MASS_WARMUP`
+  the first step and again at the end of each window below, from no draws
+  (``mass_init="gauss-newton"``: before the first step only, the windows then estimate
+  the metric from draws). With ``mass="diag"`` or ``"dense"`` and at least :data:`MIN_MASS_WARMUP`
   warm-up iterations, the warm-up is cut as Stan's is: an initial buffer (15 %, step
   size only), two windows (a third and two thirds of the rest), a terminal buffer
   (10 %, at least :data:`MIN_TERMINAL` iterations; step size only, for the final
@@ -179,7 +180,7 @@ class WindowAdaptation:
         Temperature level of each chain (the chains whose draws are pooled).
     curvature : callable or None, default=None
         ``curvature(state) -> (n_chains, d, d)`` precisions, for
-        ``mass="gauss-newton"`` (e.g. :meth:`LatentPosterior.gauss_newton
+        ``mass="gauss-newton"`` or ``mass_init="gauss-newton"`` (e.g. :meth:`LatentPosterior.gauss_newton
         <skvaeinv.engine.mcmc.target.LatentPosterior.gauss_newton>` at the state).
     """
 
@@ -189,9 +190,10 @@ class WindowAdaptation:
         self.config = config
         self.inv_temperature = inv_temperature
         self.level = level
-        self.curvature = curvature if config.mass == "gauss-newton" else None
-        if config.mass == "gauss-newton" and curvature is None:
-            raise ValueError("mass='gauss-newton' needs the curvature of the target.")
+        self.curvature = curvature if config.gauss_newton_start else None
+        if config.gauss_newton_start and curvature is None:
+            raise ValueError("a Gauss-Newton metric needs the curvature of the target.")
+        self.from_curvature = config.mass == "gauss-newton"
         self.windows = mass_windows(config.n_warmup, config.mass != "identity")
         self.metric = Metric("identity")
         self.initial = torch.full_like(inv_temperature, config.step_size)
@@ -245,14 +247,14 @@ class WindowAdaptation:
         if self.dual is not None:
             self.dual.update(info.acceptance_prob)
         for start, end in self.windows:
-            if start <= iteration < end and self.curvature is None:
+            if start <= iteration < end and not self.from_curvature:
                 self.draws.append(state.position.clone())
             if iteration == end - 1:
                 self._end_window(state)
         return self.params()
 
     def _end_window(self, state: ChainState) -> None:
-        if self.curvature is not None:
+        if self.from_curvature:
             self.metric = metric_from_precision(self.curvature(state))
         else:
             self.metric = estimate_metric(torch.stack(self.draws), self.config.mass,

@@ -60,6 +60,13 @@ class SamplerConfig:
         step and at the end of each adaptation window; ``2 d`` evaluations each time)
         or the identity; pCN has none (only ``"identity"``). None: ``"identity"`` for
         pCN, ``"diag"`` otherwise.
+    mass_init : {"identity", "gauss-newton"}, default="identity"
+        The metric of the first warm-up steps, before the first estimate from draws
+        (``mass="diag"`` or ``"dense"``): the identity, or each chain's inverse
+        Gauss-Newton precision at its start (``2 d`` evaluations per chain; the
+        windows' draws then come from chains that already mix, and a shorter warm-up
+        does). ``mass="gauss-newton"`` implies it, ``mass="identity"`` ignores it; pCN
+        has no metric (only ``"identity"``).
     step_size_adaptation : {"chain", "shared"} or None, default="chain"
         Dual averaging of one step size per chain, of one shared by the chains at the
         same temperature (driven by their mean acceptance), or none (the initial step
@@ -92,6 +99,7 @@ class SamplerConfig:
     n_leapfrog: int = 10
     step_jitter: float = 0.0
     mass: str | None = None
+    mass_init: str = "identity"
     step_size_adaptation: str | None = "chain"
     noise_var: float | str = 1.0
     temperatures: tuple[float, ...] = (1.0,)
@@ -114,6 +122,12 @@ class SamplerConfig:
     def n_iter(self) -> int:
         """Iterations per chain: warm-up plus ``n_samples * thin``."""
         return self.n_warmup + self.n_samples * self.thin
+
+    @property
+    def gauss_newton_start(self) -> bool:
+        """Whether the first steps use the Gauss-Newton metric."""
+        return self.mass == "gauss-newton" or (self.mass_init == "gauss-newton"
+                                                and self.mass in ("diag", "dense"))
 
     @property
     def estimate_noise(self) -> bool:
@@ -146,6 +160,10 @@ class SamplerConfig:
              else self.mass in MASSES,
              "'identity' (pCN has no mass matrix)" if pcn
              else "'identity', 'diag', 'dense' or 'gauss-newton'"),
+            ("mass_init", self.mass_init, self.mass_init == "identity" if pcn
+             else self.mass_init in ("identity", "gauss-newton"),
+             "'identity' (pCN has no mass matrix)" if pcn
+             else "'identity' or 'gauss-newton'"),
             ("step_size_adaptation", self.step_size_adaptation,
              self.step_size_adaptation in ("chain", "shared", None),
              "'chain', 'shared' or None"),

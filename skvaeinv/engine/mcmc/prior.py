@@ -19,18 +19,11 @@ import torch
 __all__ = ["GaussianMixturePrior", "LatentPrior", "StandardNormal"]
 
 
-class StandardNormal:
-    """The VAE's own prior ``N(0, I)``: ``log p(z) = -½ ||z||²`` (up to a constant).
+class LatentPrior:
+    """A prior of latent vectors: its log-density, gradient and curvature on batches."""
 
-    Examples
-    --------
-    >>> import torch
-    >>> lp, grad = StandardNormal().log_prob(torch.tensor([[1.0, 2.0]], dtype=torch.float64))
-    >>> float(lp[0]), grad.tolist()
-    (-2.5, [[-1.0, -2.0]])
-    """
-
-    is_standard_normal = True
+    #: Whether it is ``N(0, I)`` (pCN's proposal then needs no prior correction).
+    is_standard_normal = False
 
     def log_prob(self, z: torch.Tensor, with_grad: bool = True
                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -46,14 +39,14 @@ class StandardNormal:
         Returns
         -------
         log_prob : torch.Tensor of shape (n,)
-            ``-½ ||z||²``.
+            ``log p(z)`` (up to a constant).
         grad : torch.Tensor of shape (n, d) or None
-            ``-z``.
+            ``∇ log p(z)``, or None.
         """
-        return -0.5 * (z * z).sum(1), (-z if with_grad else None)
+        raise NotImplementedError
 
     def curvature(self, z: torch.Tensor) -> torch.Tensor:
-        """The precision ``I`` of each row (the Hessian of ``-log p``).
+        """A positive definite curvature of ``-log p`` at each row.
 
         Parameters
         ----------
@@ -63,13 +56,36 @@ class StandardNormal:
         Returns
         -------
         torch.Tensor of shape (n, d, d)
-            Identity matrices.
+            The prior's precision at each row (the Gauss-Newton metric's prior part).
         """
+        raise NotImplementedError
+
+
+class StandardNormal(LatentPrior):
+    """The VAE's own prior ``N(0, I)``: ``log p(z) = -½ ||z||²`` (up to a constant).
+
+    Examples
+    --------
+    >>> import torch
+    >>> lp, grad = StandardNormal().log_prob(torch.tensor([[1.0, 2.0]], dtype=torch.float64))
+    >>> float(lp[0]), grad.tolist()
+    (-2.5, [[-1.0, -2.0]])
+    """
+
+    is_standard_normal = True
+
+    def log_prob(self, z: torch.Tensor, with_grad: bool = True
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        # -½ ||z||² and -z
+        return -0.5 * (z * z).sum(1), (-z if with_grad else None)
+
+    def curvature(self, z: torch.Tensor) -> torch.Tensor:
+        # the identity: the Hessian of -log p
         n, d = z.shape
         return torch.eye(d, dtype=z.dtype, device=z.device).repeat(n, 1, 1)
 
 
-class GaussianMixturePrior:
+class GaussianMixturePrior(LatentPrior):
     """A Gaussian mixture density of latent vectors, with its exact gradient.
 
     ``log p(z) = logsumexp_k [log w_k + log|L_k| - ½ ||L_kᵀ (z - μ_k)||²] - d/2 log 2π``
@@ -94,11 +110,10 @@ class GaussianMixturePrior:
     >>> import numpy as np, torch
     >>> p = GaussianMixturePrior(np.ones(1), np.zeros((1, 2)), np.eye(2))
     >>> lp, grad = p.log_prob(torch.tensor([[1.0, 2.0]], dtype=torch.float64))
-    >>> round(float(lp[0]) + np.log(2 * np.pi), 6), grad.tolist()
+    >>> round(float(lp[0] + np.log(2 * np.pi)), 6), grad.tolist()
     (-2.5, [[-1.0, -2.0]])
     """
 
-    is_standard_normal = False
     #: components scored at a time
     BLOCK = 4096
 
@@ -156,22 +171,7 @@ class GaussianMixturePrior:
 
     def log_prob(self, z: torch.Tensor, with_grad: bool = True
                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Log-density of each row and, with ``with_grad``, its gradient.
-
-        Parameters
-        ----------
-        z : torch.Tensor of shape (n, d)
-            Latent vectors (float64).
-        with_grad : bool, default=True
-            Also return the gradient.
-
-        Returns
-        -------
-        log_prob : torch.Tensor of shape (n,)
-            ``log p(z)``.
-        grad : torch.Tensor of shape (n, d) or None
-            ``∇ log p(z)``.
-        """
+        # the log-sum-exp over blocks of components; its gradient by autograd
         z = z.detach().requires_grad_(with_grad)
         with torch.set_grad_enabled(with_grad):
             k = self.means.shape[0]
@@ -183,28 +183,11 @@ class GaussianMixturePrior:
 
     @torch.no_grad()
     def curvature(self, z: torch.Tensor) -> torch.Tensor:
-        """The components' precisions averaged with their responsibilities at each row.
-
-        ``Σ_k r_k(z) L_k L_kᵀ``: positive definite, the Gauss-Newton part of the
-        Hessian of ``-log p`` (without the spread of the responsibilities).
-
-        Parameters
-        ----------
-        z : torch.Tensor of shape (n, d)
-            Latent vectors (float64).
-
-        Returns
-        -------
-        torch.Tensor of shape (n, d, d)
-            The precision of each row.
-        """
+        # Σ_k r_k(z) L_k L_kᵀ: the components' precisions averaged with their
+        # responsibilities (the Hessian of -log p without the responsibilities' spread)
         if self.tied:
             precision = self.factors @ self.factors.T
             return precision.expand(z.shape[0], -1, -1).clone()
         resp = torch.softmax(self._component_log_prob(z, 0, self.means.shape[0]), dim=1)
         precisions = self.factors @ self.factors.transpose(-1, -2)
         return torch.einsum("nk,kde->nde", resp, precisions)
-
-
-#: What the target takes as the prior of ``z``.
-LatentPrior = StandardNormal | GaussianMixturePrior
