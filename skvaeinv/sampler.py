@@ -390,9 +390,10 @@ class LatentSampler(LatentModelMixin, BaseEstimator):
             warnings.warn(
                 f"the chains have not mixed: max R-hat {np.nanmax(self.rhat_):.3f} > "
                 f"{RHAT_LIMIT} (min bulk ESS {np.nanmin(self.ess_bulk_):.0f}). R-hat <= "
-                "1.01 needs a bulk ESS of roughly 8x the number of chains: sample longer "
-                "or warm up longer; if chains sit in different modes, use replica "
-                "exchange (temperatures=...).", UserWarning,
+                "1.01 needs a bulk ESS of roughly 8x the number of chains: sample longer, "
+                "or mix faster per evaluation with mass='gauss-newton' (MALA) or "
+                "mass='dense', mass_init='gauss-newton' (HMC); if chains sit in "
+                "different modes, use replica exchange (temperatures=...).", UserWarning,
                 stacklevel=4)
         if self.verbose:
             logger.info("LatentSampler: acceptance %.2f, max R-hat %.3f, min bulk ESS %.0f, "

@@ -1,0 +1,159 @@
+"""Which metric mixes best at a fixed budget: identity/dense windows against Gauss-Newton.
+
+Issue 27's question behind ``posterior_linear.py``: with at most 40,000 model
+evaluations over 16 chains, how should MALA and HMC get their metric (inverse mass
+matrix)? All variants run on the same problem from the same starting points, so that
+only the metric and the kernel settings differ:
+
+- the reference prior, mc2, the study's straight rays, checked traveltimes + 0.25 x the
+  shared noise realisation; noise level given (σ = 0.25 ns) or estimated;
+- 16 chains from the truth's encoded code plus N(0, 0.05²) jitter (seed 0), one batch,
+  one torch thread, float32; the engine directly (``run_chains``), so no SGD is needed;
+- each variant as many iterations as fit the budget after its warm-up and its
+  Gauss-Newton evaluations (``2 d`` per estimate).
+
+Variants are given as ``sampler:mass:noise[:L[:jitter[:warmup[:mass_init]]]]``, with
+``noise`` ``fix`` or ``est``; e.g. ``mala:gauss-newton:fix`` or
+``hmc:dense:est:5:0:120:gauss-newton``.
+
+Usage::
+
+    python benchmarks/posterior_metrics.py                     # the default variants (~30 min)
+    python benchmarks/posterior_metrics.py mala:dense:fix mala:gauss-newton:fix --name x
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (PRIORS, command_line, md_table, require_shared,  # noqa: E402
+                     survey, write_results)
+
+from skvaeinv import VAEPrior  # noqa: E402
+from skvaeinv._latent_estimator import check_petrophysics  # noqa: E402
+from skvaeinv.engine import LatentObjective  # noqa: E402
+from skvaeinv.engine.mcmc import SamplerConfig, convergence_diagnostics, run_chains  # noqa: E402
+from skvaeinv.engine.mcmc.adaptation import mass_windows  # noqa: E402
+from skvaeinv.forward import StraightRay, TorchForward  # noqa: E402
+
+log = logging.getLogger("posterior_metrics")
+STUDY = "posterior_linear"
+NOISE_SD = 0.25
+DEFAULT_VARIANTS = [
+    "mala:dense:fix", "mala:dense:fix:1:0:300:gauss-newton", "mala:gauss-newton:fix",
+    "hmc:dense:est", "hmc:dense:est:5:0:120", "hmc:gauss-newton:est",
+    "hmc:dense:est:5:0:200:gauss-newton", "hmc:dense:est:5:0:120:gauss-newton",
+    "mala:gauss-newton:est"]
+
+
+def parse_variant(text: str) -> dict:
+    """``sampler:mass:noise[:L[:jitter[:warmup[:mass_init]]]]`` as SamplerConfig fields."""
+    parts = text.split(":")
+    if len(parts) < 3 or parts[2] not in ("fix", "est"):
+        raise SystemExit(f"variant {text!r}: expected sampler:mass:fix|est[:L[:jitter"
+                         "[:warmup[:mass_init]]]]")
+    sampler, mass, noise = parts[:3]
+    hmc = sampler == "hmc"
+    return {"sampler": sampler, "mass": mass, "estimate": noise == "est",
+            "n_leapfrog": int(parts[3]) if len(parts) > 3 and hmc else (5 if hmc else 1),
+            "step_jitter": float(parts[4]) if len(parts) > 4 else 0.0,
+            "n_warmup": int(parts[5]) if len(parts) > 5 else (200 if hmc else 300),
+            "mass_init": parts[6] if len(parts) > 6 else "identity"}
+
+
+def metric_evals(v: dict, dim: int) -> int:
+    """Model evaluations per chain of the Gauss-Newton metric."""
+    if v["mass"] == "gauss-newton":
+        return 2 * dim * (1 + len(mass_windows(v["n_warmup"], True)))
+    return 2 * dim if v["mass_init"] == "gauss-newton" else 0
+
+
+def run_variant(objective, z0, v: dict, budget: int, seed: int) -> dict:
+    n, dim = z0.shape
+    n_iter = (budget // n - 1 - metric_evals(v, dim)) // v["n_leapfrog"]
+    config = SamplerConfig(sampler=v["sampler"], mass=v["mass"], mass_init=v["mass_init"],
+                           n_warmup=v["n_warmup"], n_samples=n_iter - v["n_warmup"],
+                           n_leapfrog=v["n_leapfrog"], step_jitter=v["step_jitter"],
+                           noise_var="estimate" if v["estimate"] else NOISE_SD ** 2)
+    generators = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n)]
+    t0 = time.perf_counter()
+    res = run_chains(objective, z0, generators, config)
+    wall = time.perf_counter() - t0
+    diag = convergence_diagnostics(res.samples)
+    return {**v, "n_samples": int(n_iter - v["n_warmup"]), "wall_s": wall,
+            "n_forward_evals": int(res.n_forward_evals),
+            "n_gradient_evals": int(res.n_gradient_evals),
+            "acceptance": float(res.acceptance_rate.mean()),
+            "step_size_median": float(np.median(res.step_size)),
+            "rhat_max": float(np.nanmax(diag.rhat)),
+            "ess_bulk_min": float(np.nanmin(diag.ess_bulk)),
+            "ess_bulk_median": float(np.nanmedian(diag.ess_bulk)),
+            "ess_per_1000_evals": 1000 * float(np.nanmin(diag.ess_bulk)) / res.n_forward_evals}
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("variants", nargs="*", default=DEFAULT_VARIANTS)
+    ap.add_argument("--prior", default=str(PRIORS / "reference_prior.skv"))
+    ap.add_argument("--chains", type=int, default=16)
+    ap.add_argument("--max-evals", type=int, default=40_000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--name", default="posterior_metrics")
+    args = ap.parse_args(argv)
+    variants = [parse_variant(v) for v in args.variants]
+    torch.set_num_threads(1)
+    shared = require_shared()
+    grid, rays = survey()
+    ref = np.load(shared / "reference" / "straight_ray_traveltimes.npz")
+    truth = np.load(shared / "truth" / "mc2.npy")
+    d = ref["mc2"] + NOISE_SD * np.load(shared / "truth" / "noise_realization.npy")
+    prior = VAEPrior.load(args.prior, device="cpu")
+    cpu = torch.device("cpu")
+    objective = LatentObjective(
+        prior.get_decoder(cpu), TorchForward(StraightRay(grid), rays, device=cpu,
+                                             dtype=torch.float32), d, cpu,
+        petrophysics=check_petrophysics(None, prior.image_shape_, cpu))
+    z0 = (np.repeat(prior.transform(truth[None]), args.chains, axis=0)
+          + 0.05 * np.random.default_rng(0).normal(size=(args.chains, prior.latent_dim)))
+    runs = []
+    for text, v in zip(args.variants, variants):
+        r = run_variant(objective, z0, v, args.max_evals, args.seed)
+        r["variant"] = text
+        runs.append(r)
+        log.info("%s: %.0f s, %d evals, accept %.2f, step %.3f, R-hat %.3f, ESS %.0f "
+                 "(median %.0f)", text, r["wall_s"], r["n_forward_evals"], r["acceptance"],
+                 r["step_size_median"], r["rhat_max"], r["ess_bulk_min"], r["ess_bulk_median"])
+    rows = [[r["sampler"].upper(), r["mass"], r["mass_init"],
+             "estimated" if r["estimate"] else f"{NOISE_SD} ns",
+             r["n_leapfrog"] if r["sampler"] == "hmc" else "-", r["step_jitter"],
+             f"{r['n_warmup']} + {r['n_samples']}", r["n_forward_evals"], r["acceptance"],
+             r["step_size_median"], r["rhat_max"], r["ess_bulk_min"], r["ess_bulk_median"],
+             r["ess_per_1000_evals"], r["wall_s"]] for r in runs]
+    md = (f"# Metrics at a fixed budget, mc2, straight rays (issue 27)\n\nCommand: "
+          f"`{command_line(__file__, argv)}`\n\nPrior `{Path(args.prior).name}`; "
+          f"{args.chains} chains from the encoded truth + N(0, 0.05²) jitter, one batch, "
+          f"one thread; at most {args.max_evals:,} model evaluations per variant (the "
+          "Gauss-Newton metric's included); seed "
+          f"{args.seed} for every variant.\n\n"
+          + md_table(["sampler", "mass", "mass_init", "noise", "L", "jitter",
+                      "warm-up + kept", "model evals", "accept", "step", "max R-hat",
+                      "min bulk ESS", "median bulk ESS", "ESS / 1,000 evals", "wall (s)"],
+                     rows) + "\n")
+    write_results(args.name, {"command": command_line(__file__, argv),
+                              "prior": Path(args.prior).name, "chains": args.chains,
+                              "max_evals": args.max_evals, "runs": runs}, md, study=STUDY)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
