@@ -17,8 +17,10 @@ from skvaeinv.engine.objective import LatentObjective
 __all__ = ["GAUSS_NEWTON_CHUNK", "GAUSS_NEWTON_STEP", "LatentPosterior", "init_state",
            "rescale_noise"]
 
-#: Step of the central differences in ``z`` of :meth:`LatentPosterior.gauss_newton`.
-GAUSS_NEWTON_STEP = 1e-2
+#: Step of the central differences in ``z`` of :meth:`LatentPosterior.gauss_newton`, by
+#: the decoder's precision (bfloat16 rounds ``z`` itself to steps of 0.016 at |z| in
+#: [2, 4), so its differences need a longer step).
+GAUSS_NEWTON_STEP = {"float32": 1e-2, "bfloat16": 1e-1}
 #: Chains whose ``2 d`` perturbed points are decoded in one batch there.
 GAUSS_NEWTON_CHUNK = 4
 
@@ -85,7 +87,7 @@ class LatentPosterior:
 
     @torch.no_grad()
     def gauss_newton(self, z: torch.Tensor, noise_var: torch.Tensor,
-                     inv_temperature: torch.Tensor, step: float = GAUSS_NEWTON_STEP
+                     inv_temperature: torch.Tensor, step: float | None = None
                      ) -> torch.Tensor:
         """The Gauss-Newton precision of the tempered posterior at each chain's ``z``.
 
@@ -105,8 +107,9 @@ class LatentPosterior:
             Noise variance ``s²`` of each chain.
         inv_temperature : torch.Tensor of shape (n_chains,)
             ``β = 1 / T`` of each chain.
-        step : float, default=GAUSS_NEWTON_STEP
-            Difference step in ``z``.
+        step : float or None, default=None
+            Difference step in ``z``; None: :data:`GAUSS_NEWTON_STEP` of the
+            objective's precision.
 
         Returns
         -------
@@ -115,6 +118,8 @@ class LatentPosterior:
             chain whose perturbed models are not all finite.
         """
         n, d = z.shape
+        if step is None:
+            step = GAUSS_NEWTON_STEP[self.objective.precision]
         eye = torch.eye(d, dtype=torch.float64, device=z.device)
         w = self.objective.w.to(torch.float64)
         prior = self.prior.curvature(z)
