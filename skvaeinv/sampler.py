@@ -40,11 +40,11 @@ class LatentSampler(LatentModelMixin, BaseEstimator):
     Gaussian likelihood of the traveltimes ``d`` computed through the prior's decoder,
     the petrophysics and the forward operator ``g``, times the VAE's standard-normal
     prior on ``z`` (or, with ``latent_prior="density"``, the prior's fitted latent
-    density ``log p(z)`` in place of ``-½ ||z||²``). ``n_chains`` Markov chains advance together as one batch on the
-    torch device; every kept draw comes from an exact Metropolis-adjusted kernel
-    (pCN, MALA or HMC), whose step size and mass matrix are adapted during the warm-up
-    only. Decoded, the draws give the pixel-wise posterior: mean, spread, channel
-    probability and credible intervals.
+    density ``log p(z)`` in place of ``-½ ||z||²``). ``n_chains`` Markov chains advance
+    together as one batch on the torch device; every kept draw comes from an exact
+    Metropolis-adjusted kernel (pCN, MALA or HMC), whose step size and mass matrix are
+    adapted during the warm-up only. Decoded, the draws give the pixel-wise posterior:
+    mean, spread, channel probability and credible intervals.
 
     The prior usually cannot reproduce data to within their picking error: treating
     its misfit as noise-free physics gives an overconfident posterior. With

@@ -47,8 +47,8 @@ from skvaeinv.engine.mcmc.prior import GaussianMixturePrior, LatentPrior, Standa
 from skvaeinv.engine.mcmc.state import ChainState, KernelParams, StepInfo
 from skvaeinv.engine.mcmc.target import LatentPosterior, init_state, rescale_noise
 
-__all__ = ["MASSES", "ChainLoop", "ChainState", "Diagnostics", "GaussianMixturePrior", "HMCKernel", "LatentPrior", "KernelParams",
-           "LatentPosterior", "MALAKernel", "Metric", "PCNKernel", "SamplerConfig",
-           "SamplerResult", "StandardNormal", "StepInfo", "convergence_diagnostics", "estimate_metric",
-           "init_state", "make_kernel", "metric_from_precision", "noise_step", "rescale_noise", "run_chains",
-           "sample_latent"]
+__all__ = ["MASSES", "ChainLoop", "ChainState", "Diagnostics", "GaussianMixturePrior", "HMCKernel",
+           "LatentPrior", "KernelParams", "LatentPosterior", "MALAKernel", "Metric", "PCNKernel",
+           "SamplerConfig", "SamplerResult", "StandardNormal", "StepInfo",
+           "convergence_diagnostics", "estimate_metric", "init_state", "make_kernel",
+           "metric_from_precision", "noise_step", "rescale_noise", "run_chains", "sample_latent"]

@@ -180,7 +180,8 @@ class WindowAdaptation:
         Temperature level of each chain (the chains whose draws are pooled).
     curvature : callable or None, default=None
         ``curvature(state) -> (n_chains, d, d)`` precisions, for
-        ``mass="gauss-newton"`` or ``mass_init="gauss-newton"`` (e.g. :meth:`LatentPosterior.gauss_newton
+        ``mass="gauss-newton"`` or ``mass_init="gauss-newton"`` (e.g.
+        :meth:`LatentPosterior.gauss_newton
         <skvaeinv.engine.mcmc.target.LatentPosterior.gauss_newton>` at the state).
     """
 

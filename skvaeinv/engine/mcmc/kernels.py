@@ -4,8 +4,9 @@ Each kernel is an object with ``init(position, noise_var) -> ChainState`` and
 ``step(state, generators, params) -> (ChainState, StepInfo)``, advancing every chain
 of the batch at once. Each step ends with an exact Metropolis-Hastings accept/reject of
 the tempered target ``π_β(z) ∝ L(z)^β p(z)`` (``p`` the target's prior, ``N(0, I)`` by
-default), so any fixed ``params`` leave it invariant. A proposal whose model, misfit, gradient or position is not finite has
-density zero and is rejected (the chain stays; nothing raises).
+default), so any fixed ``params`` leave it invariant. A proposal whose model, misfit,
+gradient or position is not finite has density zero and is rejected (the chain stays;
+nothing raises).
 
 Draws per chain and step, from that chain's generator: (HMC with a step jitter: one
 uniform), ``d`` standard normals, then one uniform (the accept/reject).
