@@ -60,8 +60,8 @@ from _common import (PRIORS, command_line, md_table, require_shared,  # noqa: E4
 
 from skvaeinv import LatentInverter, LatentSampler, VAEPrior  # noqa: E402
 from skvaeinv.forward import StraightRay  # noqa: E402
-from skvaeinv.engine.mcmc import MASSES  # noqa: E402
-from skvaeinv.engine.mcmc.adaptation import mass_windows  # noqa: E402
+from skvaeinv.engine.mcmc import MASSES, SamplerConfig  # noqa: E402
+from skvaeinv.engine.mcmc.adaptation import gauss_newton_updates  # noqa: E402
 from skvaeinv.inverter import reference_schedule  # noqa: E402
 
 log = logging.getLogger("posterior_linear")
@@ -293,14 +293,9 @@ def sampler_label(name: str, setting: dict) -> str:
 
 def metric_evals(mass: str, n_warmup: int, latent_dim: int, mass_init: str = "identity"
                  ) -> int:
-    """Model evaluations per chain of the Gauss-Newton metric (``2 d`` per estimate:
-    before the first step, and with ``mass="gauss-newton"`` at the end of each
-    adaptation window)."""
-    if mass == "gauss-newton":
-        return 2 * latent_dim * (1 + len(mass_windows(n_warmup, True)))
-    if mass_init == "gauss-newton" and mass in ("diag", "dense"):
-        return 2 * latent_dim
-    return 0
+    """Model evaluations per chain of the Gauss-Newton metric (the engine's count)."""
+    config = SamplerConfig(sampler="mala", mass=mass, mass_init=mass_init, n_warmup=n_warmup)
+    return 2 * latent_dim * gauss_newton_updates(config)
 
 
 def diagnose(prior, forward, rays, d, truth, inv, init, args, layout, setting: dict,

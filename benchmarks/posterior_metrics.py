@@ -49,7 +49,7 @@ from skvaeinv import VAEPrior  # noqa: E402
 from skvaeinv._latent_estimator import check_petrophysics  # noqa: E402
 from skvaeinv.engine import LatentObjective  # noqa: E402
 from skvaeinv.engine.mcmc import SamplerConfig, convergence_diagnostics, run_chains  # noqa: E402
-from skvaeinv.engine.mcmc.adaptation import mass_windows  # noqa: E402
+from skvaeinv.engine.mcmc.adaptation import gauss_newton_updates  # noqa: E402
 from skvaeinv.forward import StraightRay, TorchForward  # noqa: E402
 
 log = logging.getLogger("posterior_metrics")
@@ -77,16 +77,11 @@ def parse_variant(text: str) -> dict:
             "mass_init": parts[6] if len(parts) > 6 else "identity"}
 
 
-def metric_evals(v: dict, dim: int) -> int:
-    """Model evaluations per chain of the Gauss-Newton metric."""
-    if v["mass"] == "gauss-newton":
-        return 2 * dim * (1 + len(mass_windows(v["n_warmup"], True)))
-    return 2 * dim if v["mass_init"] == "gauss-newton" else 0
-
-
 def run_variant(objective, z0, v: dict, budget: int, seed: int) -> dict:
     n, dim = z0.shape
-    n_iter = (budget // n - 1 - metric_evals(v, dim)) // v["n_leapfrog"]
+    probe = SamplerConfig(sampler=v["sampler"], mass=v["mass"], mass_init=v["mass_init"],
+                          n_warmup=v["n_warmup"])
+    n_iter = (budget // n - 1 - 2 * dim * gauss_newton_updates(probe)) // v["n_leapfrog"]
     config = SamplerConfig(sampler=v["sampler"], mass=v["mass"], mass_init=v["mass_init"],
                            n_warmup=v["n_warmup"], n_samples=n_iter - v["n_warmup"],
                            n_leapfrog=v["n_leapfrog"], step_jitter=v["step_jitter"],

@@ -10,13 +10,12 @@
   Gauss-Newton precision at its position (the Laplace approximation), computed before
   the first step and again at the end of each window below, from no draws
   (``mass_init="gauss-newton"``: before the first step only, the windows then estimate
-  the metric from draws). With ``mass="diag"`` or ``"dense"`` and at least :data:`MIN_MASS_WARMUP`
-  warm-up iterations, the warm-up is cut as Stan's is: an initial buffer (15 %, step
-  size only), two windows (a third and two thirds of the rest), a terminal buffer
-  (10 %, at least :data:`MIN_TERMINAL` iterations; step size only, for the final
-  metric). At the end of each window the metric is
-  estimated from that window's draws, pooled over the chains of each temperature
-  (:func:`~skvaeinv.engine.mcmc.metric.estimate_metric`), and the dual averaging
+  the metric from draws). With ``mass="diag"`` or ``"dense"`` and at least
+  :data:`MIN_MASS_WARMUP` warm-up iterations, the warm-up is cut as Stan's is: an
+  initial buffer (15 %, step size only), two windows (a third and two thirds of the
+  rest), a terminal buffer (10 %, at least :data:`MIN_TERMINAL` iterations; step size
+  only, for the final metric). At the end of each window the metric is estimated
+  from that window's draws, pooled over the chains of each temperature (:func:`~skvaeinv.engine.mcmc.metric.estimate_metric`), and the dual averaging
   restarts from the current averaged step size.
 
 Step sizes and metric are fixed after the warm-up, so the kept draws come from one
@@ -27,17 +26,16 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 
 import torch
 
 from skvaeinv.engine.mcmc.config import SamplerConfig
-from collections.abc import Callable
-
 from skvaeinv.engine.mcmc.metric import Metric, estimate_metric, metric_from_precision
 from skvaeinv.engine.mcmc.state import ChainState, KernelParams, StepInfo
 
 __all__ = ["MIN_MASS_WARMUP", "MIN_TERMINAL", "DualAveraging", "WindowAdaptation",
-           "mass_windows"]
+           "gauss_newton_updates", "mass_windows"]
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +162,34 @@ def mass_windows(n_warmup: int, adapt_mass: bool) -> list[tuple[int, int]]:
     start, end = int(0.15 * n_warmup), n_warmup - max(int(0.1 * n_warmup), MIN_TERMINAL)
     middle = start + (end - start) // 3
     return [(start, middle), (middle, end)]
+
+
+def gauss_newton_updates(config: SamplerConfig) -> int:
+    """How often a run computes the Gauss-Newton metric (``2 d`` evaluations per chain each).
+
+    Parameters
+    ----------
+    config : SamplerConfig
+        ``mass``, ``mass_init`` and ``n_warmup``.
+
+    Returns
+    -------
+    int
+        0 without it; 1 (before the first step) with ``mass_init="gauss-newton"``; with
+        ``mass="gauss-newton"`` also once at the end of each adaptation window.
+
+    Examples
+    --------
+    >>> gauss_newton_updates(SamplerConfig(mass="gauss-newton", n_warmup=200))
+    3
+    >>> gauss_newton_updates(SamplerConfig(mass="dense", mass_init="gauss-newton"))
+    1
+    """
+    if not config.gauss_newton_start:
+        return 0
+    if config.mass != "gauss-newton":
+        return 1
+    return 1 + len(mass_windows(config.n_warmup, True))
 
 
 class WindowAdaptation:
