@@ -15,7 +15,8 @@
   initial buffer (15 %, step size only), two windows (a third and two thirds of the
   rest), a terminal buffer (10 %, at least :data:`MIN_TERMINAL` iterations; step size
   only, for the final metric). At the end of each window the metric is estimated
-  from that window's draws, pooled over the chains of each temperature (:func:`~skvaeinv.engine.mcmc.metric.estimate_metric`), and the dual averaging
+  from that window's draws, pooled over the chains of each temperature
+  (:func:`~skvaeinv.engine.mcmc.metric.estimate_metric`), and the dual averaging
   restarts from the current averaged step size.
 
 Step sizes and metric are fixed after the warm-up, so the kept draws come from one
