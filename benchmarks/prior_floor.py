@@ -84,9 +84,11 @@ def evaluate(path: str, truths: dict, rays: np.ndarray, ref: dict, crops: np.nda
         row[name] = {"encoded_data_rmse": float(data[i]), "encoded_model_rmse": float(model[i]),
                      "refined_data_rmse": refined[0], "refined_model_rmse": refined[1],
                      "code_norm": float(np.linalg.norm(codes[i]))}
-    _, cdata, cmodel = encoded_floor(prior, crops, rays, crop_times)
+    ccodes, cdata, cmodel = encoded_floor(prior, crops, rays, crop_times)
     row["crops"] = {"encoded_data_rmse": float(cdata.mean()),
-                    "encoded_model_rmse": float(cmodel.mean())}
+                    "encoded_model_rmse": float(cmodel.mean()),
+                    "code_norm": float(np.linalg.norm(ccodes, axis=1).mean())}
+    row["beta"] = float(prior.beta)
     row["seconds"] = time.perf_counter() - t0
     log.info("%s: %s", path, row)
     return row
@@ -138,21 +140,24 @@ def main(argv: list[str] | None = None) -> int:
 def _markdown(rows: list[dict], fit: dict, command: str, args) -> str:
     table = []
     for r in rows:
-        cells = [f"{r['n_images_seen'] / 1e6:.3g} M"]
+        cells = [r["file"], f"{r['n_images_seen'] / 1e6:.3g} M", f"{r.get('beta', 1000):g}"]
         for name in TRUTHS:
             t = r[name]
             cells.append(f"{t['encoded_data_rmse']:.3f} / {t['refined_data_rmse']:.3f} / "
                          f"{t['refined_model_rmse']:.3f}")
         cells.append(f"{r['crops']['encoded_data_rmse']:.3f} / "
                      f"{r['crops']['encoded_model_rmse']:.3f}")
+        cells.append(f"{r['crops']['code_norm']:.2f}" if "code_norm" in r["crops"] else "")
         table.append(cells)
     md = ("# The prior's misfit floor against training length\n\n"
           f"Command: `{command}`\n\n"
           "Per truth: data RMSE (ns) of the re-decoded code / data RMSE after "
           f"{args.refine_epochs} full-batch Adam iterations from that code / model RMSE "
           f"there. Held-in crops: mean encoded data / model RMSE of {args.n_crops} "
-          "training-band crops.\n\n"
-          + md_table(["crops seen", *TRUTHS, "held-in crops"], table) + "\n")
+          "training-band crops; code norm: their mean ||z|| (the shell the inversion's "
+          "ring should pull towards; N(0, I)'s is 4.42 in 20 dimensions).\n\n"
+          + md_table(["file", "crops seen", "beta", *TRUTHS, "held-in crops", "code norm"],
+                     table) + "\n")
     if fit:
         md += ("\nPower-law trend of the refined data RMSE (checkpoints from "
                f"{args.trend_from / 1e6:g} M crops):\n\n"

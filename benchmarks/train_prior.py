@@ -49,7 +49,7 @@ from _common import (command_line, SHARED, TRAIN_ROWS, TRUTH_SHAPE, VALID_ROWS, 
                      study_dir, training_crops, write_results)
 
 from skvaeinv import VAEPrior  # noqa: E402
-from skvaeinv.prior._training import train_in_chunks  # noqa: E402
+from skvaeinv.prior import cosine_lr, train_in_chunks  # noqa: E402
 from skvaeinv.datasets import extract_patches, load_training_image  # noqa: E402
 from skvaeinv.metrics import compare_pattern_statistics, pattern_statistics  # noqa: E402
 
@@ -141,6 +141,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=None,
                     help="Adam's learning rate for this run (default: the saved prior's, "
                          "1e-3 for a new one); e.g. a lower one to anneal a resumed run")
+    ap.add_argument("--lr-final", type=float, default=None,
+                    help="cosine schedule: Adam lr falls from --lr to this by --n-images "
+                         "(per chunk; needs --lr)")
+    ap.add_argument("--anneal-from", type=int, default=None,
+                    help="images seen where the cosine schedule starts (default: where "
+                         "this run starts; give it when resuming an interrupted anneal)")
+    ap.add_argument("--beta", type=float, default=None,
+                    help="KL weight (default: the prior's own, 1000 for a new one)")
     ap.add_argument("--evaluate-only", action="store_true", help="skip training, evaluate --out")
     ap.add_argument("--throughput-batches", type=int, default=5)
     ap.add_argument("--throughput-device", default="cpu",
@@ -212,17 +220,28 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume and out.exists():
             prior = VAEPrior.load(out)
             prior.set_params(compile=args.compile, precision=args.precision,
-                             **({} if args.lr is None else {"lr": args.lr}))
+                             **({} if args.lr is None else {"lr": args.lr}),
+                             **({} if args.beta is None else {"beta": args.beta}))
             log.info("resuming from %s (%d images seen, Adam lr %g)", out,
                      prior.n_images_seen_, prior.lr)
         else:
-            prior = VAEPrior(latent_dim=20, beta=1000.0, batch_size=100,
+            prior = VAEPrior(latent_dim=20, beta=1000.0 if args.beta is None else args.beta,
+                             batch_size=100,
                              lr=1e-3 if args.lr is None else args.lr,
                              precision=args.precision, device="auto", compile=args.compile,
                              random_state=args.seed)
+        schedule = None
+        if args.lr_final is not None:
+            if args.lr is None:
+                ap.error("--lr-final needs --lr (the rate the cosine schedule starts from)")
+            start = (getattr(prior, "n_images_seen_", 0) if args.anneal_from is None
+                     else args.anneal_from)
+            schedule = cosine_lr(args.lr, args.lr_final, start, args.n_images)
+            log.info("cosine lr %g -> %g over images %d-%d", args.lr, args.lr_final, start,
+                     args.n_images)
         t0 = time.perf_counter()
         train_in_chunks(prior, train_crops, args.n_images, chunk_size=args.chunk,
-                        seed=args.seed, checkpoint=out)
+                        seed=args.seed, checkpoint=out, lr_schedule=schedule)
         results["training"] = {"wall_s_this_run": time.perf_counter() - t0}
     prior = VAEPrior.load(out, device="cpu")
     results["training"] = {**results.get("training", {}),

@@ -91,6 +91,31 @@ def test_train_prior_options_reach_the_prior_and_the_crops(tmp_path, monkeypatch
     assert VAEPrior.load(out).n_batches_ == 4   # 12 crops in batches of 3
 
 
+def test_train_prior_lr_final_anneals_chunk_by_chunk(tmp_path, monkeypatch, capsys):
+    from skvaeinv import VAEPrior
+    from skvaeinv.prior._training import cosine_lr
+
+    rates = []
+    real = VAEPrior.partial_fit
+
+    def recording(self, X, y=None):
+        rates.append(self.lr)
+        return real(self, X, y)
+
+    monkeypatch.setattr(VAEPrior, "partial_fit", recording)
+    np.save(tmp_path / "ti.npy", (np.random.default_rng(0).random((80, 60)) > 0.7) * 1.0)
+    args = ["train-prior", str(tmp_path / "ti.npy"), "--out", str(tmp_path / "p.skv"),
+            "--shape", "20", "12", "--n-images", "12", "--chunk", "4", "--batch-size", "4",
+            "--lr", "0.002", "--latent-dim", "2", "--base-channels", "2",
+            "--hidden-units", "4", "--device", "cpu", "--precision", "float32"]
+    assert cli.main(args + ["--lr-final", "0.0002"]) == 0
+    schedule = cosine_lr(0.002, 0.0002, 0, 12)
+    assert rates == [schedule(0), schedule(4), schedule(8)] and rates[0] > rates[-1]
+    assert VAEPrior.load(tmp_path / "p.skv").lr == schedule(8)
+    assert cli.main(args + ["--lr-final", "0.01"]) == 2   # above --lr
+    assert "--lr-final 0.01" in capsys.readouterr().err
+
+
 def test_large_seeds_and_saving_into_new_folders(tmp_path, tiny_prior):
     # every seed numpy takes works (seed * 1_000_003 + chunk overflowed 2**32 before)
     for seed in (0, 4295, 2**32 - 1):

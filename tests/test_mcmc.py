@@ -247,10 +247,12 @@ def test_noise_step_draws_the_inverse_gamma_and_rescales(gaussian):
     sse = float(state.sse[0])
     law = stats.invgamma(target.n_data / 2, scale=sse / 2)
     assert stats.kstest(new.noise_var.numpy(), law.cdf).pvalue > 1e-3
-    # the rescaled log-likelihood and gradient are those of a fresh evaluation
-    fresh = target.state(z[:3], new.noise_var[:3], with_grad=True)
-    np.testing.assert_allclose(new.log_likelihood[:3], fresh.log_likelihood, rtol=1e-12)
-    np.testing.assert_allclose(new.grad_log_likelihood[:3], fresh.grad_log_likelihood,
+    # the rescaled log-likelihood and gradient are those of a fresh evaluation (of the
+    # same batch: the float32 model rounds its sums differently for other batch sizes
+    # on some CPUs, 2.5e-8 relative on an AMD Zen 4)
+    fresh = target.state(z, new.noise_var, with_grad=True)
+    np.testing.assert_allclose(new.log_likelihood, fresh.log_likelihood, rtol=1e-12)
+    np.testing.assert_allclose(new.grad_log_likelihood, fresh.grad_log_likelihood,
                                rtol=1e-12)
 
 

@@ -258,3 +258,50 @@ def test_chunk_seed_formula():
     assert chunk_seed(3, 2) == 3 * 1_000_003 + 2
     assert chunk_seed(3, 2, stride=7919) == 3 * 7919 + 2
     assert 0 <= chunk_seed(2**32 - 1, 7) < 2**32   # folded into numpy's seed range
+
+
+def test_cosine_lr_falls_from_lr_to_final_lr_along_half_a_cosine():
+    from skvaeinv.prior._training import cosine_lr
+
+    schedule = cosine_lr(1e-3, 1e-5, 200, 1200)
+    assert schedule(0) == schedule(200) == pytest.approx(1e-3)   # flat before the stretch
+    assert schedule(1200) == schedule(5000) == pytest.approx(1e-5)
+    for n in (300, 450, 700, 1000):   # the closed form, independently
+        t = (n - 200) / 1000
+        assert schedule(n) == pytest.approx(1e-5 + (1e-3 - 1e-5) * np.cos(np.pi * t / 2) ** 2)
+    values = [schedule(n) for n in range(200, 1201, 50)]
+    assert all(a > b for a, b in zip(values, values[1:]))
+    for args in ((1e-3, 2e-3, 0, 10), (1e-3, 0.0, 0, 10), (1e-3, 1e-5, 10, 10),
+                 (1e-3, 1e-5, -1, 10)):
+        with pytest.raises(ValueError, match="cosine_lr"):
+            cosine_lr(*args)
+
+
+def test_train_in_chunks_sets_the_scheduled_lr_before_each_chunk(tiny_images):
+    from skvaeinv.prior._training import cosine_lr, train_in_chunks
+
+    kw = dict(random_state=0, **TINY_PRIOR_KW)
+    schedule = cosine_lr(1e-3, 1e-4, 0, 250)
+    seen_lr = []
+
+    class Spy(VAEPrior):
+        def partial_fit(self, X, y=None):
+            seen_lr.append((self.n_images_seen_ if hasattr(self, "n_images_seen_") else 0,
+                            self.lr))
+            return super().partial_fit(X, y)
+
+    crops = _crops(tiny_images)
+    scheduled = train_in_chunks(Spy(**kw), crops, 250, chunk_size=100, seed=3,
+                                lr_schedule=schedule)
+    assert seen_lr == [(0, schedule(0)), (100, schedule(100)), (200, schedule(200))]
+    assert scheduled.lr == schedule(200)
+    # the same as partial_fit by hand with those rates, and not as a constant rate
+    by_hand, constant = VAEPrior(**kw), VAEPrior(**kw)
+    for (n, seed), (_, lr) in zip(crops.calls, seen_lr):
+        by_hand.set_params(lr=lr).partial_fit(_crops(tiny_images)(n, seed))
+        constant.partial_fit(_crops(tiny_images)(n, seed))
+    for a, b, c in zip(scheduled.decoder_.parameters(), by_hand.decoder_.parameters(),
+                       constant.decoder_.parameters()):
+        assert torch.equal(a, b)
+    assert not all(torch.equal(a, c) for a, c in zip(scheduled.decoder_.parameters(),
+                                                     constant.decoder_.parameters()))

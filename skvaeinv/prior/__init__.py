@@ -5,7 +5,8 @@
 * ``_estimator``: :class:`VAEPrior` itself (parameters, input checks, encoding,
   decoding, sampling);
 * ``_training``: the networks' construction, Adam, the loss, the epoch loop, and the
-  loop that streams chunks of fresh images through ``partial_fit``;
+  loop that streams chunks of fresh images through ``partial_fit``
+  (:func:`train_in_chunks`, with a learning-rate schedule such as :func:`cosine_lr`);
 * ``_persistence``: the safe file format (:meth:`VAEPrior.save` / :meth:`VAEPrior.load`)
   and pickling;
 * :mod:`skvaeinv.prior.density`: :class:`LatentDensity`, a density of latent codes
@@ -18,6 +19,7 @@ The torch networks are in :mod:`skvaeinv._networks`.
 from __future__ import annotations
 
 from ._estimator import VAEPrior
+from ._training import cosine_lr, train_in_chunks
 from .density import LatentDensity
 
-__all__ = ["VAEPrior", "LatentDensity"]
+__all__ = ["VAEPrior", "LatentDensity", "train_in_chunks", "cosine_lr"]

@@ -23,7 +23,7 @@ from .._networks import Decoder, Encoder
 from .._device import autocast_context
 
 __all__ = ["TrainingSetup", "Trainer", "build_networks", "make_optimizer", "chunk_seed",
-           "train_in_chunks", "CHUNK_SEED_STRIDE"]
+           "cosine_lr", "train_in_chunks", "CHUNK_SEED_STRIDE"]
 
 logger = logging.getLogger(__name__)
 
@@ -305,9 +305,57 @@ def chunk_seed(seed: int, chunk: int, stride: int = CHUNK_SEED_STRIDE) -> int:
     return (int(seed) * int(stride) + int(chunk)) % 2**32
 
 
+def cosine_lr(lr: float, final_lr: float, start: int, stop: int) -> Callable[[int], float]:
+    """A cosine learning-rate schedule over a stretch of a training run.
+
+    The rate falls from ``lr`` at ``start`` images seen to ``final_lr`` at ``stop``,
+    along half a cosine period, and stays at ``final_lr`` after ``stop``.
+
+    Parameters
+    ----------
+    lr : float
+        Rate at ``start`` (> 0).
+    final_lr : float
+        Rate at ``stop`` and after (> 0, at most ``lr``).
+    start : int
+        Images seen where the schedule begins (>= 0).
+    stop : int
+        Images seen where it ends (> ``start``).
+
+    Returns
+    -------
+    schedule : callable
+        ``schedule(n_seen)``: the learning rate once ``n_seen`` images have been seen.
+
+    Raises
+    ------
+    ValueError
+        If the rates or the stretch are out of range.
+
+    Examples
+    --------
+    >>> schedule = cosine_lr(1e-3, 1e-5, 0, 100)
+    >>> schedule(0), round(schedule(50), 6), schedule(100), schedule(500)
+    (0.001, 0.000505, 1e-05, 1e-05)
+    """
+    if not (lr > 0 and 0 < final_lr <= lr):
+        raise ValueError(f"cosine_lr: expected 0 < final_lr <= lr, got lr={lr}, "
+                         f"final_lr={final_lr}.")
+    if not 0 <= start < stop:
+        raise ValueError(f"cosine_lr: expected 0 <= start < stop, got start={start}, "
+                         f"stop={stop}.")
+
+    def schedule(n_seen: int) -> float:
+        progress = min(max((n_seen - start) / (stop - start), 0.0), 1.0)
+        return float(final_lr + 0.5 * (lr - final_lr) * (1.0 + np.cos(np.pi * progress)))
+
+    return schedule
+
+
 def train_in_chunks(prior: Any, images: Callable[[int, int], np.ndarray], n_images: int, *,
                     chunk_size: int, seed: int,
-                    checkpoint: str | os.PathLike | None = None) -> Any:
+                    checkpoint: str | os.PathLike | None = None,
+                    lr_schedule: Callable[[int], float] | None = None) -> Any:
     """Train ``prior`` by ``partial_fit`` on chunks of fresh images up to ``n_images``.
 
     Chunk ``k`` (counted from the start of training, so that a resumed prior goes on
@@ -330,6 +378,11 @@ def train_in_chunks(prior: Any, images: Callable[[int, int], np.ndarray], n_imag
         Seed of the run (:func:`chunk_seed`).
     checkpoint : str, path-like or None, default=None
         File that ``prior.save`` writes after each chunk (its folder is created).
+    lr_schedule : callable or None, default=None
+        ``lr_schedule(n_seen)`` gives the Adam learning rate of the next chunk from the
+        images seen before it (e.g. :func:`cosine_lr`); it is set with
+        ``prior.set_params(lr=...)``, so a checkpoint records the rate of its last
+        chunk. None keeps ``prior.lr``.
 
     Returns
     -------
@@ -340,13 +393,15 @@ def train_in_chunks(prior: Any, images: Callable[[int, int], np.ndarray], n_imag
     chunk = start // chunk_size
     t0 = time.perf_counter()
     while (seen := getattr(prior, "n_images_seen_", 0)) < n_images:
+        if lr_schedule is not None:
+            prior.set_params(lr=float(lr_schedule(seen)))
         prior.partial_fit(images(min(chunk_size, n_images - seen), chunk_seed(seed, chunk)))
         chunk += 1
         if checkpoint is not None:
             Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
             prior.save(checkpoint)
         elapsed = time.perf_counter() - t0
-        logger.info("%d / %d images, loss per image %.1f, %.0f img/s, %.0f s",
-                    prior.n_images_seen_, n_images, prior.loss_curve_[-1],
+        logger.info("%d / %d images, lr %.3g, loss per image %.1f, %.0f img/s, %.0f s",
+                    prior.n_images_seen_, n_images, prior.lr, prior.loss_curve_[-1],
                     (prior.n_images_seen_ - start) / elapsed, elapsed)
     return prior
