@@ -389,7 +389,8 @@ def _check_unit(path: Path, data: TraveltimeData, time_unit: str, lines: list[in
             break
     raise InputError(
         f"{path}: read with the time unit {time_unit!r}, the picks give a median apparent "
-        f"velocity of {v:.3g} m/s ({'faster than light' if v > hi else 'slower than sound in air'}), "
+        f"velocity of {v:.3g} m/s "
+        f"({'faster than light' if v > hi else 'slower than sound in air'}), "
         f"so the times are not in {time_unit!r} (lines {lines[0]}-{lines[-1]}).{hint} "
         "Give the right time unit (time_unit=... / --time-unit).")
 
