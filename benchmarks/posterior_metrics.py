@@ -36,6 +36,7 @@ import argparse
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -79,13 +80,12 @@ def parse_variant(text: str) -> dict:
 
 def run_variant(objective, z0, v: dict, budget: int, seed: int) -> dict:
     n, dim = z0.shape
-    probe = SamplerConfig(sampler=v["sampler"], mass=v["mass"], mass_init=v["mass_init"],
-                          n_warmup=v["n_warmup"])
-    n_iter = (budget // n - 1 - 2 * dim * gauss_newton_updates(probe)) // v["n_leapfrog"]
     config = SamplerConfig(sampler=v["sampler"], mass=v["mass"], mass_init=v["mass_init"],
-                           n_warmup=v["n_warmup"], n_samples=n_iter - v["n_warmup"],
-                           n_leapfrog=v["n_leapfrog"], step_jitter=v["step_jitter"],
+                           n_warmup=v["n_warmup"], n_leapfrog=v["n_leapfrog"],
+                           step_jitter=v["step_jitter"],
                            noise_var="estimate" if v["estimate"] else NOISE_SD ** 2)
+    n_iter = (budget // n - 1 - 2 * dim * gauss_newton_updates(config)) // v["n_leapfrog"]
+    config = replace(config, n_samples=n_iter - v["n_warmup"])
     generators = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n)]
     t0 = time.perf_counter()
     res = run_chains(objective, z0, generators, config)

@@ -286,8 +286,7 @@ def test_train_in_chunks_sets_the_scheduled_lr_before_each_chunk(tiny_images):
 
     class Spy(VAEPrior):
         def partial_fit(self, X, y=None):
-            seen_lr.append((self.n_images_seen_ if hasattr(self, "n_images_seen_") else 0,
-                            self.lr))
+            seen_lr.append((getattr(self, "n_images_seen_", 0), self.lr))
             return super().partial_fit(X, y)
 
     crops = _crops(tiny_images)
