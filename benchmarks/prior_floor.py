@@ -10,7 +10,13 @@ For each prior file (checkpoints of one training run), side by side in one run:
   regularisation, ``--refine-epochs`` iterations): the lowest data misfit any optimiser
   can expect from this prior near the truth;
 * **held-in crops**: the same encoded floor (data and model RMSE) for ``--n-crops``
-  crops of the training band (seed 11), their mean.
+  crops of the training band (seed 11), their mean;
+* **held-out crops**: the same for ``--n-crops`` crops of the validation band (rows
+  1900-2499, never trained on; seed 11), their mean, and where each truth's encoded data
+  RMSE falls among them (its percentile). The truths' windows are excluded from training
+  too, so they are held out in the same way; the gap between the two crop columns is
+  what training on the truths' own pixels (as a prior trained on the whole image would)
+  could buy.
 
 Then the trend of the refined data RMSE of mc1-mc3 with training length: a power law
 ``rmse = a * n^-b`` fitted in log-log to the checkpoints from ``--trend-from`` crops
@@ -34,10 +40,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (command_line, md_table, require_shared, slowness,  # noqa: E402
-                     training_crops, write_results)
+                     training_crops, TRUTH_SHAPE, VALID_ROWS, write_results)
 
 from skvaeinv import LatentInverter, VAEPrior  # noqa: E402
-from skvaeinv.datasets import load_training_image  # noqa: E402
+from skvaeinv.datasets import extract_patches, load_training_image  # noqa: E402
 from skvaeinv.forward import StraightRay  # noqa: E402
 from skvaeinv.survey import Grid2D  # noqa: E402
 
@@ -71,8 +77,16 @@ def refined_floor(prior: VAEPrior, code: np.ndarray, rays: np.ndarray, times: np
     return float(inv.data_rmse_[0]), _rmse(inv.model_, truth)
 
 
-def evaluate(path: str, truths: dict, rays: np.ndarray, ref: dict, crops: np.ndarray,
-             crop_times: np.ndarray, epochs: int) -> dict:
+def crop_floor(prior: VAEPrior, crops: np.ndarray, rays: np.ndarray,
+               times: np.ndarray) -> tuple[dict, np.ndarray]:
+    """Mean encoded floor of ``crops`` (data / model RMSE, code norm); data RMSE per crop."""
+    codes, data, model = encoded_floor(prior, crops, rays, times)
+    return ({"encoded_data_rmse": float(data.mean()), "encoded_model_rmse": float(model.mean()),
+             "code_norm": float(np.linalg.norm(codes, axis=1).mean())}, data)
+
+
+def evaluate(path: str, truths: dict, rays: np.ndarray, ref: dict, crops: dict,
+             epochs: int) -> dict:
     prior = VAEPrior.load(path, device="cpu")
     t0 = time.perf_counter()
     images = np.stack([truths[n] for n in TRUTHS])
@@ -84,10 +98,11 @@ def evaluate(path: str, truths: dict, rays: np.ndarray, ref: dict, crops: np.nda
         row[name] = {"encoded_data_rmse": float(data[i]), "encoded_model_rmse": float(model[i]),
                      "refined_data_rmse": refined[0], "refined_model_rmse": refined[1],
                      "code_norm": float(np.linalg.norm(codes[i]))}
-    ccodes, cdata, cmodel = encoded_floor(prior, crops, rays, crop_times)
-    row["crops"] = {"encoded_data_rmse": float(cdata.mean()),
-                    "encoded_model_rmse": float(cmodel.mean()),
-                    "code_norm": float(np.linalg.norm(ccodes, axis=1).mean())}
+    row["crops"], _ = crop_floor(prior, crops["held_in"][0], rays, crops["held_in"][1])
+    row["held_out_crops"], held_out = crop_floor(prior, crops["held_out"][0], rays,
+                                                 crops["held_out"][1])
+    for i, name in enumerate(TRUTHS):
+        row[name]["held_out_percentile"] = float(100 * np.mean(held_out < data[i]))
     row["beta"] = float(prior.beta)
     row["seconds"] = time.perf_counter() - t0
     log.info("%s: %s", path, row)
@@ -123,10 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     ref = dict(np.load(shared / "reference" / "straight_ray_traveltimes.npz"))
     rays = ref["geometry"]
     truths = {n: np.load(shared / "truth" / f"{n}.npy") for n in TRUTHS}
-    crops = training_crops(load_training_image(shared / "ti.png"))(args.n_crops, 11)
-    crop_times = StraightRay(GRID).traveltimes(slowness(crops), rays)
-    rows = [evaluate(p, truths, rays, ref, crops, crop_times, args.refine_epochs)
-            for p in args.priors]
+    ti = load_training_image(shared / "ti.png")
+    crops = {"held_in": training_crops(ti)(args.n_crops, 11),
+             "held_out": extract_patches(ti, TRUTH_SHAPE, args.n_crops, rows=VALID_ROWS,
+                                         random_state=11)}
+    crops = {k: (c, StraightRay(GRID).traveltimes(slowness(c), rays))
+             for k, c in crops.items()}
+    rows = [evaluate(p, truths, rays, ref, crops, args.refine_epochs) for p in args.priors]
     rows.sort(key=lambda r: r["n_images_seen"])
     fit = trend(rows, args.trend_from)
     md = _markdown(rows, fit, command_line(__file__, argv), args)
@@ -148,6 +166,11 @@ def _markdown(rows: list[dict], fit: dict, command: str, args) -> str:
         cells.append(f"{r['crops']['encoded_data_rmse']:.3f} / "
                      f"{r['crops']['encoded_model_rmse']:.3f}")
         cells.append(f"{r['crops']['code_norm']:.2f}" if "code_norm" in r["crops"] else "")
+        held_out = r.get("held_out_crops")
+        cells.append(f"{held_out['encoded_data_rmse']:.3f} / {held_out['encoded_model_rmse']:.3f}"
+                     if held_out else "")
+        cells.append(" / ".join(f"{r[n]['held_out_percentile']:.0f}" for n in TRUTHS)
+                     if held_out else "")
         table.append(cells)
     md = ("# The prior's misfit floor against training length\n\n"
           f"Command: `{command}`\n\n"
@@ -155,9 +178,12 @@ def _markdown(rows: list[dict], fit: dict, command: str, args) -> str:
           f"{args.refine_epochs} full-batch Adam iterations from that code / model RMSE "
           f"there. Held-in crops: mean encoded data / model RMSE of {args.n_crops} "
           "training-band crops; code norm: their mean ||z|| (the shell the inversion's "
-          "ring should pull towards; N(0, I)'s is 4.42 in 20 dimensions).\n\n"
-          + md_table(["file", "crops seen", "beta", *TRUTHS, "held-in crops", "code norm"],
-                     table) + "\n")
+          "ring should pull towards; N(0, I)'s is 4.42 in 20 dimensions). Held-out crops: "
+          f"the same for {args.n_crops} crops of the validation band (never trained on); "
+          "percentile: where mc1 / mc2 / mc3's encoded data RMSE falls among "
+          "them.\n\n"
+          + md_table(["file", "crops seen", "beta", *TRUTHS, "held-in crops", "code norm",
+                      "held-out crops", "truths' percentile"], table) + "\n")
     if fit:
         md += ("\nPower-law trend of the refined data RMSE (checkpoints from "
                f"{args.trend_from / 1e6:g} M crops):\n\n"

@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                          "this run starts; give it when resuming an interrupted anneal)")
     ap.add_argument("--beta", type=float, default=None,
                     help="KL weight (default: the prior's own, 1000 for a new one)")
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="crops per Adam step (default: the prior's own, 100 for a new one)")
     ap.add_argument("--evaluate-only", action="store_true", help="skip training, evaluate --out")
     ap.add_argument("--throughput-batches", type=int, default=5)
     ap.add_argument("--throughput-device", default="cpu",
@@ -221,12 +223,14 @@ def main(argv: list[str] | None = None) -> int:
             prior = VAEPrior.load(out)
             prior.set_params(compile=args.compile, precision=args.precision,
                              **({} if args.lr is None else {"lr": args.lr}),
-                             **({} if args.beta is None else {"beta": args.beta}))
+                             **({} if args.beta is None else {"beta": args.beta}),
+                             **({} if args.batch_size is None
+                                else {"batch_size": args.batch_size}))
             log.info("resuming from %s (%d images seen, Adam lr %g)", out,
                      prior.n_images_seen_, prior.lr)
         else:
             prior = VAEPrior(latent_dim=20, beta=1000.0 if args.beta is None else args.beta,
-                             batch_size=100,
+                             batch_size=100 if args.batch_size is None else args.batch_size,
                              lr=1e-3 if args.lr is None else args.lr,
                              precision=args.precision, device="auto", compile=args.compile,
                              random_state=args.seed)

@@ -67,7 +67,9 @@ class VAEPrior(TransformerMixin, BaseEstimator):
     epochs : int, default=10
         Passes over ``X`` in :meth:`fit`.
     batch_size : int, default=100
-        Images per gradient step.
+        Images per gradient step. With the loss above, each image's KL weight is
+        ``beta / batch_size``: change both together (e.g. 50 with ``beta=500``) to
+        keep the same objective per image.
     lr : float, default=1e-3
         Adam learning rate.
     image_shape : tuple of int or None, default=None
