@@ -547,7 +547,8 @@ def _add_invert_command(sub: Any, verbose: argparse.ArgumentParser) -> None:
     _add_survey_arguments(i, "result folder with a survey file; else a result file "
                              "(.npz; replaced if it exists); contents below")
     i.add_argument("--starts", type=int, default=20)
-    i.add_argument("--schedule", choices=["straight", "bent", "bent-long"], default=None,
+    i.add_argument("--schedule", choices=["straight", "bent", "bent-as-coded", "bent-long"],
+                   default=None,
                    help="reference schedule (default: 'bent' with --nonlinear, else "
                         "'straight'); --epochs, --lr, ... override its settings")
     i.add_argument("--epochs", type=int, default=None)

@@ -412,9 +412,35 @@ def test_reference_schedules(tiny_prior, survey):
     # each call returns a new dict, and every schedule is accepted by the estimator
     bent["epochs"] = 1
     assert reference_schedule("bent")["epochs"] == 30
-    for name in ("straight", "bent", "bent-long"):
+    for name in ("straight", "bent", "bent-as-coded", "bent-long"):
         LatentInverter(tiny_prior, StraightRay(survey[0]),
                        **reference_schedule(name))._validate_params()
+
+
+def test_bent_as_coded_takes_the_study_codes_bent_ray_step(survey):
+    # The study's bent-ray code sets the image gradient to -J^T e; the true gradient of
+    # the squared misfit through the reference petrophysics is 2 ds/dm times that,
+    # ds/dm = 0.02 s^2 (3.125-5.56 ns/m). "bent-as-coded" scales the data step by a
+    # factor inside that range and keeps the study's ring step.
+    grid, rays = survey
+    rng = np.random.default_rng(0)
+    h = LinearVelocity()
+    A = StraightRay(grid).jacobian(None, rays).toarray()
+    d = A @ h(rng.uniform(0, 1, grid.shape)).ravel()
+    m = torch.tensor(rng.uniform(0, 1, grid.shape).ravel(), requires_grad=True)
+    s = 1.0 / (0.06 * m + 0.08 * (1 - m))
+    e = torch.from_numpy(d) - torch.from_numpy(A) @ s
+    (e ** 2).sum().backward()
+    study = -(A.T @ e.detach().numpy())
+    hit = np.abs(study) > 1e-9
+    ratio = m.grad.numpy()[hit] / study[hit]
+    np.testing.assert_allclose(ratio, 2 * 0.02 * s.detach().numpy()[hit] ** 2, rtol=1e-10)
+    assert 2 * 3.125 - 1e-9 <= ratio.min() and ratio.max() <= 2 * 0.02 / 0.06 ** 2 + 1e-9
+    bent, coded = reference_schedule("bent"), reference_schedule("bent-as-coded")
+    assert 1 / ratio.max() <= coded["lr"] / bent["lr"] <= 1 / ratio.min()
+    assert coded["lr"] * coded["reg_weight"] == pytest.approx(bent["lr"] * bent["reg_weight"])
+    assert {k: v for k, v in coded.items() if k not in ("lr", "reg_weight")} == \
+        {k: v for k, v in bent.items() if k not in ("lr", "reg_weight")}
 
 
 def test_reference_schedule_unknown_name():
