@@ -96,9 +96,10 @@ def through_file(data: TraveltimeData, folder: Path, name: str) -> TraveltimeDat
     return read_sgt(path)
 
 
-def schedule_for(n_picks: int) -> dict:
-    """The study's bent-ray schedule, kept at 750 iterations for any number of picks."""
-    s = reference_schedule("bent")
+def schedule_for(n_picks: int, name: str = "bent") -> dict:
+    """The study's bent-ray schedule ``name`` (``reference_schedule``), kept at 750
+    iterations for any number of picks."""
+    s = reference_schedule(name)
     n_batches = -(-n_picks // s["batch_size"])
     per_epoch = 25 / n_batches                        # the study's epochs have 25 batches
     s["epochs"] = max(1, round(s["epochs"] * per_epoch))
@@ -120,7 +121,7 @@ def run_ours(data: TraveltimeData, prior, grid: Grid2D, truth: np.ndarray, args)
                         nonlinear=True, secondary_nodes=3, sigma=data.sigma(),
                         sigma_source="file", n_starts=args.starts, n_jobs=args.n_jobs,
                         chunk_size=args.chunk_size, device="cpu", random_state=args.seed,
-                        **schedule_for(data.n_picks))
+                        **schedule_for(data.n_picks, args.schedule))
     wall = time.perf_counter() - t0
     inv = res.inverter
     best = inv.best_index_
@@ -176,6 +177,9 @@ def parse_args(argv):
     ap.add_argument("--surveys", nargs="+", default=["regular", "irregular"],
                     choices=["regular", "irregular"])
     ap.add_argument("--starts", type=int, default=8)
+    ap.add_argument("--schedule", default="bent", choices=["bent", "bent-as-coded"],
+                    help="the latent inversion's schedule: the study's published numbers "
+                         "(bent, the results so far) or the steps its code took")
     ap.add_argument("--n-jobs", type=int, default=2)
     ap.add_argument("--chunk-size", type=int, default=None)
     ap.add_argument("--classic-sec-nodes", type=int, default=2)
