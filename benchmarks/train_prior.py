@@ -221,11 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.evaluate_only:
         if args.resume and out.exists():
             prior = VAEPrior.load(out)
+            given = {"lr": args.lr, "beta": args.beta, "batch_size": args.batch_size}
             prior.set_params(compile=args.compile, precision=args.precision,
-                             **({} if args.lr is None else {"lr": args.lr}),
-                             **({} if args.beta is None else {"beta": args.beta}),
-                             **({} if args.batch_size is None
-                                else {"batch_size": args.batch_size}))
+                             **{k: v for k, v in given.items() if v is not None})
             log.info("resuming from %s (%d images seen, Adam lr %g)", out,
                      prior.n_images_seen_, prior.lr)
         else:
