@@ -310,9 +310,9 @@ def _inverter_params(args: argparse.Namespace) -> dict:
 
     study = reference_schedule(args.schedule or ("bent" if args.nonlinear else "straight"))
     settings = {k: (getattr(args, k) if getattr(args, k) is not None else study[k])
-                for k in ("epochs", "lr", "lr_decay", "lr_step", "reg_decay")}
-    return dict(n_starts=args.starts, batch_size=args.batch_size,
-                reg=None if args.reg == "none" else args.reg, reg_weight=args.reg_weight,
+                for k in ("epochs", "batch_size", "lr", "lr_decay", "lr_step", "reg_weight",
+                          "reg_decay")}
+    return dict(n_starts=args.starts, reg=None if args.reg == "none" else args.reg,
                 acceptance_threshold=args.threshold, time_shift=args.time_shift,
                 n_jobs=args.n_jobs, device=args.device, precision=args.precision,
                 compile=args.compile, random_state=args.seed, verbose=int(args.progress),
@@ -552,12 +552,12 @@ def _add_invert_command(sub: Any, verbose: argparse.ArgumentParser) -> None:
                    help="reference schedule (default: 'bent' with --nonlinear, else "
                         "'straight'); --epochs, --lr, ... override its settings")
     i.add_argument("--epochs", type=int, default=None)
-    i.add_argument("--batch-size", type=int, default=25)
+    i.add_argument("--batch-size", type=int, default=None)
     i.add_argument("--lr", type=float, default=None)
     i.add_argument("--lr-decay", type=float, default=None)
     i.add_argument("--lr-step", type=int, default=None)
     i.add_argument("--reg", choices=["ring", "origin", "none"], default="ring")
-    i.add_argument("--reg-weight", type=float, default=10.0)
+    i.add_argument("--reg-weight", type=float, default=None)
     i.add_argument("--reg-decay", type=float, default=None)
     i.add_argument("--threshold", type=float, default=None,
                    help="acceptance threshold on data RMSE (ns)")
