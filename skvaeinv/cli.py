@@ -308,7 +308,8 @@ def _inverter_params(args: argparse.Namespace) -> dict:
     it."""
     from skvaeinv.inverter import reference_schedule
 
-    study = reference_schedule(args.schedule or ("bent" if args.nonlinear else "straight"))
+    default = "bent-as-coded" if args.nonlinear else "straight"
+    study = reference_schedule(args.schedule or default)
     settings = {k: (getattr(args, k) if getattr(args, k) is not None else study[k])
                 for k in ("epochs", "batch_size", "lr", "lr_decay", "lr_step", "reg_weight",
                           "reg_decay")}
@@ -549,8 +550,9 @@ def _add_invert_command(sub: Any, verbose: argparse.ArgumentParser) -> None:
     i.add_argument("--starts", type=int, default=20)
     i.add_argument("--schedule", choices=["straight", "bent", "bent-as-coded", "bent-long"],
                    default=None,
-                   help="reference schedule (default: 'bent' with --nonlinear, else "
-                        "'straight'); --epochs, --lr, ... override its settings")
+                   help="reference schedule (default: 'bent-as-coded', the study's "
+                        "bent-ray steps, with --nonlinear, else 'straight'); --epochs, "
+                        "--lr, --reg-weight, ... override its settings")
     i.add_argument("--epochs", type=int, default=None)
     i.add_argument("--batch-size", type=int, default=None)
     i.add_argument("--lr", type=float, default=None)
