@@ -222,7 +222,7 @@ def test_invert_physics_and_schedule_options(tmp_path, tiny_prior):
                      "--spacing", "0.2", "--origin", "1", "2", "--starts", "2",
                      "--epochs", "4", "--batch-size", "25", "--lr", "0.02",
                      "--lr-decay", "0.5", "--lr-step", "2", "--reg", "origin",
-                     "--reg-decay", "0.9", "--n-jobs", "1"]) == 0
+                     "--reg-weight", "5", "--reg-decay", "0.9", "--n-jobs", "1"]) == 0
     res = np.load(out)
     slowness = LinearVelocity()(res["model"].astype(np.float64))
     np.testing.assert_allclose(res["predicted"], bent.traveltimes(slowness, rays), rtol=1e-6)
@@ -232,7 +232,7 @@ def test_invert_physics_and_schedule_options(tmp_path, tiny_prior):
     epoch = np.repeat(np.arange(4), per_epoch)
     np.testing.assert_allclose(res["history_lr"], 0.02 * 0.5 ** (epoch // 2))
     np.testing.assert_allclose(res["history_reg_weight"],
-                               10.0 * 0.9 ** np.arange(4 * per_epoch), rtol=1e-6)
+                               5.0 * 0.9 ** np.arange(4 * per_epoch), rtol=1e-6)
 
 
 @pytest.mark.parametrize("content, message", [
