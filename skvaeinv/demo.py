@@ -116,7 +116,8 @@ def run_demo(*, out_dir: str | os.PathLike = ".", starts: int = 8, epochs: int =
     retrain, n_images, seed, progress
         As in :func:`demo_prior` (``seed`` also seeds the inversion).
     nonlinear : bool, default=False
-        Bent rays (shortest paths) instead of straight rays.
+        Bent rays (shortest paths) instead of straight rays, inverted with the study's
+        bent-ray steps (``reference_schedule("bent-as-coded")``) over ``epochs``.
     save_prior : str or None, default=None
         Also save the prior to this file.
     figure : bool, default=True
@@ -236,7 +237,8 @@ def _demo_inverter(prior: Any, survey: _Survey, *, nonlinear: bool, starts: int,
     from skvaeinv import LatentInverter
     from skvaeinv.inverter import reference_schedule
 
-    schedule = reference_schedule("bent" if nonlinear else "straight")
+    # bent rays: the study's steps, as with ``skvaeinv invert --nonlinear``
+    schedule = reference_schedule("bent-as-coded" if nonlinear else "straight")
     if not nonlinear:  # the straight-ray schedule's decays, spread over ``epochs``
         schedule.update(lr_step=max(1, epochs // 120), reg_decay=0.999 ** (120 / epochs))
     schedule["epochs"] = epochs
