@@ -81,20 +81,22 @@ def slowness(m: np.ndarray) -> np.ndarray:
     return 1.0 / (0.06 + 0.02 * (1.0 - m))
 
 
-def closest_decoded(prior, images: np.ndarray, iterations: int = 500,
-                    lr: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+def closest_decoded(prior, images: np.ndarray, iterations: int = 500, lr: float = 0.05,
+                    codes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The decoded images nearest to ``images`` in model space, and their model RMSE.
 
     Adam (``torch.optim``) on ``sum((decode(z) - image)^2)`` from the encoded code,
     keeping each image's best iterate: how close *any* code of this prior comes to the
     image, whatever the data. No inversion can beat this model RMSE (up to local
     minima of the projection), so it bounds what a latent inversion can reach.
+    ``codes``: the images' encoded codes where the caller has them already.
     """
     import torch
 
     decoder = prior.get_decoder("cpu")
     target = torch.as_tensor(np.asarray(images, np.float32))
-    z = torch.tensor(prior.transform(images), dtype=torch.float32, requires_grad=True)
+    start = prior.transform(images) if codes is None else codes
+    z = torch.tensor(start, dtype=torch.float32, requires_grad=True)
     opt = torch.optim.Adam([z], lr=lr)
     best = torch.full((len(target),), float("inf"))
     best_img = torch.empty_like(target)

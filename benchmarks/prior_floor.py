@@ -97,7 +97,7 @@ def evaluate(path: str, truths: dict, rays: np.ndarray, ref: dict, crops: dict,
     images = np.stack(list(truths.values()))
     times = np.stack([ref[n] for n in truths])
     codes, data, model = encoded_floor(prior, images, rays, times)
-    _, closest = closest_decoded(prior, images)
+    _, closest = closest_decoded(prior, images, codes=codes)
     row = {"file": Path(path).name, "n_images_seen": int(prior.n_images_seen_)}
     for i, name in enumerate(truths):
         refined = refined_floor(prior, codes[i], rays, times[i], images[i], epochs)
