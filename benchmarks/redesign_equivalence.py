@@ -1,4 +1,4 @@
-"""Outputs of ``LatentInverter`` before and after a refactoring: record, then compare.
+r"""Outputs of ``LatentInverter`` before and after a refactoring: record, then compare.
 
 ``record`` runs two fixed-seed float32 CPU inversions with whatever ``skvaeinv`` is on
 the path (point ``PYTHONPATH`` at an older checkout to record its outputs) and writes
@@ -17,7 +17,8 @@ Usage::
 
     PYTHONPATH=/path/to/old/checkout python benchmarks/redesign_equivalence.py record /tmp/old.npz
     python benchmarks/redesign_equivalence.py record /tmp/new.npz
-    python benchmarks/redesign_equivalence.py compare /tmp/old.npz /tmp/new.npz --name redesign_equivalence
+    python benchmarks/redesign_equivalence.py compare /tmp/old.npz /tmp/new.npz \
+        --name redesign_equivalence
 """
 
 from __future__ import annotations
@@ -137,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     c = sub.add_parser("compare")
     c.add_argument("old")
     c.add_argument("new")
-    c.add_argument("--name", default=None, help="write the results as benchmarks/results/redesign/<name>.{json,md}")
+    c.add_argument("--name", default=None,
+                   help="write the results as benchmarks/results/redesign/<name>.{json,md}")
     args = ap.parse_args(argv)
     if args.cmd == "record":
         record(args.out)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from skvaeinv._files import InputError
-from skvaeinv.forward import ShortestPath, StraightRay
+from skvaeinv.forward import StraightRay
 from skvaeinv.io import (TraveltimeData, read_csv, read_sgt, read_survey, simulate,
                          write_csv, write_sgt)
 from skvaeinv.survey import Grid2D, crosshole
