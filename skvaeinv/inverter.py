@@ -581,13 +581,7 @@ class LatentInverter(LatentModelMixin, RegressorMixin, BaseEstimator):
                 f"{int(diverged.sum())} of {n} starts diverged (NaN/inf) and were stopped; "
                 "they keep their best iterate before that (see diverged_). A smaller lr "
                 "usually helps.", RuntimeWarning, stacklevel=4)
-        ens = self._ensemble(self.acceptance_threshold, stacklevel=5,   # at fit's caller
-                             chi2=self.acceptance_chi2)
-        self.accepted_ = np.zeros(n, dtype=bool)
-        self.accepted_[ens.accepted] = True
-        self.ensemble_mean_ = ens.mean
-        self.channel_probability_ = ens.channel_probability
-        self.ensemble_std_ = ens.std
+        self._accept(stacklevel=5)                                     # at fit's caller
 
     # ------------------------------------------------------------------ results
     def ensemble(self, threshold: float | None = None, *,
@@ -612,6 +606,23 @@ class LatentInverter(LatentModelMixin, RegressorMixin, BaseEstimator):
         """
         check_is_fitted(self, "models_")
         return self._ensemble(threshold, stacklevel=3, chi2=chi2)
+
+    def _accept(self, stacklevel: int = 2) -> Ensemble:
+        """Set ``accepted_`` and the ensemble images from the acceptance parameters.
+
+        Called by :meth:`fit`, and by a caller that sets ``acceptance_threshold`` /
+        ``acceptance_chi2`` after the fit from the fitted misfits
+        (:func:`skvaeinv.workflow.invert_survey`), so that the fitted attributes agree
+        with the parameters.
+        """
+        ens = self._ensemble(self.acceptance_threshold, stacklevel=stacklevel + 1,
+                             chi2=self.acceptance_chi2)
+        self.accepted_ = np.zeros(len(self.data_rmse_), dtype=bool)
+        self.accepted_[ens.accepted] = True
+        self.ensemble_mean_ = ens.mean
+        self.channel_probability_ = ens.channel_probability
+        self.ensemble_std_ = ens.std
+        return ens
 
     def _ensemble(self, threshold: float | None, stacklevel: int,
                   chi2: float | None = None) -> Ensemble:

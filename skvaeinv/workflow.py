@@ -193,6 +193,8 @@ def invert_survey(data: TraveltimeData, prior: Any, *, spacing: float,
     Returns
     -------
     FieldInversion
+        Its inverter's ``acceptance_threshold`` / ``acceptance_chi2`` are set to the
+        rule, and its ``accepted_`` and ensemble images follow them.
 
     Raises
     ------
@@ -210,6 +212,10 @@ def invert_survey(data: TraveltimeData, prior: Any, *, spacing: float,
     inv.fit(rays, data.traveltimes, sigma=sigma)
     wall = time.perf_counter() - t0
     rule = acceptance_rule(inv, data.n_picks, chi2)
+    # the inverter's own acceptance (accepted_, ensemble_mean_, ...) follows the rule, so
+    # that what takes the inverter (LatentSampler(init=...)) sees the same accepted starts
+    inv.set_params(acceptance_threshold=rule.get("rmse"), acceptance_chi2=rule.get("chi2"))
+    inv._accept(stacklevel=3)
     return FieldInversion(data, grid, inv, sigma, sigma_source, rule, wall)
 
 

@@ -137,3 +137,45 @@ def test_irregular_survey_through_the_files(field, capsys):
                      str(post), "--chains", "2", "--samples", "8", "--warmup", "0",
                      "--noise-std", "1.0"]) == 0
     assert np.load(post)["samples"].shape == (2, 8, 4)
+
+
+def test_invert_survey_inverter_accepts_what_the_rule_accepts(field):
+    """The inverter handed back follows the workflow's acceptance rule, so a sampler
+    started from it (``LatentSampler(init=result.inverter)``) starts from accepted starts
+    only, not from every start."""
+    from skvaeinv.sampler import _inverter_latents
+    from skvaeinv.workflow import acceptance_rule, invert_survey
+
+    sgt = field / "s.sgt"
+    cli.main(["simulate", str(field / "truth.npy"), "--out", str(sgt), "--depths", "0.15",
+              "3.05", "0.3", "--noise-absolute", "0.3", "--seed", "2"])
+    data = read_sgt(sgt)
+    res = invert_survey(data, tiny_prior_of(field), spacing=0.1, sigma=data.sigma(),
+                        n_starts=6, epochs=2, batch_size=20, random_state=0)
+    inv, ens = res.inverter, res.ensemble
+    rule = acceptance_rule(inv, data.n_picks)
+    assert inv.acceptance_chi2 == rule["chi2"] and inv.acceptance_threshold is None
+    assert 1 <= ens.n_accepted < 6           # the rule (1.1 x best chi2) rejects some
+    np.testing.assert_array_equal(np.flatnonzero(inv.accepted_), ens.accepted)
+    np.testing.assert_allclose(inv.ensemble_mean_, ens.mean)
+    np.testing.assert_allclose(inv.channel_probability_, ens.channel_probability)
+    starts = _inverter_latents(inv, 8)
+    accepted = inv.latents_[ens.accepted]
+    assert all(np.any(np.all(z == accepted, axis=1)) for z in starts)
+
+
+def tiny_prior_of(folder):
+    from skvaeinv import VAEPrior
+
+    return VAEPrior.load(folder / "prior.skv")
+
+
+def test_invert_survey_warns_once_of_an_empty_ensemble(field, capsys):
+    sgt = field / "s.sgt"
+    cli.main(["simulate", str(field / "truth.npy"), "--out", str(sgt), "--depths", "0.15",
+              "3.05", "0.6"])
+    with pytest.warns(UserWarning, match="ensemble is empty") as record:
+        assert cli.main(["invert", str(sgt), "--prior", str(field / "prior.skv"), "--out",
+                         str(field / "res"), "--chi2", "1e-9", *FAST]) == 0
+    assert len([w for w in record if "ensemble is empty" in str(w.message)]) == 1
+    assert "accepted 0" in capsys.readouterr().out
