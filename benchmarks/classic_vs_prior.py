@@ -31,7 +31,8 @@ per pick. Both go through a pyGIMLi ``.sgt`` file (``skvaeinv.io``) and are read
 Reported per truth and survey: model RMSE against the truth (facies units; pyGIMLi's
 velocities converted with the study's petrophysics and clipped to [0, 1]), the share of
 cells classified right (channel where the velocity is below the mid velocity 0.07 m/ns),
-chi² per datum, wall time; a figure with the truth and both images. Target: our model
+chi² per datum, wall time; a figure with the truth and both images (and the
+posterior mean with ``--posterior``). Target: our model
 RMSE at most half of pyGIMLi's on every truth. Beside it, the prior's reach: the model
 RMSE of the decoded image closest to the truth (``_common.closest_decoded``, whatever
 the data), which no latent inversion with this prior can beat, and the ratio it would
@@ -171,7 +172,8 @@ def run_posterior(res, data: TraveltimeData, prior, truth: np.ndarray, args) -> 
         post.fit(rays, data.traveltimes, sigma=data.sigma())
         mean = post.posterior_mean_
         r = scores(mean, 1.0 / LinearVelocity()(mean), truth)
-        r.update(wall_s=time.perf_counter() - t0, max_rhat=float(np.nanmax(post.rhat_)),
+        r.update(wall_s=time.perf_counter() - t0, image=np.clip(mean, 0, 1),
+                 max_rhat=float(np.nanmax(post.rhat_)),
                  min_ess_bulk=float(np.nanmin(post.ess_bulk_)),
                  acceptance=float(post.acceptance_rate_.mean()),
                  noise_factor=float(np.median(post.noise_std_)),
@@ -180,6 +182,12 @@ def run_posterior(res, data: TraveltimeData, prior, truth: np.ndarray, args) -> 
                  gradient_evals=int(post.n_gradient_evals_))
         out[rule] = r
     return out
+
+
+def without_images(d: dict) -> dict:
+    """``d`` without its ``"image"`` entries, at any depth (for the JSON)."""
+    return {k: without_images(v) if isinstance(v, dict) else v
+            for k, v in d.items() if k != "image"}
 
 
 def run_classic(data: TraveltimeData, truth: np.ndarray, args) -> dict:
@@ -204,13 +212,19 @@ def figure(rows: list[tuple[str, str, np.ndarray, dict, dict]], path: Path) -> N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(rows), 3, figsize=(6.5, 4.2 * len(rows)), squeeze=False)
+    n_cols = 4 if any("posterior" in row[4] for row in rows) else 3
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(2.2 * n_cols, 4.2 * len(rows)),
+                             squeeze=False)
     for (truth_name, survey_name, truth, classic, ours), ax in zip(rows, axes):
         panels = [(truth, f"{truth_name} ({survey_name})"),
                   (classic["image"], f"pyGIMLi: RMSE {classic['model_rmse']:.3f}\n"
                                      f"chi² {classic['chi2']:.2f}"),
-                  (ours["image"], f"latent: RMSE {ours['model_rmse']:.3f}\n"
+                  (ours["image"], f"latent, best start: RMSE {ours['model_rmse']:.3f}\n"
                                   f"chi² {ours['chi2']:.2f}")]
+        if "posterior" in ours:
+            post = ours["posterior"]["accepted"]
+            panels.append((post["image"], "latent posterior mean:\n"
+                                          f"RMSE {post['model_rmse']:.3f}"))
         for a, (img, title) in zip(ax, panels):
             a.imshow(img, cmap="gray_r", vmin=0, vmax=1, extent=(0, 6.5, 12.9, 0))
             a.set_title(title, fontsize=8)
@@ -276,8 +290,7 @@ def main(argv=None) -> int:
                     "n_picks": data.n_picks, "ratio_model_rmse": ratio,
                     "prior_closest_model_rmse": reach,
                     "ratio_bound": reach / classic["model_rmse"],
-                    "classic": {k: v for k, v in classic.items() if k != "image"},
-                    "latent": {k: v for k, v in ours.items() if k != "image"}}
+                    "classic": without_images(classic), "latent": without_images(ours)}
                 rows.append([t_name, s_name, data.n_picks, classic["model_rmse"],
                              ours["model_rmse"], ours["ensemble_model_rmse"], ratio,
                              "yes" if ratio <= 0.5 else "no", reach,
