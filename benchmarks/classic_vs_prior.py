@@ -160,16 +160,16 @@ def run_posterior(res, data: TraveltimeData, prior, truth: np.ndarray, args) -> 
     inv = res.inverter
     rays = inv.forward_.validate_rays(data.rays)
     paths = inv.forward_.jacobian(LinearVelocity()(inv.model_), rays)
+    frozen, sigma = MatrixOperator(paths, res.grid, rays=rays), data.sigma()
     inits = {"accepted": inv, "best": np.repeat(inv.z_[None], args.posterior_chains, 0)}
     out = {}
     for rule, init in inits.items():
-        post = LatentSampler(prior, MatrixOperator(paths, res.grid, rays=rays),
-                             sampler="mala", mass="gauss-newton",
+        post = LatentSampler(prior, frozen, sampler="mala", mass="gauss-newton",
                              n_chains=args.posterior_chains, n_samples=args.posterior,
                              n_warmup=args.posterior_warmup, noise_std="estimate",
                              init=init, n_jobs=1, device="cpu", random_state=args.seed)
         t0 = time.perf_counter()
-        post.fit(rays, data.traveltimes, sigma=data.sigma())
+        post.fit(rays, data.traveltimes, sigma=sigma)
         mean = post.posterior_mean_
         r = scores(mean, 1.0 / LinearVelocity()(mean), truth)
         r.update(wall_s=time.perf_counter() - t0, image=np.clip(mean, 0, 1),

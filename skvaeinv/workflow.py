@@ -22,7 +22,6 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +58,9 @@ class FieldInversion:
         The acceptance rule (:func:`acceptance_rule`).
     wall_s : float
         Seconds of the fit.
+    ensemble : Ensemble or None
+        The accepted starts (:meth:`LatentInverter.ensemble` with :attr:`rule`); None
+        computes them from the inverter.
     """
 
     data: TraveltimeData
@@ -68,12 +70,12 @@ class FieldInversion:
     sigma_source: str
     rule: dict = field(default_factory=dict)
     wall_s: float = 0.0
+    ensemble: Any = None
 
-    @cached_property
-    def ensemble(self) -> Any:
-        """The accepted starts (:meth:`LatentInverter.ensemble` with :attr:`rule`),
-        computed once."""
-        return self.inverter.ensemble(self.rule.get("rmse"), chi2=self.rule.get("chi2"))
+    def __post_init__(self) -> None:
+        if self.ensemble is None:
+            self.ensemble = self.inverter.ensemble(self.rule.get("rmse"),
+                                                   chi2=self.rule.get("chi2"))
 
 
 def acceptance_rule(inverter: Any, n_data: int, chi2: float | None = None) -> dict:
@@ -215,8 +217,8 @@ def invert_survey(data: TraveltimeData, prior: Any, *, spacing: float,
     # the inverter's own acceptance (accepted_, ensemble_mean_, ...) follows the rule, so
     # that what takes the inverter (LatentSampler(init=...)) sees the same accepted starts
     inv.set_params(acceptance_threshold=rule.get("rmse"), acceptance_chi2=rule.get("chi2"))
-    inv._accept(stacklevel=3)
-    return FieldInversion(data, grid, inv, sigma, sigma_source, rule, wall)
+    ensemble = inv._accept(stacklevel=3)
+    return FieldInversion(data, grid, inv, sigma, sigma_source, rule, wall, ensemble)
 
 
 def write_result_folder(out: str | os.PathLike, result: FieldInversion, *,

@@ -139,7 +139,7 @@ def test_irregular_survey_through_the_files(field, capsys):
     assert np.load(post)["samples"].shape == (2, 8, 4)
 
 
-def test_invert_survey_inverter_accepts_what_the_rule_accepts(field):
+def test_invert_survey_inverter_accepts_what_the_rule_accepts(field, tiny_prior):
     """The inverter handed back follows the workflow's acceptance rule, so a sampler
     started from it (``LatentSampler(init=result.inverter)``) starts from accepted starts
     only, not from every start."""
@@ -150,7 +150,7 @@ def test_invert_survey_inverter_accepts_what_the_rule_accepts(field):
     cli.main(["simulate", str(field / "truth.npy"), "--out", str(sgt), "--depths", "0.15",
               "3.05", "0.3", "--noise-absolute", "0.3", "--seed", "2"])
     data = read_sgt(sgt)
-    res = invert_survey(data, tiny_prior_of(field), spacing=0.1, sigma=data.sigma(),
+    res = invert_survey(data, tiny_prior, spacing=0.1, sigma=data.sigma(),
                         n_starts=6, epochs=2, batch_size=20, random_state=0)
     inv, ens = res.inverter, res.ensemble
     rule = acceptance_rule(inv, data.n_picks)
@@ -162,12 +162,6 @@ def test_invert_survey_inverter_accepts_what_the_rule_accepts(field):
     starts = _inverter_latents(inv, 8)
     accepted = inv.latents_[ens.accepted]
     assert all(np.any(np.all(z == accepted, axis=1)) for z in starts)
-
-
-def tiny_prior_of(folder):
-    from skvaeinv import VAEPrior
-
-    return VAEPrior.load(folder / "prior.skv")
 
 
 def test_invert_survey_warns_once_of_an_empty_ensemble(field, capsys):
