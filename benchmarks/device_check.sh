@@ -14,7 +14,7 @@
 # STEPS="pytest_cuda pytest_all" (say) runs only those steps; BUDGET (s, default 420)
 # bounds the whole run. Logs and results land in OUTDIR (default $OUT, else /tmp/device_check) and
 # benchmarks/results/<study>/*cuda*. Needs ../shared/data. On the workplace's lent GPU machine
-# ../shared does not travel: copy it to .shared_data (listed in .git/info/exclude, never
+# ../shared does not travel: copy it to .shared_data (ignored by .gitignore, never
 # committed), name it in the run's carry, and delete the copy afterwards.
 set -u
 OUTDIR=${1:-${OUT:-/tmp/device_check}}

@@ -111,6 +111,33 @@ def compare_stats(s: dict, r: dict) -> dict:
                                         for d in (s, r)))
 
 
+def budgeted_images(prior, crops, args, t0: float) -> int:
+    """Images to have seen at the end of a run of about ``args.time_budget`` seconds.
+
+    Trains up to two chunks at the run's starting rate (the first pays for compilation
+    and warm-up, the second is timed, crop drawing and checkpoint included), then
+    returns ``args.n_images`` cut to the whole chunks that fit in the time left at 95 %
+    of the measured speed.
+    """
+    def train_to(n: int) -> float:
+        train_in_chunks(prior, crops, min(args.n_images, n), chunk_size=args.chunk,
+                        seed=args.seed, checkpoint=args.out)
+        return time.perf_counter()
+
+    t1 = train_to(getattr(prior, "n_images_seen_", 0) + args.chunk)
+    before = prior.n_images_seen_
+    now = train_to(before + args.chunk)
+    if prior.n_images_seen_ >= args.n_images:
+        return args.n_images
+    rate = (prior.n_images_seen_ - before) / max(now - t1, 1e-9)
+    left = max(0.0, args.time_budget - (now - t0))
+    more = int(0.95 * rate * left) // args.chunk * args.chunk
+    n_images = min(args.n_images, prior.n_images_seen_ + more)
+    log.info("time budget %.0f s: %.0f img/s measured, %.0f s left: training to %d images",
+             args.time_budget, rate, left, n_images)
+    return n_images
+
+
 def bandwidth_arg(text: str) -> str | float:
     """A ``--density-bandwidth`` value: 'pattern', 'cv' or a positive finite factor."""
     if text in ("cv", "pattern"):
@@ -138,6 +165,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compile", action="store_true", help="torch.compile the training step")
     ap.add_argument("--out", default="benchmarks/priors/reference_prior.skv")
     ap.add_argument("--resume", action="store_true", help="continue from --out")
+    ap.add_argument("--device", default="auto",
+                    help="where the training runs: auto (a GPU if torch sees one), cpu, "
+                         "cuda, ... (evaluation always runs on the CPU)")
+    ap.add_argument("--time-budget", type=float, default=None, metavar="SECONDS",
+                    help="train for about this long: two chunks measure the speed, then "
+                         "--n-images is cut to what fits (a cosine --lr-final schedule "
+                         "then ends where the training ends); for a lent GPU's minutes. "
+                         "The speed is measured once, so on a shared machine give "
+                         "--n-images; the log names the images planned, and --n-images "
+                         "with that number repeats the run")
     ap.add_argument("--lr", type=float, default=None,
                     help="Adam's learning rate for this run (default: the saved prior's, "
                          "1e-3 for a new one); e.g. a lower one to anneal a resumed run")
@@ -220,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     # 2. training
     if not args.evaluate_only:
         if args.resume and out.exists():
-            prior = VAEPrior.load(out)
+            prior = VAEPrior.load(out, device=args.device)
             given = {"lr": args.lr, "beta": args.beta, "batch_size": args.batch_size}
             prior.set_params(compile=args.compile, precision=args.precision,
                              **{k: v for k, v in given.items() if v is not None})
@@ -230,21 +267,25 @@ def main(argv: list[str] | None = None) -> int:
             prior = VAEPrior(latent_dim=20, beta=1000.0 if args.beta is None else args.beta,
                              batch_size=100 if args.batch_size is None else args.batch_size,
                              lr=1e-3 if args.lr is None else args.lr,
-                             precision=args.precision, device="auto", compile=args.compile,
-                             random_state=args.seed)
+                             precision=args.precision, device=args.device,
+                             compile=args.compile, random_state=args.seed)
+        if args.lr_final is not None and args.lr is None:
+            ap.error("--lr-final needs --lr (the rate the cosine schedule starts from)")
+        start = (getattr(prior, "n_images_seen_", 0) if args.anneal_from is None
+                 else args.anneal_from)
+        t0 = time.perf_counter()
+        n_images = args.n_images
+        if args.time_budget is not None:
+            n_images = budgeted_images(prior, train_crops, args, t0)
         schedule = None
         if args.lr_final is not None:
-            if args.lr is None:
-                ap.error("--lr-final needs --lr (the rate the cosine schedule starts from)")
-            start = (getattr(prior, "n_images_seen_", 0) if args.anneal_from is None
-                     else args.anneal_from)
-            schedule = cosine_lr(args.lr, args.lr_final, start, args.n_images)
+            schedule = cosine_lr(args.lr, args.lr_final, start, n_images)
             log.info("cosine lr %g -> %g over images %d-%d", args.lr, args.lr_final, start,
-                     args.n_images)
-        t0 = time.perf_counter()
-        train_in_chunks(prior, train_crops, args.n_images, chunk_size=args.chunk,
+                     n_images)
+        train_in_chunks(prior, train_crops, n_images, chunk_size=args.chunk,
                         seed=args.seed, checkpoint=out, lr_schedule=schedule)
-        results["training"] = {"wall_s_this_run": time.perf_counter() - t0}
+        results["training"] = {"wall_s_this_run": time.perf_counter() - t0,
+                               "device": str(prior.device_), "planned_images": n_images}
     prior = VAEPrior.load(out, device="cpu")
     results["training"] = {**results.get("training", {}),
                            "images_seen": prior.n_images_seen_, "batches": prior.n_batches_,
