@@ -88,6 +88,28 @@ def test_cuda_prior_persists_and_moves_to_the_cpu(cuda_prior, tmp_path, no_tf32)
     np.testing.assert_allclose(out, expected, atol=1e-5)
 
 
+def test_cpu_prior_file_resumes_training_on_cuda(tiny_images, tmp_path, no_tf32):
+    """A prior file saved on the CPU goes on training on the GPU (what
+    benchmarks/device_train.sh does with the reference prior) as it would on the CPU."""
+    from conftest import TINY_PRIOR_FILE
+
+    seen = VAEPrior.load(TINY_PRIOR_FILE).n_images_seen_
+    runs = {}
+    for device in ("cpu", "cuda"):
+        p = VAEPrior.load(TINY_PRIOR_FILE, device=device)
+        p.set_params(precision="float32", lr=1e-4)
+        p.partial_fit(tiny_images[:64])
+        p.save(tmp_path / f"{device}.skv")
+        runs[device] = p
+    gpu, cpu = runs["cuda"], runs["cpu"]
+    assert gpu.device_.type == "cuda" and next(gpu.decoder_.parameters()).is_cuda
+    assert gpu.n_images_seen_ == cpu.n_images_seen_ == seen + 64
+    np.testing.assert_allclose(gpu.loss_curve_[-1], cpu.loss_curve_[-1], rtol=1e-4)
+    Z = np.random.default_rng(0).standard_normal((6, gpu.latent_dim))
+    np.testing.assert_allclose(VAEPrior.load(tmp_path / "cuda.skv", device="cpu")
+                               .inverse_transform(Z), cpu.inverse_transform(Z), atol=1e-4)
+
+
 def test_float32_on_cuda_is_not_tf32(tiny_prior, survey, data, tmp_path):
     """With torch's default (TF32 convolutions allowed), float32 stays float32."""
     saved = torch.backends.cudnn.allow_tf32
