@@ -31,6 +31,10 @@ if [ ! -f ../shared/data/ti.png ] && [ -f .shared_data/ti.png ]; then
   mkdir -p ../shared/data && cp .shared_data/ti.png ../shared/data/
 fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || true
+# fail in seconds, not after the budget, where the machine's packages do not fit
+$PY -c "import sys, torch, sklearn, skvaeinv; print(sys.version.split()[0], 'torch', \
+torch.__version__, 'cuda', torch.cuda.is_available(), 'sklearn', sklearn.__version__)" \
+  || { echo "skvaeinv does not import here (it needs scikit-learn >= 1.6)"; exit 3; }
 PRIOR=/tmp/gpu_prior.skv
 cp benchmarks/priors/reference_prior.skv "$PRIOR"
 set +e
