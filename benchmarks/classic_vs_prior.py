@@ -120,8 +120,14 @@ def schedule_for(n_picks: int, name: str = "bent") -> dict:
     return s
 
 
-def scores(facies: np.ndarray, velocity: np.ndarray, truth: np.ndarray) -> dict:
-    """Model RMSE (facies, clipped to [0, 1]) and the share of cells classified right."""
+def scores(facies: np.ndarray, truth: np.ndarray, velocity: np.ndarray | None = None
+           ) -> dict:
+    """Model RMSE (facies, clipped to [0, 1]) and the share of cells classified right.
+
+    ``velocity``: the model's velocities where the model is one (pyGIMLi's); None takes
+    them from ``facies`` through the study's petrophysics."""
+    if velocity is None:
+        velocity = 1.0 / LinearVelocity()(facies)
     m = np.clip(facies, 0.0, 1.0)
     truth_v = 0.06 + 0.02 * (1.0 - truth)
     return {"model_rmse": float(np.sqrt(np.mean((m - truth) ** 2))),
@@ -132,17 +138,15 @@ def run_ours(data: TraveltimeData, prior, grid: Grid2D, truth: np.ndarray, args)
     t0 = time.perf_counter()
     res = invert_survey(data, prior, spacing=grid.spacing, origin=grid.origin,
                         nonlinear=True, secondary_nodes=args.secondary_nodes,
-                        sigma=data.sigma(),
-                        sigma_source="file", n_starts=args.starts, n_jobs=args.n_jobs,
-                        chunk_size=args.chunk_size, device="cpu", random_state=args.seed,
+                        sigma=data.sigma(), sigma_source="file", n_starts=args.starts,
+                        n_jobs=args.n_jobs, chunk_size=args.chunk_size, device="cpu",
+                        random_state=args.seed,
                         **schedule_for(data.n_picks, args.schedule))
     wall = time.perf_counter() - t0
     inv = res.inverter
     best = inv.best_index_
-    velocity = 1.0 / LinearVelocity()(inv.model_)
-    out = scores(inv.model_, velocity, truth)
-    mean = res.ensemble.mean
-    ensemble_rmse = scores(mean, 1.0 / LinearVelocity()(mean), truth)["model_rmse"]
+    out = scores(inv.model_, truth)
+    ensemble_rmse = scores(res.ensemble.mean, truth)["model_rmse"]
     out.update(chi2=float(inv.chi2_[best]), data_rmse_ns=float(inv.data_rmse_[best]),
                ensemble_model_rmse=ensemble_rmse,
                wall_s=wall, image=inv.model_, accepted=int(res.ensemble.n_accepted),
@@ -173,7 +177,7 @@ def run_posterior(res, data: TraveltimeData, prior, truth: np.ndarray, args) -> 
         t0 = time.perf_counter()
         post.fit(rays, data.traveltimes, sigma=sigma)
         mean = post.posterior_mean_
-        r = scores(mean, 1.0 / LinearVelocity()(mean), truth)
+        r = scores(mean, truth)
         r.update(wall_s=time.perf_counter() - t0, image=np.clip(mean, 0, 1),
                  max_rhat=float(np.nanmax(post.rhat_)),
                  min_ess_bulk=float(np.nanmin(post.ess_bulk_)),
@@ -201,7 +205,7 @@ def run_classic(data: TraveltimeData, truth: np.ndarray, args) -> dict:
                           max_iter=args.classic_max_iter)
     wall = time.perf_counter() - t0
     facies = 1.0 - (r["velocity"] - 0.06) / 0.02
-    out = scores(facies, r["velocity"], truth)
+    out = scores(facies, truth, r["velocity"])
     out.update(chi2=float(r["chi2"]), data_rmse_ns=float(r["rms_ns"]), wall_s=wall,
                image=np.clip(facies, 0, 1), lam=float(r["lam"]),
                iterations=int(r["iterations"]), settings=r.get("settings", {}))
