@@ -73,6 +73,7 @@ log = logging.getLogger("classic_vs_prior")
 STUDY = "classic_vs_prior"
 TRUTHS = ("mc1", "mc2", "mc3", "mv1", "mv2", "mv3")
 SIGMA = 0.25
+PETRO = LinearVelocity()   # the study's petrophysics: channel 0.06, matrix 0.08 m/ns
 V_MID = 0.07            # m/ns, between channel (0.06) and matrix (0.08)
 
 
@@ -97,7 +98,7 @@ def irregular_survey(seed: int = 0) -> TraveltimeData:
 
 def noisy_data(geometry: TraveltimeData, truth: np.ndarray, grid: Grid2D, noise: np.ndarray
                ) -> TraveltimeData:
-    t = ShortestPath(grid, secondary_nodes=2).traveltimes(LinearVelocity()(truth),
+    t = ShortestPath(grid, secondary_nodes=2).traveltimes(PETRO(truth),
                                                           geometry.rays)
     return TraveltimeData(geometry.sensors, geometry.source, geometry.receiver,
                           t + SIGMA * noise, np.full(t.size, SIGMA))
@@ -127,9 +128,9 @@ def scores(facies: np.ndarray, truth: np.ndarray, velocity: np.ndarray | None = 
     ``velocity``: the model's velocities where the model is one (pyGIMLi's); None takes
     them from ``facies`` through the study's petrophysics."""
     if velocity is None:
-        velocity = 1.0 / LinearVelocity()(facies)
+        velocity = PETRO.velocity(facies)
     m = np.clip(facies, 0.0, 1.0)
-    truth_v = 0.06 + 0.02 * (1.0 - truth)
+    truth_v = PETRO.velocity(truth)
     return {"model_rmse": float(np.sqrt(np.mean((m - truth) ** 2))),
             "classified_right": float(np.mean((velocity < V_MID) == (truth_v < V_MID)))}
 
@@ -165,7 +166,7 @@ def run_posterior(res, data: TraveltimeData, prior, truth: np.ndarray, args) -> 
     """
     inv = res.inverter
     rays = inv.forward_.validate_rays(data.rays)
-    paths = inv.forward_.jacobian(LinearVelocity()(inv.model_), rays)
+    paths = inv.forward_.jacobian(PETRO(inv.model_), rays)
     frozen, sigma = MatrixOperator(paths, res.grid, rays=rays), data.sigma()
     inits = {"accepted": inv, "best": np.repeat(inv.z_[None], args.posterior_chains, 0)}
     out = {}
@@ -204,7 +205,7 @@ def run_classic(data: TraveltimeData, truth: np.ndarray, args) -> dict:
                           data.sigma(), sec_nodes=args.classic_sec_nodes,
                           max_iter=args.classic_max_iter)
     wall = time.perf_counter() - t0
-    facies = 1.0 - (r["velocity"] - 0.06) / 0.02
+    facies = (PETRO.v_matrix - r["velocity"]) / (PETRO.v_matrix - PETRO.v_channel)
     out = scores(facies, truth, r["velocity"])
     out.update(chi2=float(r["chi2"]), data_rmse_ns=float(r["rms_ns"]), wall_s=wall,
                image=np.clip(facies, 0, 1), lam=float(r["lam"]),
