@@ -7,10 +7,13 @@ depths 0.5..12.5 m, 625 rays), invert from ``--starts`` random starts with the s
 schedule (120 epochs x 25 batches of 25 rays, lr 1e-2 x 0.95 per epoch, ring weight
 10 x 0.999 per iteration), and report success against the threshold
 
-    threshold = RMSE reached by the same schedule started from prior.transform(truth)
-                x 1.1
+    threshold = best RMSE reached by the same schedule started from
+                prior.transform(truth) (``--ref-starts`` runs) x 1.1
 
-(for noisy data that RMSE already holds the noise), and, for the noise-free cases,
+(for noisy data that RMSE already holds the noise; "the level reachable from the true
+model's code", design note section 1; until 2026-12-07 the median of the runs, which one
+diverging run from the truth's code raised: the JSON keeps that rule's threshold and
+rate as ``threshold_median_ns`` / ``success_rate_median``), and, for the noise-free cases,
 against the study's own acceptance levels (design note: mc1 0.606, mc2 0.998, mc3 1.096,
 mv1 0.524, mv2 0.958, mv3 0.734 ns; mv1-mv3 were drawn from the study's VAE, so only its
 decoder can reach theirs).
@@ -83,8 +86,12 @@ def run_case(prior, forward, rays, truth, d, case, name, settings, args, figure=
     t0 = time.perf_counter()
     ref_runs = (reference_rmse(prior, forward, rays, d, truth, settings, args)
                 if reference is None else reference)
-    ref = float(np.median(ref_runs))
-    threshold = ref * 1.1   # a fit to noisy data already holds the noise
+    # the level reachable from the truth's code: its best run, so that one run the
+    # schedule throws off from the truth does not raise the bar (a fit to noisy data
+    # already holds the noise)
+    ref = float(np.min(ref_runs))
+    threshold = ref * 1.1
+    threshold_median = float(np.median(ref_runs)) * 1.1
     study = (STUDY_THRESHOLDS.get(name)
              if case == "free" and args.physics == "straight rays" else None)
     t1 = time.perf_counter()
@@ -105,6 +112,9 @@ def run_case(prior, forward, rays, truth, d, case, name, settings, args, figure=
         "model": name, "case": case, "starts": args.starts,
         "reference_rmse_ns": ref, "threshold_ns": threshold,
         "success_rate": float(np.mean(inv.data_rmse_ <= threshold)),
+        "threshold_rule": "1.1 x best reference run",
+        "threshold_median_ns": threshold_median,
+        "success_rate_median": float(np.mean(inv.data_rmse_ <= threshold_median)),
         "study_threshold_ns": study,
         "success_rate_study": None if study is None else float(np.mean(inv.data_rmse_ <= study)),
         "data_rmse_median_ns": float(np.median(inv.data_rmse_)),
@@ -187,7 +197,8 @@ def parse_args(argv, doc: str, *, starts: int, name: str, schedules: tuple = ("s
     ap.add_argument("--cases", nargs="+", default=["free", "noisy"], choices=["free", "noisy"])
     ap.add_argument("--starts", type=int, default=starts)
     ap.add_argument("--ref-starts", type=int, default=4,
-                    help="starts from the truth's code (median RMSE sets the threshold)")
+                    help="starts from the truth's code (the best RMSE x 1.1 is the "
+                         "threshold)")
     ap.add_argument("--ablation", action="store_true")
     ap.add_argument("--gridsearch", action="store_true")
     ap.add_argument("--gs-starts", type=int, default=5)
@@ -234,13 +245,16 @@ def main_table(payload: dict, prior, rows: list[list]) -> list[str]:
     md = [f"# Reference study, {payload['physics']}\n\nCommand: "
           f"`{payload['command']}`\n\nPrior: `{payload['prior']}` "
           f"({prior.n_images_seen_} training crops). Success: data RMSE of the kept iterate "
-          "<= threshold (the RMSE reached from the truth's own code x 1.1); noise-free "
-          "cases also against the study's acceptance level.\n"]
+          "<= threshold (the best RMSE reached from the truth's own code x 1.1); noise-free "
+          "cases also against the study's acceptance level. Last column: success against "
+          "1.1 x the median of the runs from the truth's code, the rule of the files "
+          "before 2026-12-07.\n"]
     if rows:
         md.append(md_table(["model", "case", "success", "threshold (ns)",
                             "success at study level (ns)", "median RMSE (ns)",
                             "best RMSE (ns)", "model RMSE best", "model RMSE ens. mean",
-                            "model RMSE of truth's code", "wall (s)"], rows))
+                            "model RMSE of truth's code", "wall (s)",
+                            "success, median rule (threshold ns)"], rows))
     return md
 
 
@@ -271,7 +285,9 @@ def run_benchmark(args, rays, *, data_forward, forward, physics, script) -> int:
             rows.append([name, case, f"{100 * r['success_rate']:.0f} %", r["threshold_ns"],
                          study, r["data_rmse_median_ns"], r["data_rmse_best_ns"],
                          r["model_rmse_best"], r["model_rmse_ensemble_mean"] or float("nan"),
-                         r["model_rmse_truth_code"], r["wall_s"]])
+                         r["model_rmse_truth_code"], r["wall_s"],
+                         f"{100 * r['success_rate_median']:.0f} % "
+                         f"({r['threshold_median_ns']:.4g})"])
             # keep the finished cases if a long run is interrupted
             write_results(args.name, payload, "\n".join(main_table(payload, prior, rows)),
                           study=args.study_folder)
