@@ -108,15 +108,19 @@ def run_case(prior, forward, rays, truth, d, case, name, settings, args, figure=
     inv.fit(rays, d)
     wall = time.perf_counter() - t1
     ens = inv.ensemble(threshold)
+
+    def success(level: float) -> float:
+        return float(np.mean(inv.data_rmse_ <= level))
+
     res = {
         "model": name, "case": case, "starts": args.starts,
         "reference_rmse_ns": ref, "threshold_ns": threshold,
-        "success_rate": float(np.mean(inv.data_rmse_ <= threshold)),
+        "success_rate": success(threshold),
         "threshold_rule": "1.1 x best reference run",
         "threshold_median_ns": threshold_median,
-        "success_rate_median": float(np.mean(inv.data_rmse_ <= threshold_median)),
+        "success_rate_median": success(threshold_median),
         "study_threshold_ns": study,
-        "success_rate_study": None if study is None else float(np.mean(inv.data_rmse_ <= study)),
+        "success_rate_study": None if study is None else success(study),
         "data_rmse_median_ns": float(np.median(inv.data_rmse_)),
         "data_rmse_best_ns": float(inv.data_rmse_.min()),
         "model_rmse_best": rmse(inv.model_, truth),
