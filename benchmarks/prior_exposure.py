@@ -34,6 +34,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (PRIORS, SHARED, TRUTH_SHAPE, TRUTH_WINDOWS,  # noqa: E402
@@ -57,7 +58,8 @@ def truth_crops(ti: np.ndarray, truths: list[str], jitter: tuple[int, int]):
         shift = rng.integers(-np.array(jitter), np.array(jitter) + 1, size=(n, 2))
         r = np.clip(pick[:, 0] + shift[:, 0], 0, ti.shape[0] - h)
         c = np.clip(pick[:, 1] + shift[:, 1], 0, ti.shape[1] - w)
-        return np.stack([ti[i:i + h, j:j + w] for i, j in zip(r, c)]).astype(np.float32)
+        return windows[r, c]
+    windows = sliding_window_view(np.asarray(ti, dtype=np.float32), (h, w))
     return crops
 
 
@@ -101,11 +103,14 @@ def main(argv: list[str] | None = None) -> int:
                     "never to be committed or used to judge the method", args.truths)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if not out.exists():
+    resuming = out.exists()
+    if not resuming:
         shutil.copyfile(args.start, out)
     prior = VAEPrior.load(out, device="cpu")
     prior.set_params(compile=args.compile, precision="bfloat16")
-    start = VAEPrior.load(args.start, device="cpu").n_images_seen_
+    # where the schedule starts: the start prior's count (read again only when resuming)
+    start = (VAEPrior.load(args.start, device="cpu").n_images_seen_ if resuming
+             else prior.n_images_seen_)
     stop = start + args.more_images
     train_in_chunks(prior, crops, stop, chunk_size=args.chunk, seed=args.seed,
                     checkpoint=out, lr_schedule=cosine_lr(args.lr, args.lr_final, start,
